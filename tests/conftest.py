@@ -1,0 +1,31 @@
+"""Shared fixtures: a small embedded benchmark generated once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Tests run on 2 shared cores: one intra-op thread keeps parallel processes from thrashing.
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def small_benchmark(tmp_path_factory):
+    """The embedded benchmark at 32 px with few images (seconds to draw)."""
+    from cat_models.data.synthetic import ensure_benchmark
+
+    root = tmp_path_factory.mktemp("bench")
+    return ensure_benchmark(root, resolution=32, seed=0, n_source=300, n_target=200)
+
+
+@pytest.fixture(scope="session")
+def bench64(tmp_path_factory):
+    """The embedded benchmark at 64 px, the size the shipped studies use (about 10 s)."""
+    from cat_models.data.synthetic import ensure_benchmark
+
+    root = tmp_path_factory.mktemp("bench64")
+    return ensure_benchmark(root, resolution=64, seed=0, n_source=2000, n_target=1000)
