@@ -1,0 +1,90 @@
+"""Combining affinity matrices: majority vote (paper §3.1) and averaging (ablation).
+
+Majority vote: for each target class, every method votes for its highest-affinity source class;
+a source class with at least 2 votes (the most votes, if more than 3 methods) wins. When the
+methods all disagree (or the top vote is tied), the vote of the method with the lowest
+*training-free* FID on the target training set decides — the caller passes that ranking
+(`fid_ranking`, best first). Without one, `DEFAULT_ORDER` decides: text, then segmentation,
+then features, following paper Table 1 where text and segmentation affinities beat the
+self-supervised features. The result is binary: one 1 per target column.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cat_models.affinity.matrix import AffinityError, AffinityMatrix
+from cat_models.affinity.normalise import normalise_columns
+from cat_models.affinity.registry import AffinityInputs, register_estimator
+
+DEFAULT_ORDER = ("text", "segmentation", "features")
+
+
+def _check_same_classes(matrices: Mapping[str, AffinityMatrix]) -> AffinityMatrix:
+    if not matrices:
+        raise AffinityError("combination: no affinity matrices given")
+    first_name, first = next(iter(matrices.items()))
+    for name, m in matrices.items():
+        if (m.source_names, m.target_names) != (first.source_names, first.target_names):
+            raise AffinityError(
+                f"combination: matrix {name!r} has other class names than {first_name!r} "
+                f"({m.shape} vs {first.shape}); all must share source and target classes"
+            )
+    return first
+
+
+def tie_break_order(methods: Sequence[str], fid_ranking: Sequence[str] | None) -> list[str]:
+    """Methods in the order that breaks ties: the FID ranking, then DEFAULT_ORDER, then name."""
+    preferred = list(fid_ranking or []) + list(DEFAULT_ORDER)
+    rank = {m: preferred.index(m) if m in preferred else len(preferred) for m in methods}
+    return sorted(methods, key=lambda m: (rank[m], m))
+
+
+def majority_vote(matrices: Mapping[str, AffinityMatrix],
+                  fid_ranking: Sequence[str] | None = None) -> AffinityMatrix:
+    """Binary C_S × C_T matrix from the argmax votes of `matrices` (paper §3.1)."""
+    first = _check_same_classes(matrices)
+    order = tie_break_order(list(matrices), fid_ranking)
+    votes = {m: matrices[m].argmax_source() for m in order}
+    values = np.zeros(first.shape)
+    decided_by: dict[str, str] = {}
+    for k, target in enumerate(first.target_names):
+        counts = Counter(int(votes[m][k]) for m in order)
+        top = max(counts.values())
+        leaders = {c for c, n in counts.items() if n == top}
+        if top >= 2 and len(leaders) == 1:
+            choice, decided_by[target] = leaders.pop(), "vote"
+        else:
+            decider = next(m for m in order if int(votes[m][k]) in leaders)
+            choice, decided_by[target] = int(votes[decider][k]), decider
+        values[choice, k] = 1.0
+    return AffinityMatrix(values, first.source_names, first.target_names, "combination", {
+        "methods": list(matrices), "tie_break_order": order,
+        "fid_ranking": list(fid_ranking) if fid_ranking else None, "decided_by": decided_by,
+    })
+
+
+def average_affinity(matrices: Mapping[str, AffinityMatrix],
+                     top_k: int | None = None) -> AffinityMatrix:
+    """Mean of the (column-normalised) matrices, columns renormalised (ablation of §3.1)."""
+    first = _check_same_classes(matrices)
+    mean = np.mean([m.values for m in matrices.values()], axis=0)
+    return AffinityMatrix(normalise_columns(mean, top_k=top_k), first.source_names,
+                          first.target_names, "average",
+                          {"methods": list(matrices), "top_k": top_k})
+
+
+@register_estimator("combination")
+def estimate_combination(inputs: AffinityInputs,
+                         fid_ranking: Sequence[str] | None = None) -> AffinityMatrix:
+    inputs.require("matrices")
+    return majority_vote(inputs.matrices, fid_ranking or inputs.fid_ranking)
+
+
+@register_estimator("average")
+def estimate_average(inputs: AffinityInputs, top_k: int | None = None) -> AffinityMatrix:
+    inputs.require("matrices")
+    return average_affinity(inputs.matrices, top_k)

@@ -1,0 +1,86 @@
+"""Majority vote (paper §3.1) with FID-ranked tie breaks, and the average ablation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cat_models.affinity import (
+    AffinityError,
+    AffinityInputs,
+    AffinityMatrix,
+    average_affinity,
+    estimate_affinity,
+    majority_vote,
+)
+
+SOURCE = ["sky", "grass", "road", "car"]
+TARGET = ["sea", "lawn", "street"]
+
+
+def _one_hot_columns(method: str, argmaxes: list[int]) -> AffinityMatrix:
+    values = np.full((len(SOURCE), len(TARGET)), 0.1)
+    for k, l in enumerate(argmaxes):
+        values[l, k] = 0.7
+    return AffinityMatrix(values, SOURCE, TARGET, method)
+
+
+MATRICES = {
+    "text": _one_hot_columns("text", [0, 1, 3]),
+    "segmentation": _one_hot_columns("segmentation", [0, 2, 2]),
+    "features": _one_hot_columns("features", [1, 3, 1]),
+}
+
+
+def test_two_of_three_agree_and_result_is_binary():
+    a = majority_vote(MATRICES, fid_ranking=["features", "segmentation", "text"])
+    assert set(np.unique(a.values)) == {0.0, 1.0}
+    np.testing.assert_array_equal(a.values.sum(0), [1, 1, 1])
+    assert a.argmax_source()[0] == 0  # text + segmentation vote "sky"; features ("grass") loses
+    assert a.provenance["decided_by"]["sea"] == "vote"
+    assert a.method == "combination"
+
+
+def test_all_disagree_lowest_fid_method_decides():
+    # lawn: text->grass, seg->road, features->car;  street: text->car, seg->road, feat->grass
+    a = majority_vote(MATRICES, fid_ranking=["features", "segmentation", "text"])
+    assert [SOURCE[i] for i in a.argmax_source()[1:]] == ["car", "grass"]
+    assert a.provenance["decided_by"]["lawn"] == "features"
+    b = majority_vote(MATRICES, fid_ranking=["segmentation", "text", "features"])
+    assert [SOURCE[i] for i in b.argmax_source()[1:]] == ["road", "road"]
+
+
+def test_without_ranking_the_documented_order_decides():
+    a = majority_vote(MATRICES)  # DEFAULT_ORDER: text, segmentation, features
+    assert [SOURCE[i] for i in a.argmax_source()] == ["sky", "grass", "car"]
+    assert a.provenance["tie_break_order"] == ["text", "segmentation", "features"]
+    # a partial ranking puts its methods first, the rest follow the default order
+    b = majority_vote(MATRICES, fid_ranking=["segmentation"])
+    assert b.provenance["tie_break_order"] == ["segmentation", "text", "features"]
+
+
+def test_average_is_mean_of_columns_with_unit_sums():
+    a = average_affinity(MATRICES)
+    expected = np.mean([m.values for m in MATRICES.values()], axis=0)
+    expected /= expected.sum(0)
+    np.testing.assert_allclose(a.values, expected)
+    assert a.method == "average"
+    top1 = average_affinity(MATRICES, top_k=1)
+    assert ((top1.values > 0).sum(0) == 1).all()
+
+
+def test_mismatched_classes_are_rejected():
+    other = AffinityMatrix(np.ones((2, 3)) / 2, ["sky", "grass"], TARGET, "features")
+    with pytest.raises(AffinityError, match="'features' has other class names than 'text'"):
+        majority_vote({"text": MATRICES["text"], "features": other})
+    with pytest.raises(AffinityError, match="no affinity matrices"):
+        majority_vote({})
+
+
+def test_registry_runs_combination_and_average():
+    inputs = AffinityInputs(matrices=MATRICES, fid_ranking=["segmentation"])
+    a = estimate_affinity("combination", inputs)
+    assert [SOURCE[i] for i in a.argmax_source()] == ["sky", "road", "road"]
+    assert estimate_affinity("average", inputs).method == "average"
+    with pytest.raises(AffinityError, match="matrices required"):
+        estimate_affinity("combination", AffinityInputs())

@@ -1,0 +1,54 @@
+"""Column normalisation: unit sums, negative cosines, temperature, top-k."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cat_models.affinity import AffinityError, normalise_columns
+
+COSINES = np.array([
+    [0.6, -0.2, -0.5],
+    [0.2, -0.4, -0.1],
+    [-0.3, 0.3, -0.9],
+    [0.2, 0.1, -0.2],
+])
+
+
+def test_clip_drops_negative_cosines_then_normalises():
+    a = normalise_columns(COSINES)
+    np.testing.assert_allclose(a.sum(0), 1.0)
+    np.testing.assert_allclose(a[:, 0], [0.6, 0.2, 0.0, 0.2])
+    np.testing.assert_allclose(a[:, 1], [0.0, 0.0, 0.75, 0.25])
+    # no positive cosine at all: no information -> uniform, never NaN
+    np.testing.assert_allclose(a[:, 2], [0.25] * 4)
+
+
+def test_softmax_temperature_matches_formula_and_sharpens():
+    a = normalise_columns(COSINES, temperature=0.5)
+    e = np.exp(COSINES[:, 0] / 0.5)
+    np.testing.assert_allclose(a[:, 0], e / e.sum())
+    np.testing.assert_allclose(a.sum(0), 1.0)
+    assert (a > 0).all()  # softmax keeps every class, negatives included
+    sharp = normalise_columns(COSINES, temperature=0.01)
+    assert sharp[0, 0] > 0.999 and a[0, 0] < 0.5
+    with pytest.raises(AffinityError, match="temperature must be > 0"):
+        normalise_columns(COSINES, temperature=0.0)
+
+
+def test_top_k_keeps_k_largest_and_renormalises():
+    a = normalise_columns(COSINES, top_k=2)
+    np.testing.assert_allclose(a[:, 0], [0.75, 0.25, 0.0, 0.0])  # 0.2 tie: first source kept
+    assert ((a > 0).sum(0) <= 2).all()
+    np.testing.assert_allclose(a.sum(0), 1.0)
+    soft = normalise_columns(COSINES, temperature=1.0, top_k=1)
+    np.testing.assert_array_equal(soft.argmax(0), COSINES.argmax(0))
+    np.testing.assert_allclose(soft.max(0), 1.0)
+    np.testing.assert_allclose(normalise_columns(COSINES, top_k=10), normalise_columns(COSINES))
+
+
+def test_bad_scores_are_rejected():
+    with pytest.raises(AffinityError, match="non-empty C_S × C_T"):
+        normalise_columns(np.zeros((0, 3)))
+    with pytest.raises(AffinityError, match="NaN or inf"):
+        normalise_columns(np.array([[np.inf]]))
