@@ -1,0 +1,117 @@
+"""`Evaluator`: what a trial calls every N iterations (paper §4.1 metrics: FID, mIoU; + KID).
+
+Built once per trial with everything that does not change between evaluations (real
+statistics, loaded from the cache; evaluation label maps; segmenter; feature net), then
+`evaluate(generate_fn)` pays only for the generated images. It knows no model family: the
+generator is a function from label maps to images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cat_models.metrics.feature_net import FeatureNet, load_feature_net
+from cat_models.metrics.fid import (
+    fid_from_features,
+    inception_features,
+    kid_from_features,
+)
+from cat_models.metrics.miou import confusion_matrix, iou_from_confusion, label_lut, mean_iou
+from cat_models.metrics.real_stats import real_statistics
+
+GenerateFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def eval_label_maps(source: Any, n: int | None = None) -> torch.Tensor:
+    """long [M, H, W] label maps from a tensor or the first `n` items of a dataset."""
+    if isinstance(source, torch.Tensor):
+        labels = source.long()
+    else:
+        count = len(source) if n is None else min(n, len(source))
+        labels = torch.stack([torch.as_tensor(source[i]["label"]) for i in range(count)])
+    if labels.dim() != 3 or len(labels) == 0:
+        raise ValueError(f"Evaluator: label maps must be a non-empty [M, H, W] tensor, got "
+                         f"{tuple(labels.shape)}")
+    return labels
+
+
+class Evaluator:
+    """FID / KID against cached real statistics and mIoU with an evaluation segmenter.
+
+    real_dataset: SegmentationDataset whose images define the real statistics (the paper:
+        the target test split). eval_labels: [M, H, W] label maps or a dataset (its labels);
+        the generator is asked for `n_samples` images (label maps cycled if n_samples > M).
+    class_names: names of the label maps' classes (default: the real dataset's); matched to
+        the segmenter's by name when they differ (see `label_lut`).
+    seed: the torch RNG is forked and seeded around generation, so evaluations at different
+        iterations see the same noise.
+    """
+
+    def __init__(self, real_dataset: Any, eval_labels: Any, segmenter: Any,
+                 feature_net: FeatureNet | str | Path | None = None,
+                 n_samples: int | None = None, cache_dir: str | Path | None = None,
+                 batch_size: int = 8, seed: int = 0, max_real_images: int | None = None,
+                 class_names: Sequence[str] | None = None, progress: bool = False) -> None:
+        self.net = (feature_net if isinstance(feature_net, FeatureNet)
+                    else load_feature_net(feature_net))
+        self.real = real_statistics(real_dataset, self.net, cache_dir, max_real_images,
+                                    progress=progress)
+        labels = eval_label_maps(eval_labels)
+        self.n_samples = len(labels) if n_samples is None else n_samples
+        if self.n_samples < 2:
+            raise ValueError(f"Evaluator: n_samples must be >= 2 for FID, got {self.n_samples}")
+        reps = -(-self.n_samples // len(labels))
+        self.labels = labels.repeat(reps, 1, 1)[:self.n_samples]
+        self.segmenter = segmenter
+        names = list(class_names) if class_names is not None else list(real_dataset.class_names)
+        self.lut = label_lut(names, segmenter.class_names)
+        if int(self.labels.max()) >= len(self.lut):
+            raise ValueError(f"Evaluator: label maps hold label {int(self.labels.max())} but "
+                             f"only {len(names)} class names were given")
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def evaluate(self, generate_fn: GenerateFn) -> dict:
+        """generate_fn(labels long [B, H, W]) -> images float [B, 3, H', W'] in [-1, 1]."""
+        start = time.perf_counter()
+        feats, confusion = [], None
+        num_seg = len(self.segmenter.class_names)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(self.seed)
+            for batch in self.labels.split(self.batch_size):
+                images = generate_fn(batch)
+                _check_generated(images, batch)
+                feats.append(inception_features(images, self.net, self.batch_size))
+                predicted = self.segmenter.predict(images.float())
+                if predicted.shape[-2:] != batch.shape[-2:]:
+                    predicted = F.interpolate(predicted[:, None].float(), size=batch.shape[-2:],
+                                              mode="nearest")[:, 0].long()
+                c = confusion_matrix(predicted.cpu(), self.lut[batch], num_seg)
+                confusion = c if confusion is None else confusion + c
+        gen = np.concatenate(feats)
+        ious = iou_from_confusion(confusion)
+        return {
+            "fid": fid_from_features(gen, self.real),
+            "kid": kid_from_features(gen, self.real, seed=self.seed),
+            "miou": mean_iou(ious),
+            "per_class_iou": {self.segmenter.class_names[k]: float(v)
+                              for k, v in enumerate(ious) if not np.isnan(v)},
+            "feature_net": self.net.identifier,
+            "segmenter": self.segmenter.identifier,
+            "n_samples": self.n_samples,
+            "n_real": self.real.count,
+            "eval_time_s": round(time.perf_counter() - start, 3),
+        }
+
+
+def _check_generated(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if images.dim() != 4 or images.shape[0] != labels.shape[0] or images.shape[1] != 3:
+        raise ValueError(f"Evaluator: generate_fn returned {tuple(images.shape)} for "
+                         f"{labels.shape[0]} label maps; expected [B, 3, H, W] in [-1, 1]")

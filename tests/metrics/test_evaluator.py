@@ -1,0 +1,117 @@
+"""Evaluator: FID/KID against cached real statistics + mIoU through a segmenter, seeded."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+import torch
+
+from cat_models.metrics import DEFAULT_NET_ID, Evaluator, stats_path
+
+PALETTE = torch.tensor([[0.0, 0.0, 0.0], [0.9, -0.9, -0.9], [-0.9, 0.9, -0.9],
+                        [-0.9, -0.9, 0.9], [0.9, 0.9, -0.9]])
+
+
+class PaletteSegmenter:
+    """Labels each pixel with the nearest palette colour (classes 1..4): an exact oracle for
+    images painted with PALETTE."""
+
+    class_names: ClassVar[list[str]] = ["w", "x", "y", "z"]
+    identifier = "palette-oracle"
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        d = ((images[:, None] - PALETTE[1:, :, None, None]) ** 2).sum(2)
+        return -d
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(images).argmax(1) + 1
+
+
+def paint(labels: torch.Tensor) -> torch.Tensor:
+    return PALETTE[labels].permute(0, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def labels() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(1, 5, (6, 16, 16), generator=g)
+    labels[:, :2] = 0  # unlabeled rows are ignored
+    return labels
+
+
+class PaletteDataset:
+    """A real dataset (for FID statistics) of painted label maps, with a dataset's `files`."""
+
+    class_names: ClassVar[list[str]] = ["w", "x", "y", "z"]
+
+    def __init__(self, labels: torch.Tensor, root) -> None:
+        from cat_models.data.layouts import DatasetFiles
+
+        self.labels = labels
+        self.images = paint(labels)
+        self.indices = list(range(len(labels)))
+        self.size_hw = tuple(labels.shape[-2:])
+        self.files = DatasetFiles(
+            "palette", root, "val", tuple(root / f"{i}.png" for i in self.indices),
+            tuple(root / f"{i}.png" for i in self.indices), tuple(self.class_names), (0,))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": self.labels[i], "index": i}
+
+
+@pytest.fixture(scope="module")
+def evaluator(labels, feature_net, tmp_path_factory):
+    root = tmp_path_factory.mktemp("palette")
+    real = PaletteDataset(labels, root)
+    ev = Evaluator(real, real, PaletteSegmenter(), feature_net, n_samples=6, cache_dir=root,
+                   batch_size=3)
+    assert stats_path(real, feature_net, root).is_file()
+    return ev
+
+
+def test_real_images_score_zero_fid_and_perfect_miou(evaluator):
+    result = evaluator.evaluate(paint)
+    assert result["fid"] == pytest.approx(0.0, abs=1e-3)
+    assert result["miou"] == 1.0
+    assert result["per_class_iou"] == {"w": 1.0, "x": 1.0, "y": 1.0, "z": 1.0}
+    assert result["feature_net"] == DEFAULT_NET_ID
+    assert result["segmenter"] == "palette-oracle"
+    assert result["n_samples"] == 6 and result["n_real"] == 6
+
+
+def test_swapped_classes_lower_miou_by_the_known_amount(evaluator, labels):
+    from cat_models.metrics import miou
+
+    swap = torch.tensor([0, 2, 1, 3, 4])  # the generator paints classes 1 and 2 swapped
+    result = evaluator.evaluate(lambda lab: paint(swap[lab]))
+    expected = miou(swap[labels], labels, 4, PaletteSegmenter.class_names)
+    assert result["per_class_iou"]["w"] == 0.0 and result["per_class_iou"]["y"] == 1.0
+    assert result["miou"] == pytest.approx(expected["miou"]) == pytest.approx(0.5)
+
+
+def test_noise_is_seeded_and_raises_fid_and_kid(evaluator):
+    def noisy(lab):
+        return (paint(lab) + 0.5 * torch.randn(len(lab), 3, *lab.shape[-2:])).clamp(-1, 1)
+
+    torch.manual_seed(123)
+    first = evaluator.evaluate(noisy)
+    after_first = torch.rand(1)
+    second = evaluator.evaluate(noisy)
+    assert first["fid"] == second["fid"] and first["kid"] == second["kid"]
+    assert first["fid"] > 50.0 and first["kid"] > 0.05
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after_first)  # the caller's RNG stream is untouched
+
+
+def test_bad_generator_output_and_label_maps_are_reported(evaluator, labels, feature_net,
+                                                          tmp_path):
+    with pytest.raises(ValueError, match=r"generate_fn returned \(3, 16, 16\)"):
+        evaluator.evaluate(lambda lab: paint(lab)[0])
+    real = PaletteDataset(labels, tmp_path)
+    with pytest.raises(ValueError, match="label 4 but only 3 class names"):
+        Evaluator(real, labels, PaletteSegmenter(), feature_net, cache_dir=tmp_path,
+                  class_names=["w", "x", "y"])
