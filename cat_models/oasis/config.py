@@ -1,0 +1,101 @@
+"""OasisConfig: every hyper-parameter of an OASIS model and its training, as typed data.
+
+Defaults are the OASIS paper's (Schönfeld et al. 2021, `boschresearch/OASIS` config.py); the
+presets reproduce the released ADE20K / COCO-Stuff / Cityscapes configurations (DESIGN §6) and
+the tiny model the embedded benchmark uses (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OasisConfig:
+    """Architecture + optimisation settings. `resolution` is (height, width)."""
+
+    resolution: tuple[int, int] = (256, 256)
+    channels_g: int = 64          # G widths = channels_g * [16, 16, 16, 8, 4, 2, 1] (6 blocks)
+    channels_d: int = 64          # D widths = channels_d * [2, 2, 4, 4, 8, 8], last up block 1x
+    num_res_blocks: int = 6       # G SPADE blocks and D down/up blocks (official: 6)
+    z_dim: int = 64               # 3D noise channels, concatenated before the one-hot map
+    spade_hidden: int = 128
+    spade_ks: int = 3
+    param_free_norm: str = "batch"   # "batch" (official syncbatch) | "instance"
+    spectral_norm: bool = True
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    betas: tuple[float, float] = (0.0, 0.999)
+    batch_size: int = 32
+    lambda_labelmix: float = 10.0
+    ema_decay: float = 0.9999
+    class_balancing: bool = True
+    ignore_unlabeled: bool = True   # label 0 gets weight 0 in the real/G loss (contain_dontcare)
+    amp: bool = True                # used on CUDA only
+
+    def __post_init__(self) -> None:
+        res = self.resolution
+        if isinstance(res, int):
+            res = (res, res)
+        object.__setattr__(self, "resolution", tuple(int(r) for r in res))
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        h, w = self.resolution
+        scale = 2 ** self.num_res_blocks  # D halves the map num_res_blocks times
+        if not (32 <= h <= 1024 and 32 <= w <= 1024):
+            raise ValueError(f"OasisConfig.resolution: expected 32..1024 per side, got {res}")
+        if h % scale or w % scale:
+            raise ValueError(f"OasisConfig.resolution {self.resolution}: both sides must be "
+                             f"divisible by 2**num_res_blocks = {scale} (the U-Net discriminator's depth)")
+        if self.param_free_norm not in ("batch", "instance"):
+            raise ValueError(f"OasisConfig.param_free_norm: 'batch' or 'instance', "
+                             f"got {self.param_free_norm!r}")
+        if self.num_res_blocks < 2:
+            raise ValueError(f"OasisConfig.num_res_blocks: at least 2, got {self.num_res_blocks}")
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        """Spatial size of the first generator feature map (official: crop / 32)."""
+        scale = 2 ** (self.num_res_blocks - 1)
+        return self.resolution[0] // scale, self.resolution[1] // scale
+
+    def generator_widths(self) -> list[int]:
+        n = self.num_res_blocks
+        return [self.channels_g * min(16, 2 ** (n - i)) for i in range(n + 1)]
+
+    def discriminator_widths(self) -> list[int]:
+        n = self.num_res_blocks
+        return [3] + [self.channels_d * min(8, 2 * 2 ** (i // 2)) for i in range(n)]
+
+    def replace(self, **changes: Any) -> OasisConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> OasisConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"OasisConfig: unknown fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+PRESETS: dict[str, OasisConfig] = {
+    "official_ade20k": OasisConfig(resolution=(256, 256)),
+    "official_coco": OasisConfig(resolution=(256, 256)),
+    "official_cityscapes": OasisConfig(resolution=(256, 512), lr_g=4e-4, lambda_labelmix=5.0,
+                                       ema_decay=0.999, batch_size=20),
+    # DESIGN §4: ~1.9M G + ~1.0M D at 64x64, batch 8, sized for 2 CPU cores.
+    "bench64": OasisConfig(resolution=(64, 64), channels_g=12, channels_d=18, num_res_blocks=5,
+                           z_dim=16, spade_hidden=32, batch_size=8, ema_decay=0.999),
+}
+
+
+def preset(name: str, **overrides: Any) -> OasisConfig:
+    """A named preset, optionally with fields replaced."""
+    if name not in PRESETS:
+        raise KeyError(f"OASIS preset {name!r} unknown; choose from {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

@@ -1,0 +1,248 @@
+"""One OASIS training loop for source pretraining, CAT finetuning and every baseline.
+
+`train_oasis(plan, data, cfg, ...)` runs a `TransferPlan` (baselines.py): G step, D step, EMA,
+stage switches, periodic evaluation/reporting through callbacks, checkpoints. No Ray: the
+harness passes `on_report` and `evaluate_fn`.
+
+Determinism: the batch indices, z and the LabelMix bits of step s are drawn from generators
+seeded by (seed, s) for the *global* batch, and each DDP rank takes its slice. A resumed run
+therefore repeats the next step exactly, and a DDP run computes the same update as one process
+on the global batch (batch norm statistics and class-balancing counts are all-reduced too).
+Deviation from the official loop: the D step reuses the G step's (detached) fake batch instead
+of generating a second one, which saves a third of the generator compute.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from cat_models.oasis.baselines import TransferPlan
+from cat_models.oasis.config import OasisConfig
+from cat_models.oasis.losses import discriminator_loss, generator_loss, labelmix_mask, update_ema
+from cat_models.oasis.norms import clone_module
+
+Report = Callable[[dict[str, Any]], None]
+Evaluate = Callable[[nn.Module, int], dict[str, Any]]
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def batch_indices(n: int, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """Global batch indices for one step: a random draw without replacement when possible."""
+    if batch <= n:
+        return torch.randperm(n, generator=gen)[:batch]
+    return torch.randint(0, n, (batch,), generator=gen)
+
+
+def load_batch(data: Sequence[dict], indices: torch.Tensor, num_classes: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [B,3,H,W], one-hot labels [B,C+1,H,W]) for dataset items `indices`."""
+    items = [data[int(i)] for i in indices]
+    images = torch.stack([it["image"] for it in items]).to(device)
+    labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long().to(device)
+    if int(labels.max()) > num_classes:
+        raise ValueError(f"training data: label {int(labels.max())} exceeds the model's "
+                         f"{num_classes} classes (one-hot has {num_classes + 1} channels)")
+    one_hot = torch.zeros(labels.shape[0], num_classes + 1, *labels.shape[1:], device=device)
+    return images, one_hot.scatter_(1, labels.unsqueeze(1), 1.0)
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds besides the plan's modules."""
+
+    plan: TransferPlan
+    ema: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_state(plan: TransferPlan, cfg: OasisConfig, device: torch.device) -> TrainState:
+    plan.generator.to(device)
+    plan.discriminator.to(device)
+    opt_g = torch.optim.Adam(plan.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    opt_d = torch.optim.Adam(plan.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+    ema = clone_module(plan.generator).eval().requires_grad_(False)
+    return TrainState(plan, ema, opt_g, opt_d)
+
+
+def save_checkpoint(state: TrainState, path: str | Path, cfg: OasisConfig) -> Path:
+    """Atomic write of models, EMA, optimisers, step, RNG states and the plan's options."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "G": state.plan.generator.state_dict(), "D": state.plan.discriminator.state_dict(),
+        "EMA": state.ema.state_dict(), "opt_g": state.opt_g.state_dict(),
+        "opt_d": state.opt_d.state_dict(), "step": state.step, "history": state.history,
+        "config": cfg.to_dict(), "plan": {"name": state.plan.name,
+                                          **_plain(state.plan.options)},
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(type(v)))
+            for k, v in options.items()}
+
+
+def load_checkpoint(state: TrainState, path: str | Path, device: torch.device) -> None:
+    """Restore a `save_checkpoint` file into a state built from the same plan."""
+    payload = torch.load(path, map_location=device, weights_only=False)
+    for key, module in (("G", state.plan.generator), ("D", state.plan.discriminator),
+                        ("EMA", state.ema)):
+        try:
+            module.load_state_dict(payload[key])
+        except RuntimeError as err:
+            raise ValueError(f"{path}: '{key}' does not fit the plan "
+                             f"'{state.plan.name}' ({err})") from err
+    state.opt_g.load_state_dict(payload["opt_g"])
+    state.opt_d.load_state_dict(payload["opt_d"])
+    state.step = int(payload["step"])
+    state.history = list(payload.get("history", []))
+    rng = payload["rng"]
+    torch.set_rng_state(rng["torch"].cpu())
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def _wrap(module: nn.Module, device: torch.device) -> nn.Module:
+    # Buffers (spectral-norm u/v, batch-norm running stats) evolve identically on every rank
+    # (same weights, all-reduced batch statistics), so no per-forward broadcast is needed.
+    if world()[1] == 1:
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(module, device_ids=ids, broadcast_buffers=False)
+
+
+def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tensor,
+               labels: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None,
+               cfg: OasisConfig, d_trainable: dict[str, bool]) -> dict[str, float]:
+    """One OASIS iteration (G then D then EMA). `g`/`d` may be DDP wrappers."""
+    plan = state.plan
+    reduce = _all_reduce_sum if world()[1] > 1 else None
+    amp = cfg.amp and images.device.type == "cuda"
+    balance = {"balance": cfg.class_balancing, "ignore_unlabeled": cfg.ignore_unlabeled,
+               "reduce": reduce}
+
+    plan.discriminator.requires_grad_(False)
+    state.opt_g.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        fake = g(labels, z)
+        loss_g = generator_loss(plan.discriminator(fake), labels, **balance)
+        total_g = loss_g + (plan.regulariser(g) if plan.regulariser is not None else 0.0)
+    total_g.backward()
+    state.opt_g.step()
+    for name, p in plan.discriminator.named_parameters():
+        p.requires_grad_(d_trainable[name])
+
+    state.opt_d.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        terms = discriminator_loss(d, images, fake, labels, mask, cfg.lambda_labelmix, **balance)
+    terms["d_total"].backward()
+    state.opt_d.step()
+    update_ema(state.ema, plan.generator, cfg.ema_decay)
+    out = {k: float(v.detach()) for k, v in terms.items()}
+    out.update(g_adv=float(loss_g.detach()), g_total=float(total_g.detach()))
+    return out
+
+
+def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iterations: int,
+                *, seed: int = 0, device: str | torch.device = "cpu",
+                checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+                resume: str | Path | None = None, on_report: Report | None = None,
+                report_every: int = 10, evaluate_fn: Evaluate | None = None,
+                eval_every: int = 0) -> TrainState:
+    """Train `plan` on `data` (items: {"image": [3,H,W], "label": [H,W]}) up to `iterations`.
+
+    `cfg.batch_size` is the global batch; under `torch.distributed` every rank takes its
+    share (batch must divide by the world size). `evaluate_fn(ema_generator, step)` runs on
+    rank 0 every `eval_every` steps and its dict is merged into the report; `on_report` gets
+    {"iteration", "stage", "wall_time_s", "sec_per_iter", losses..., metrics...} on rank 0.
+    Checkpoints go to `checkpoint_dir/latest.pt` every `checkpoint_every` steps and at the
+    end; `resume` restores one (same plan) and continues from its step.
+    """
+    device = torch.device(device)
+    rank, size = world()
+    if cfg.batch_size % size:
+        raise ValueError(f"OasisConfig.batch_size {cfg.batch_size} must divide by the "
+                         f"world size {size}")
+    local = cfg.batch_size // size
+    num_classes = plan.generator.semantic_nc - 1
+    state = make_state(plan, cfg, device)
+    if resume is not None:
+        load_checkpoint(state, resume, device)
+    plan.generator.train()
+    plan.discriminator.train()
+    stage, g, d = -1, plan.generator, plan.discriminator
+    start, last_report = time.perf_counter(), time.perf_counter()
+    last_step = state.step
+    while state.step < iterations:
+        if plan.stage_index(state.step) != stage:
+            stage = plan.apply_stage(state.step)
+            d_trainable = {n: p.requires_grad for n, p in plan.discriminator.named_parameters()}
+            g, d = _wrap(plan.generator, device), _wrap(plan.discriminator, device)
+        gen = step_generator(seed, state.step)
+        idx = batch_indices(len(data), cfg.batch_size, gen)
+        z = torch.randn(cfg.batch_size, cfg.z_dim, generator=gen)
+        part = slice(rank * local, (rank + 1) * local)
+        images, labels = load_batch(data, idx[part], num_classes, device)
+        mask = None
+        if cfg.lambda_labelmix > 0:
+            # Bits drawn per class for the global batch, so every rank mixes the same way.
+            mask = labelmix_mask(labels, gen)
+        losses = train_step(state, g, d, images, labels, z[part].to(device), mask, cfg,
+                            d_trainable)
+        state.step += 1
+        report: dict[str, Any] = {}
+        if evaluate_fn is not None and eval_every and state.step % eval_every == 0 and rank == 0:
+            report.update(evaluate_fn(state.ema, state.step))
+        if report or (report_every and state.step % report_every == 0) \
+                or state.step == iterations:
+            now = time.perf_counter()
+            report.update(losses, iteration=state.step, stage=stage,
+                          wall_time_s=now - start,
+                          sec_per_iter=(now - last_report) / max(1, state.step - last_step))
+            last_report, last_step = now, state.step
+            state.history.append(report)
+            if on_report is not None and rank == 0:
+                on_report(report)
+        if checkpoint_dir is not None and rank == 0 and (
+                (checkpoint_every and state.step % checkpoint_every == 0)
+                or state.step == iterations):
+            save_checkpoint(state, Path(checkpoint_dir) / "latest.pt", cfg)
+    return state
