@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cat_models.data import kl_greedy_subset, label_histograms, load_subset, open_dataset
-from cat_models.data import random_subset, save_subset
+from cat_models.data import (
+    kl_greedy_subset,
+    label_histograms,
+    load_subset,
+    open_dataset,
+    random_subset,
+    save_subset,
+)
 from cat_models.data.subsets import kl_to_uniform
 
 

@@ -1,0 +1,80 @@
+"""Content-addressed stage artifacts: a stage's folder is keyed by a hash of its inputs.
+
+`cached_stage("affinities", inputs, build)` returns `<cache>/stages/affinities/<hash>/`, calling
+`build(tmp_dir)` only when no completed folder for those inputs exists. Building happens in a
+temporary sibling that is renamed into place when done, so an interrupted build never leaves a
+half-written artifact that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MARKER = "STAGE.json"
+
+
+def input_hash(inputs: Any) -> str:
+    blob = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (for checkpoints given by path)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(chunk):
+            h.update(data)
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    path: Path
+    cached: bool
+    seconds: float
+
+
+def stage_dir(cache: Path, name: str, inputs: Any) -> Path:
+    return cache / "stages" / name / input_hash(inputs)
+
+
+def is_cached(cache: Path, name: str, inputs: Any) -> bool:
+    return (stage_dir(cache, name, inputs) / MARKER).is_file()
+
+
+def cached_stage(
+    cache: Path,
+    name: str,
+    inputs: Any,
+    build: Callable[[Path], None],
+    log: Callable[[str], None] = print,
+) -> StageResult:
+    final = stage_dir(cache, name, inputs)
+    if (final / MARKER).is_file():
+        log(f"[stage] {name}: cached ({final})")
+        return StageResult(name, final, True, 0.0)
+    log(f"[stage] {name}: building ...")
+    tmp = final.with_name(final.name + f".tmp-{time.time_ns()}")
+    tmp.mkdir(parents=True)
+    start = time.perf_counter()
+    try:
+        build(tmp)
+        (tmp / MARKER).write_text(json.dumps({"stage": name, "inputs": inputs}, default=str,
+                                             indent=1, sort_keys=True))
+        if final.exists():  # a stale, unmarked folder from an interrupted run
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    log(f"[stage] {name}: done in {seconds:.1f}s ({final})")
+    return StageResult(name, final, False, seconds)

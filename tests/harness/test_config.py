@@ -1,0 +1,106 @@
+"""Study schema: validation messages name the file and field; overrides; search space."""
+
+from __future__ import annotations
+
+import pytest
+from ray import tune
+
+from harness.config import StudyError, load_study, parse_study
+from harness.tune import grid_size, max_concurrency, param_space, swept_axes
+
+BASE = """
+name: t
+methods:
+  - {affinity: combination, label: CAT}
+  - {affinity: random, label: no CAT}
+target_sizes: [25, 50]
+seeds: [0, 1]
+"""
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "study.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_valid_study_and_defaults(tmp_path):
+    s = load_study(_write(tmp_path, BASE))
+    assert [m.label for m in s.methods] == ["CAT", "no CAT"]
+    assert s.methods[0].baseline == "cat" and s.source.dataset.kind == "synthetic_source"
+    assert grid_size(s) == 8
+    assert swept_axes(s) == ["method", "target_size", "seed"]
+
+
+@pytest.mark.parametrize("extra, field, message", [
+    ("trainng: {iterations: 5}", "trainng", "Extra inputs are not permitted"),
+    ("training: {iterations: -5}", "training.iterations", "greater than 0"),
+    ("training: {iterations: 10, stage1_iterations: 20}", "training", "exceeds iterations"),
+    ("search: {space: {lr: {grid: [1, 2]}}}", "search.space", "cannot search over ['lr']"),
+    ("search: {space: {lr_g: {loguniform: [1.0e-5, 1.0e-3]}}}", "search",
+     "need algorithm optuna or random"),
+    ("target: {dataset: {kind: ade20k}}", "target.dataset", "needs `root`"),
+    ("resources: {workers_per_trial: 0}", "resources.workers_per_trial", "greater than 0"),
+])
+def test_errors_name_file_and_field(tmp_path, extra, field, message):
+    path = _write(tmp_path, BASE + extra + "\n")
+    with pytest.raises(StudyError) as err:
+        load_study(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: {field}")
+    assert message in text
+
+
+def test_unknown_method_and_duplicate_labels(tmp_path):
+    with pytest.raises(StudyError, match=r"methods\.0\.baseline: .*unknown method 'catt'"):
+        load_study(_write(tmp_path, "name: t\nmethods: [{baseline: catt}]\n"))
+    with pytest.raises(StudyError, match="repeated: \\['x'\\]"):
+        load_study(_write(tmp_path, "name: t\nmethods: [{baseline: scratch, label: x},"
+                                    " {baseline: freezed, label: x}]\n"))
+
+
+def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
+    path = _write(tmp_path, BASE)
+    s = load_study(path, ["training.iterations=420", "target_sizes=[10]", "search.metric=miou"])
+    assert s.training.iterations == 420 and s.target_sizes == [10]
+    with pytest.raises(StudyError, match="training.iterations"):
+        load_study(path, ["training.iterations=abc"])
+    with pytest.raises(StudyError, match="expected key.path=value"):
+        load_study(path, ["training.iterations"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(StudyError, match="study file not found"):
+        load_study(tmp_path / "nope.yaml")
+    with pytest.raises(StudyError, match="not valid YAML"):
+        load_study(_write(tmp_path, "name: [unclosed\n"))
+
+
+def test_param_space_grid_vs_optuna():
+    s = parse_study({"name": "t", "methods": [{"affinity": "text"}], "target_sizes": [100],
+                     "seeds": [0, 1], "search": {"space": {"freeze_d": {"grid": [0, 3, 6]},
+                                                           "lr_g": 2e-4}}})
+    space = param_space(s)
+    assert space["method"] == "cat-text" and space["target_size"] == 100
+    assert space["seed"] == {"grid_search": [0, 1]}
+    assert space["freeze_d"] == {"grid_search": [0, 3, 6]} and space["lr_g"] == 2e-4
+    assert grid_size(s) == 6 and "freeze_d" in swept_axes(s) and "lr_g" not in swept_axes(s)
+    o = parse_study({"name": "t", "methods": [{"affinity": "text"}],
+                     "search": {"algorithm": "optuna", "num_samples": 5,
+                                "space": {"freeze_d": {"int": [0, 9]},
+                                          "lr_g": {"loguniform": [1e-5, 1e-3]}}}})
+    space = param_space(o)
+    assert isinstance(space["freeze_d"], tune.search.sample.Integer)
+    assert (space["freeze_d"].lower, space["freeze_d"].upper) == (0, 10)
+    assert isinstance(space["lr_g"], tune.search.sample.Float)
+
+
+def test_concurrency_is_capped_by_cluster():
+    s = parse_study({"name": "t", "methods": [{"affinity": "text"}],
+                     "resources": {"workers_per_trial": 2, "cpus_per_worker": 1}})
+    assert max_concurrency(s, {"CPU": 8}) == 3    # 2 workers + driver share per trial
+    s.resources.max_concurrent_trials = 2
+    assert max_concurrency(s, {"CPU": 8}) == 2
+    g = parse_study({"name": "t", "methods": [{"affinity": "text"}],
+                     "resources": {"gpus_per_worker": 1}})
+    assert max_concurrency(g, {"CPU": 16, "GPU": 1}) == 1
