@@ -201,6 +201,10 @@ class TrainingSpec(Strict):
         if self.stage1_iterations > self.iterations:
             raise ValueError(f"stage1_iterations ({self.stage1_iterations}) exceeds "
                              f"iterations ({self.iterations})")
+        if self.checkpoint_every % self.eval_every:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                             f"eval_every ({self.eval_every}): checkpoints travel with the "
+                             "evaluation reports")
         return self
 
 
@@ -211,6 +215,22 @@ class EvaluationSpec(Strict):
     segmenter_iterations: Annotated[int, Field(gt=0)] = 1500
     final_samples_grid: Annotated[int, Field(gt=0)] = 8
     convergence_tolerance: Annotated[float, Field(gt=0)] = 0.05
+
+
+class OasisSpec(Strict):
+    """The OASIS architecture for pretraining (ignored when a checkpoint brings its own)."""
+
+    preset: str = "bench32"              # cat_models.oasis.config.PRESETS
+    overrides: dict[str, Any] = {}       # OasisConfig fields, e.g. {channels_g: 32}
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        from cat_models.oasis.config import PRESETS
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown OASIS preset {v!r}; expected one of {sorted(PRESETS)}")
+        return v
 
 
 class ResourcesSpec(Strict):
@@ -225,7 +245,8 @@ class Study(Strict):
     name: str
     description: str = ""
     model: Literal["oasis", "piti"] = "oasis"
-    resolution: Annotated[int, Field(ge=32, le=512)] | tuple[int, int] = 64
+    resolution: Annotated[int, Field(ge=32, le=512)] | tuple[int, int] = 32
+    oasis: OasisSpec = OasisSpec()
     benchmark: BenchmarkSpec = BenchmarkSpec()
     source: SourceSpec = SourceSpec()
     target: TargetSpec = TargetSpec()

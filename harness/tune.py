@@ -22,6 +22,9 @@ from harness.config import (
 )
 
 COMPARISON_AXES = ("method", "target_size", "seed")
+# CPU reserved for the Tune driver of a multi-worker trial (Ray rejects 0); its workers are
+# scheduled by Ray Train on top.
+DRIVER_CPU = 0.01
 
 
 def _categorical(values: list[Any], algorithm: str) -> Any:
@@ -114,13 +117,14 @@ def trial_resources(study: Study) -> dict[str, float]:
         if r.gpus_per_worker:
             res["gpu"] = r.gpus_per_worker
         return res
-    return {"cpu": 0.01}
+    return {"cpu": DRIVER_CPU}
 
 
 def total_trial_demand(study: Study) -> dict[str, float]:
     """CPUs/GPUs one trial occupies in the cluster, workers included."""
     r = study.resources
-    return {"CPU": r.workers_per_trial * r.cpus_per_worker + (0.01 if r.workers_per_trial > 1
+    return {"CPU": r.workers_per_trial * r.cpus_per_worker + (DRIVER_CPU
+                                                              if r.workers_per_trial > 1
                                                               else 0.0),
             "GPU": r.workers_per_trial * r.gpus_per_worker}
 

@@ -16,7 +16,8 @@ def finetune_oasis(method: str, source: SourceModel | None, target_data: Any, it
                    checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                    resume: str | Path | None = None, on_report: Report | None = None,
                    report_every: int = 10, evaluate_fn: Evaluate | None = None,
-                   eval_every: int = 0, **options: Any) -> TrainState:
+                   eval_every: int = 0, report_all_ranks: bool = False,
+                   **options: Any) -> TrainState:
     """Run transfer method `method` ("cat", "freezed", ... see BASELINES) for `iterations`.
 
     `options` go to the recipe (e.g. affinity=A, freeze_d=3, stage1_iters=..., split=False).
@@ -32,4 +33,5 @@ def finetune_oasis(method: str, source: SourceModel | None, target_data: Any, it
     return train_oasis(plan, target_data, cfg, iterations, seed=seed, device=device,
                        checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                        resume=resume, on_report=on_report, report_every=report_every,
-                       evaluate_fn=evaluate_fn, eval_every=eval_every)
+                       evaluate_fn=evaluate_fn, eval_every=eval_every,
+                       report_all_ranks=report_all_ranks)

@@ -186,15 +186,18 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
                 checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                 resume: str | Path | None = None, on_report: Report | None = None,
                 report_every: int = 10, evaluate_fn: Evaluate | None = None,
-                eval_every: int = 0) -> TrainState:
+                eval_every: int = 0, report_all_ranks: bool = False) -> TrainState:
     """Train `plan` on `data` (items: {"image": [3,H,W], "label": [H,W]}) up to `iterations`.
 
     `cfg.batch_size` is the global batch; under `torch.distributed` every rank takes its
     share (batch must divide by the world size). `evaluate_fn(ema_generator, step)` runs on
-    rank 0 every `eval_every` steps and its dict is merged into the report; `on_report` gets
-    {"iteration", "stage", "wall_time_s", "sec_per_iter", losses..., metrics...} on rank 0.
+    rank 0 every `eval_every` steps and after the last step, and its dict is merged into the
+    report; `on_report` gets {"iteration", "stage", "wall_time_s", "sec_per_iter", losses...,
+    metrics...} on rank 0 (on every rank with `report_all_ranks`, e.g. for Ray Train, whose
+    `report` every worker must call; the other ranks' reports hold no metrics).
     Checkpoints go to `checkpoint_dir/latest.pt` every `checkpoint_every` steps and at the
-    end; `resume` restores one (same plan) and continues from its step.
+    end, written before that step's report, which then names it under "checkpoint";
+    `resume` restores one (same plan) and continues from its step.
     """
     device = torch.device(device)
     rank, size = world()
@@ -229,20 +232,22 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
                             d_trainable)
         state.step += 1
         report: dict[str, Any] = {}
-        if evaluate_fn is not None and eval_every and state.step % eval_every == 0 and rank == 0:
+        last = state.step == iterations
+        evaluating = evaluate_fn is not None and (
+            (eval_every and state.step % eval_every == 0) or last)
+        if evaluating and rank == 0:
             report.update(evaluate_fn(state.ema, state.step))
-        if report or (report_every and state.step % report_every == 0) \
-                or state.step == iterations:
+        if checkpoint_dir is not None and rank == 0 and (
+                (checkpoint_every and state.step % checkpoint_every == 0) or last):
+            report["checkpoint"] = str(save_checkpoint(state, Path(checkpoint_dir) /
+                                                       "latest.pt", cfg))
+        if evaluating or report or (report_every and state.step % report_every == 0) or last:
             now = time.perf_counter()
             report.update(losses, iteration=state.step, stage=stage,
                           wall_time_s=now - start,
                           sec_per_iter=(now - last_report) / max(1, state.step - last_step))
             last_report, last_step = now, state.step
             state.history.append(report)
-            if on_report is not None and rank == 0:
+            if on_report is not None and (rank == 0 or report_all_ranks):
                 on_report(report)
-        if checkpoint_dir is not None and rank == 0 and (
-                (checkpoint_every and state.step % checkpoint_every == 0)
-                or state.step == iterations):
-            save_checkpoint(state, Path(checkpoint_dir) / "latest.pt", cfg)
     return state

@@ -64,9 +64,12 @@ def test_resume_reproduces_next_step_exactly_and_reports(tmp_path):
     straight = train_oasis(full, data, cfg, 4, seed=3, on_report=reports.append,
                            report_every=2, evaluate_fn=evaluate, eval_every=3,
                            checkpoint_dir=tmp_path / "a", checkpoint_every=3)
-    assert [r["iteration"] for r in reports] == [2, 3, 4] and evals == [3]
+    assert [r["iteration"] for r in reports] == [2, 3, 4] and evals == [3, 4]  # + last step
     assert reports[1]["score"] == 3.0 and {"d_total", "g_adv", "stage"} <= set(reports[0])
     assert [r["stage"] for r in reports] == [0, 1, 1]   # stage 1 = steps 0 and 1
+    # the checkpoint of a step is written before its report, which names it
+    assert "checkpoint" not in reports[0]
+    assert reports[1]["checkpoint"].endswith("latest.pt") and "checkpoint" in reports[2]
 
     resumed_plan = tiny_plan(cfg, stage1_iters=2)
     import shutil

@@ -1,0 +1,59 @@
+"""How each reported metric is read and shown: label, better direction, display scale/format.
+
+One registry for tables, curves and the report, so "↓FID" / "↑mIoU" (paper Tables 1–5) are
+decided in one place. `result.json` stores mIoU as a fraction in [0, 1]
+(`cat_models.metrics.miou`); the paper prints percentages, hence `scale=100`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str                       # column in the results DataFrame
+    label: str                      # short header, e.g. "FID"
+    direction: Literal["min", "max"]
+    scale: float = 1.0              # display value = stored value × scale
+    decimals: int = 1
+
+    @property
+    def arrow(self) -> str:
+        return "↓" if self.direction == "min" else "↑"
+
+    @property
+    def header(self) -> str:
+        """Paper-style header: arrow then label ("↓FID", "↑mIoU")."""
+        return f"{self.arrow}{self.label}"
+
+
+METRICS: dict[str, MetricSpec] = {}
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    METRICS[spec.name] = spec
+    return spec
+
+
+register_metric(MetricSpec("fid", "FID", "min"))
+register_metric(MetricSpec("kid", "KID×10³", "min", scale=1000.0, decimals=2))
+register_metric(MetricSpec("miou", "mIoU", "max", scale=100.0))
+register_metric(MetricSpec("best_fid", "best FID", "min"))
+register_metric(MetricSpec("best_miou", "best mIoU", "max", scale=100.0))
+register_metric(MetricSpec("iters_to_convergence", "# iters", "min", decimals=0))
+register_metric(MetricSpec("wall_time_s", "time (s)", "min", decimals=0))
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The registered spec, or a neutral one (lower is better, 3 decimals) for an unknown key."""
+    if name in METRICS:
+        return METRICS[name]
+    return MetricSpec(name, name, "min", decimals=3)
+
+
+# Metrics every trial reports during training; the final view prefers `final_<name>`.
+EVAL_METRICS = ("fid", "kid", "miou")
+# Provenance keys (paper §4.1 protocol): which nets produced the numbers.
+PROVENANCE_KEYS = ("fid_feature_net", "miou_segmenter", "source_ckpt_hash")

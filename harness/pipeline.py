@@ -1,0 +1,118 @@
+"""A study from start to end: plan → cached stages → Ray Tune trials → analysis (DESIGN §2)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cat_models.data import cache_root
+from harness import tune as study_tune
+from harness.config import Study, StudyError
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def print_plan(study: Study, study_file: str, out: Path, cache: Path) -> None:
+    from harness.stages import planned_stages
+
+    log(f"[plan] study {study.name!r} from {study_file} (fingerprint {study.fingerprint()})")
+    log(f"[plan] outputs: {out}   cache: {cache}")
+    for name, cached in planned_stages(study, cache):
+        log(f"[plan]   stage {name:<20} {'cached' if cached else 'will run'}")
+    axes = study_tune.swept_axes(study)
+    if study.search.algorithm == "grid":
+        log(f"[plan] trials: grid of {study_tune.grid_size(study)} over {axes}")
+    else:
+        log(f"[plan] trials: {study.search.algorithm} search, {study.search.num_samples} "
+            f"samples over {axes}")
+    for key, value in study_tune.param_space(study).items():
+        log(f"[plan]   {key}: {value}")
+    r = study.resources
+    log(f"[plan] resources per trial: {r.workers_per_trial} worker(s) × "
+        f"{r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU; "
+        f"max concurrent: {r.max_concurrent_trials or 'what the cluster holds'}")
+
+
+def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Workers find our packages through the repo root on PYTHONPATH (a plain local install
+    # makes this a no-op); runtime_env keeps cluster workers' environment the same.
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+                        "RAY_TRAIN_V2_ENABLED": "1"}}
+    if address:
+        ctx = ray.init(address=address, runtime_env=env, log_to_driver=True)
+        log(f"[ray] joined cluster at {address}")
+    else:
+        ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env,
+                       log_to_driver=True)
+    url = getattr(ctx, "dashboard_url", None)
+    if url:
+        log(f"[ray] dashboard: http://{url}")
+    return ray.cluster_resources()
+
+
+def check_fits(study: Study, cluster: dict[str, float], origin: str) -> None:
+    demand = study_tune.total_trial_demand(study)
+    r = study.resources
+    if demand["GPU"] > cluster.get("GPU", 0):
+        raise StudyError(f"{origin}: resources: one trial needs {demand['GPU']:g} GPU(s) "
+                         f"({r.workers_per_trial} workers × {r.gpus_per_worker:g}) but the "
+                         f"cluster has {cluster.get('GPU', 0):g}")
+    if demand["CPU"] > cluster.get("CPU", 0) + 1e-6:
+        raise StudyError(f"{origin}: resources.workers_per_trial: one trial needs "
+                         f"{demand['CPU']:g} CPUs ({r.workers_per_trial} workers × "
+                         f"{r.cpus_per_worker:g}) but the cluster has {cluster.get('CPU', 0):g}")
+
+
+def run_study(study: Study, study_file: str, out: Path, address: str | None = None,
+              resume: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
+    from harness.run import write_resolved
+
+    cache = cache_root(study.cache_dir)
+    out = out.resolve()
+    print_plan(study, study_file, out, cache)
+    if dry_run:
+        return None
+    start = time.perf_counter()
+    write_resolved(study, out, study_tune.swept_axes(study), study_file)
+
+    from harness.stages import stage_datasets, stage_subsets
+
+    source, target = stage_datasets(study, cache, study_file, log)
+    subsets = stage_subsets(study, target, cache, study_file, log)
+
+    import ray
+
+    cluster = init_ray(address, out)
+    try:
+        check_fits(study, cluster, study_file)
+        from harness.stages import prepare_artifacts
+        from harness.trials import run_trials
+
+        artifacts = prepare_artifacts(study, source, target, subsets, cache, out, log, cluster)
+        grid = run_trials(study, artifacts, out, cluster, resume, log)
+    finally:
+        ray.shutdown()
+
+    from harness.analysis import analyze_study
+
+    outputs = analyze_study(out, log=log)
+    summary = {
+        "study": study.name,
+        "output_dir": str(out),
+        "trials": len(grid),
+        "failed_trials": grid.num_errors,
+        "minutes": round((time.perf_counter() - start) / 60, 1),
+        "outputs": outputs.as_dict(),
+    }
+    log(f"[harness] study {study.name!r} done: {out}")
+    return summary

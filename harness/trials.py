@@ -1,0 +1,198 @@
+"""Ray Tune over a study's trials; each trial trains in-process or as a Ray Train run.
+
+* `workers_per_trial == 1`: the Tune function trainable runs `harness.trial.run_trial` itself
+  (`tune_single`). Starting a `TorchTrainer` costs ~20 s on this machine (DESIGN §4) for nothing
+  a single worker needs; both paths call the same `run_trial` with the same seeds, so they give
+  the same numbers (tests/harness/test_trials.py checks it).
+* `workers_per_trial > 1`: the trainable is a small driver (`tune_driver`) that launches a Ray
+  Train V2 `TorchTrainer` with that many DDP workers (gloo on CPU, nccl on GPU) and forwards
+  their reports to Tune with `TuneReportCallback`.
+
+Checkpoints ride on the evaluation reports (every `checkpoint_every` iterations); a failed trial
+is retried from its last checkpoint (`resources.max_failures`), and `--resume` restores the whole
+Tune experiment without rerunning finished trials.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness import tune as study_tune
+from harness.config import Study, StudyError
+from harness.stages import Artifacts
+from harness.trial import run_trial
+
+EXPERIMENT = "tune"   # the Tune experiment folder inside the study's output folder
+
+
+def _device(gpus: float) -> str:
+    import torch
+
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def _restore_dir(checkpoint: Any, scratch: str) -> str | None:
+    """Copy a Ray checkpoint's files to a local folder run_trial can read."""
+    if checkpoint is None:
+        return None
+    return checkpoint.to_directory(scratch)
+
+
+def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
+    """Tune function trainable: one trial, one worker, in this process."""
+    import tempfile
+
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    res = artifacts.study["resources"]
+    ctx = tune.get_context()
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if checkpoint_dir is None:
+            tune.report(metrics)
+        else:
+            tune.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))
+
+    with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
+        restore = _restore_dir(tune.get_checkpoint(), scratch)
+        run_trial(params, artifacts, report, trial_dir=ctx.get_trial_dir(), restore=restore,
+                  device=_device(res["gpus_per_worker"]),
+                  threads=max(1, int(res["cpus_per_worker"])))
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker loop: every rank runs `run_trial`; rank 0 evaluates and checkpoints."""
+    import tempfile
+
+    import ray.train
+    from ray.train import Checkpoint
+
+    artifacts: Artifacts = loop_config["artifacts"]
+    res = artifacts.study["resources"]
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
+        restore = _restore_dir(ray.train.get_checkpoint(), scratch)
+        run_trial(loop_config["params"], artifacts, report, trial_dir=loop_config["trial_dir"],
+                  restore=restore, device=_device(res["gpus_per_worker"]),
+                  threads=max(1, int(res["cpus_per_worker"])))
+
+
+def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> None:
+    """Tune function trainable that runs the trial as a TorchTrainer (DDP over N workers)."""
+    from ray import tune
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    res = artifacts.study["resources"]
+    ctx = tune.get_context()
+    use_gpu = res["gpus_per_worker"] > 0
+    resources = {"CPU": res["cpus_per_worker"]}
+    if use_gpu:
+        resources["GPU"] = res["gpus_per_worker"]
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"params": params, "artifacts": artifacts,
+                           "trial_dir": ctx.get_trial_dir()},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=res["workers_per_trial"], use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        # The same name on a retry makes Ray Train resume from the run's last checkpoint.
+        run_config=RunConfig(name=f"train-{ctx.get_trial_id()}", storage_path=storage,
+                             callbacks=[TuneReportCallback()],
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=res["max_failures"])),
+    )
+    trainer.fit()
+
+
+def trainable(study: Study, artifacts: Artifacts, storage: str) -> Callable:
+    from ray import tune
+
+    r = study.resources
+    if r.workers_per_trial == 1:
+        fn = tune.with_parameters(tune_single, artifacts=artifacts)
+        res = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker}
+    else:
+        fn = tune.with_parameters(tune_driver, artifacts=artifacts, storage=storage)
+        res = {"CPU": study_tune.DRIVER_CPU}
+    return tune.with_resources(fn, {k: v for k, v in res.items() if v})
+
+
+def storage_of(study: Study, out: Path) -> str:
+    """Where Tune keeps the experiment: `storage_path`, else the study's output folder."""
+    if study.storage_path:
+        return study.storage_path
+    return str(out.resolve())
+
+
+def experiment_path(study: Study, out: Path) -> str:
+    base = storage_of(study, out)
+    return f"{base.rstrip('/')}/{EXPERIMENT}" if "://" in base else str(Path(base) / EXPERIMENT)
+
+
+def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str, float],
+               resume: bool, log: Callable[[str], None]):
+    """Run (or resume) the study's Tune experiment; returns the `ResultGrid`."""
+    from ray import tune
+    from ray.tune import CheckpointConfig, FailureConfig
+
+    storage = storage_of(study, out)
+    path = experiment_path(study, out)
+    fn = trainable(study, artifacts, storage)
+    concurrency = study_tune.max_concurrency(study, cluster)
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise StudyError(f"--resume: no Tune experiment to restore at {path}")
+        log(f"[trials] resuming {path}: finished trials are kept, unfinished ones restart "
+            "from their last checkpoint")
+        tuner = tune.Tuner.restore(path, trainable=fn, resume_unfinished=True,
+                                   resume_errored=True, restart_errored=False,
+                                   param_space=study_tune.param_space(study))
+    else:
+        if tune.Tuner.can_restore(path):
+            log(f"[trials] an earlier experiment is at {path}; it is replaced (use --resume to "
+                "continue it instead)")
+            import shutil
+
+            if "://" not in path:
+                shutil.rmtree(path)
+        n = study_tune.grid_size(study) if study.search.algorithm == "grid" \
+            else study.search.num_samples
+        log(f"[trials] {n} trial(s), up to {concurrency} at a time; results in {path}")
+        tuner = tune.Tuner(
+            fn,
+            param_space=study_tune.param_space(study),
+            tune_config=tune.TuneConfig(
+                metric=study.search.metric, mode=study.search.mode,
+                search_alg=study_tune.search_algorithm(study),
+                scheduler=study_tune.scheduler(study),
+                num_samples=study.search.num_samples, max_concurrent_trials=concurrency,
+                trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT, storage_path=storage,
+                failure_config=FailureConfig(max_failures=study.resources.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                verbose=int(os.environ.get("CAT_TUNE_VERBOSE", "1"))),
+        )
+    grid = tuner.fit()
+    log(f"[trials] {grid.num_terminated} finished, {grid.num_errors} failed ({path})")
+    for result in grid:
+        if result.error is not None:
+            log(f"[trials] failed trial {result.path}: {str(result.error).splitlines()[0]}")
+    return grid
+
+
+def trial_dirname(trial: Any) -> str:
+    """Readable trial folders: train_00003_cat-combination_s25_seed0."""
+    c = trial.config
+    return (f"train_{trial.trial_id.split('_')[-1]}_{c.get('method')}_s{c.get('target_size')}"
+            f"_seed{c.get('seed')}")
