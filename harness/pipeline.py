@@ -16,10 +16,17 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def print_plan(study: Study, study_file: str, out: Path, cache: Path) -> None:
+def print_plan(study: Study, study_file: str, out: Path, cache: Path,
+               resolved: bool = False) -> None:
     from harness.stages import planned_stages
 
     log(f"[plan] study {study.name!r} from {study_file} (fingerprint {study.fingerprint()})")
+    if resolved:
+        import yaml
+
+        text = yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False)
+        log("[plan] resolved study (defaults filled in):\n" +
+            "\n".join(f"    {line}" for line in text.splitlines()))
     log(f"[plan] outputs: {out}   cache: {cache}")
     for name, cached in planned_stages(study, cache):
         log(f"[plan]   stage {name:<20} {'cached' if cached else 'will run'}")
@@ -79,7 +86,7 @@ def run_study(study: Study, study_file: str, out: Path, address: str | None = No
 
     cache = cache_root(study.cache_dir)
     out = out.resolve()
-    print_plan(study, study_file, out, cache)
+    print_plan(study, study_file, out, cache, resolved=dry_run)
     if dry_run:
         return None
     start = time.perf_counter()

@@ -61,9 +61,34 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished trials and cached stages are kept; rerun with --resume",
               file=sys.stderr)
         return 130
-    if summary is not None:
-        print(json.dumps(summary, indent=1, default=str))
+    except Exception as err:  # noqa: BLE001 - one readable line instead of a Ray traceback
+        return report_crash(err, args)
+    if summary is None:
+        return 0
+    print(json.dumps(summary, indent=1, default=str))
+    if summary.get("failed_trials"):
+        print(f"error: {summary['failed_trials']} trial(s) failed; their error files are in "
+              f"{summary['output_dir']}/tune/*/error.txt (the other results and the analysis "
+              "were written; fix the cause and rerun with --resume)", file=sys.stderr)
+        return 1
     return 0
+
+
+def report_crash(err: Exception, args: argparse.Namespace) -> int:
+    """Print the root cause in one line; keep the full traceback in a log file."""
+    import tempfile
+    import traceback
+
+    cause: BaseException = err
+    while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
+        cause = getattr(cause, "cause", None) or cause.__cause__  # RayTaskError.cause
+    log = Path(tempfile.gettempdir()) / f"cat-harness-error-{int(time.time())}.log"
+    log.write_text("".join(traceback.format_exception(err)))
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    print(f"error: {args.study}: {type(cause).__name__}: {lines[-1]}\n"
+          f"(full traceback: {log}; finished trials and cached stages are kept)",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

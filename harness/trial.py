@@ -158,7 +158,7 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
         if (restore / "history.json").is_file():
             history = json.loads((restore / "history.json").read_text())
     start = time.perf_counter()
-    iterations = int(settings["iterations"])
+    iterations = 0 if study.get("training_free") else int(settings["iterations"])
     eval_every = int(settings["eval_every"])
 
     def evaluate(ema: torch.nn.Module, step: int) -> dict[str, Any]:
@@ -209,6 +209,9 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
             (Path(checkpoint) / "history.json").write_text(json.dumps(history))
         report(metrics, checkpoint)
 
+    if study.get("training_free"):
+        return run_training_free(spec, art, source, evaluate, report, size, seed)
+
     # Checkpoints are written to a scratch folder and handed to Ray, which copies them into
     # the trial's storage (local, shared FS or cloud); rank 0 alone writes them.
     with tempfile.TemporaryDirectory(prefix="cat-trial-") as scratch:
@@ -219,3 +222,34 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
                        evaluate_fn=evaluate, eval_every=eval_every, report_all_ranks=True,
                        **options)
     return last
+
+
+def run_training_free(spec: dict[str, Any], art: Artifacts, source: Any,
+                      evaluate: Callable[[torch.nn.Module, int], dict[str, Any]],
+                      report: Report, size: int, seed: int) -> dict[str, Any]:
+    """Paper Table 3: the source generator behind A, no finetuning; one report at iteration 0.
+
+    'random' draws A from the trial's seed (uniform, columns normalised), as CAT's random init.
+    """
+    from cat_models.oasis.sampling import training_free_generator
+
+    if spec["baseline"] != "cat" or source is None:
+        raise ValueError(f"training_free: method {spec['label']!r} is not CAT; a training-free "
+                         "study compares affinity methods of CAT only")
+    target_names = art.target_ref.open("val").class_names
+    matrix = load_affinity(spec, art, trial_settings({}, art.study))
+    if matrix is None:
+        rng = np.random.default_rng(seed)
+        values = rng.random((source.num_classes, len(target_names)))
+        matrix = values / values.sum(axis=0, keepdims=True)
+    start = time.perf_counter()
+    m = evaluate(training_free_generator(source, matrix), 0)
+    metrics = {"iteration": 0, "wall_time_s": round(time.perf_counter() - start, 2),
+               "done": True, "fid": m["fid"], "kid": m["kid"], "miou": m["miou"],
+               "final_fid": m["fid"], "final_kid": m["kid"], "final_miou": m["miou"],
+               "best_fid": m["fid"], "best_kid": m["kid"], "best_miou": m["miou"],
+               "iters_to_convergence": 0, "fid_feature_net": m["fid_feature_net"],
+               "miou_segmenter": m["miou_segmenter"], "source_ckpt_hash": art.source_hash,
+               "method": spec["label"], "target_size": size, "seed": seed}
+    report(metrics, None)
+    return metrics

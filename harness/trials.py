@@ -15,14 +15,16 @@ Tune experiment without rerunning finished trials.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness import tune as study_tune
 from harness.config import Study, StudyError
-from harness.stages import Artifacts
+from harness.stages import CODE_VERSION, Artifacts
 from harness.trial import run_trial
 
 EXPERIMENT = "tune"   # the Tune experiment folder inside the study's output folder
@@ -149,6 +151,21 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
     path = experiment_path(study, out)
     fn = trainable(study, artifacts, storage)
     concurrency = study_tune.max_concurrency(study, cluster)
+    key = trials_fingerprint(study, artifacts)
+    marker = out / "trials.json"
+    if not resume and tune.Tuner.can_restore(path):
+        old = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+        if old == key:
+            log(f"[stage] trials: the experiment at {path} ran this same study on the same "
+                "artifacts: its finished trials are reused, unfinished ones continue")
+            resume = True
+        elif "://" not in path:
+            aside = f"{path}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            Path(path).rename(aside)
+            log(f"[trials] the study changed since the experiment at {path}: it was moved to "
+                f"{aside} and a new one starts")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": key, "experiment": path}, indent=1))
     if resume:
         if not tune.Tuner.can_restore(path):
             raise StudyError(f"--resume: no Tune experiment to restore at {path}")
@@ -158,13 +175,6 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
                                    resume_errored=True, restart_errored=False,
                                    param_space=study_tune.param_space(study))
     else:
-        if tune.Tuner.can_restore(path):
-            log(f"[trials] an earlier experiment is at {path}; it is replaced (use --resume to "
-                "continue it instead)")
-            import shutil
-
-            if "://" not in path:
-                shutil.rmtree(path)
         n = study_tune.grid_size(study) if study.search.algorithm == "grid" \
             else study.search.num_samples
         log(f"[trials] {n} trial(s), up to {concurrency} at a time; results in {path}")
@@ -189,6 +199,19 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
         if result.error is not None:
             log(f"[trials] failed trial {result.path}: {str(result.error).splitlines()[0]}")
     return grid
+
+
+def trials_fingerprint(study: Study, artifacts: Artifacts) -> str:
+    """What decides the trials' results: the study minus where/how it runs, and the artifacts."""
+    from harness.cache import file_hash, input_hash
+
+    spec = study.model_dump(mode="json")
+    for key in ("description", "output_dir", "storage_path", "cache_dir", "resources"):
+        spec.pop(key, None)
+    return input_hash({"study": spec, "source": artifacts.source_hash,
+                       "subsets": artifacts.subsets, "segmenter": str(artifacts.eval_segmenter),
+                       "affinities": {m: file_hash(p) for m, p in artifacts.affinities.items()},
+                       "code": CODE_VERSION})
 
 
 def trial_dirname(trial: Any) -> str:
