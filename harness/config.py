@@ -116,16 +116,38 @@ class Choice(Strict):
     choice: list[Any] = Field(min_length=1)
 
 
+def _ordered(low: float, high: float, positive: bool = False) -> None:
+    if low > high:
+        raise ValueError(f"range [{low}, {high}]: low exceeds high")
+    if positive and low <= 0:
+        raise ValueError(f"loguniform range [{low}, {high}]: bounds must be > 0")
+
+
 class IntRange(Strict):
     int: tuple[int, int]
+
+    @model_validator(mode="after")
+    def _order(self) -> IntRange:
+        _ordered(*self.int)
+        return self
 
 
 class FloatRange(Strict):
     float: tuple[float, float]
 
+    @model_validator(mode="after")
+    def _order(self) -> FloatRange:
+        _ordered(*self.float)
+        return self
+
 
 class LogUniform(Strict):
     loguniform: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _order(self) -> LogUniform:
+        _ordered(*self.loguniform, positive=True)
+        return self
 
 
 SpaceValue = Grid | Choice | IntRange | FloatRange | LogUniform | int | float | str | bool
@@ -147,7 +169,7 @@ class SearchSpec(Strict):
     algorithm: Literal["grid", "optuna", "random"] = "grid"
     num_samples: Annotated[int, Field(gt=0)] = 1
     metric: Literal["fid", "kid", "miou"] = "fid"
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["min", "max"] | None = None   # default: min for fid/kid, max for miou
     space: dict[str, SpaceValue] = {}
     scheduler: SchedulerSpec | None = None
 
@@ -168,6 +190,16 @@ class SearchSpec(Strict):
         if unknown:
             raise ValueError(f"cannot search over {unknown}; searchable: {sorted(SEARCHABLE)}")
         return v
+
+    @model_validator(mode="after")
+    def _mode_from_metric(self) -> SearchSpec:
+        better = "max" if self.metric == "miou" else "min"
+        if self.mode is None:
+            self.mode = better
+        elif self.mode != better:
+            raise ValueError(f"mode {self.mode!r} optimises {self.metric} the wrong way; "
+                             f"use {better!r} (or leave mode out)")
+        return self
 
     @model_validator(mode="after")
     def _grid_only_with_grid(self) -> SearchSpec:

@@ -36,8 +36,10 @@ def print_plan(study: Study, study_file: str, out: Path, cache: Path,
     else:
         log(f"[plan] trials: {study.search.algorithm} search, {study.search.num_samples} "
             f"samples over {axes}")
+    declared = {k: v.model_dump() if hasattr(v, "model_dump") else v
+                for k, v in study.search.space.items()}
     for key, value in study_tune.param_space(study).items():
-        log(f"[plan]   {key}: {value}")
+        log(f"[plan]   {key}: {declared.get(key, value)}")
     r = study.resources
     log(f"[plan] resources per trial: {r.workers_per_trial} worker(s) × "
         f"{r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU; "
@@ -65,6 +67,23 @@ def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
     if url:
         log(f"[ray] dashboard: http://{url}")
     return ray.cluster_resources()
+
+
+def wait_for_resources(study: Study, cluster: dict[str, float]) -> dict[str, float]:
+    """On a cluster, give worker nodes that are still joining time to arrive (autoscaling,
+    pods starting): poll until one trial fits or `CAT_WAIT_FOR_RESOURCES_S` (300) passes."""
+    import ray
+
+    demand = study_tune.total_trial_demand(study)
+    deadline = time.monotonic() + float(os.environ.get("CAT_WAIT_FOR_RESOURCES_S", "300"))
+    while (demand["GPU"] > cluster.get("GPU", 0) or demand["CPU"] > cluster.get("CPU", 0)) \
+            and time.monotonic() < deadline:
+        log(f"[ray] waiting for nodes: a trial needs {demand['CPU']:g} CPU / "
+            f"{demand['GPU']:g} GPU, the cluster has {cluster.get('CPU', 0):g} / "
+            f"{cluster.get('GPU', 0):g}")
+        time.sleep(10)
+        cluster = ray.cluster_resources()
+    return cluster
 
 
 def check_fits(study: Study, cluster: dict[str, float], origin: str) -> None:
@@ -101,6 +120,8 @@ def run_study(study: Study, study_file: str, out: Path, address: str | None = No
 
     cluster = init_ray(address, out)
     try:
+        if address:
+            cluster = wait_for_resources(study, cluster)
         check_fits(study, cluster, study_file)
         from harness.stages import prepare_artifacts
         from harness.trials import run_trials

@@ -30,8 +30,14 @@ Log = Callable[[str], None]
 # Estimators the combination (majority vote) and the average are built from (paper §3.1).
 BASE_METHODS = ("text", "segmentation", "features")
 CODE_VERSION = 1   # bump when a stage's build changes its output for the same inputs
+# Training-free FID ranking of the combination's tie-break: real images / generated samples.
+RANKING_REAL = 100
+RANKING_SAMPLES = 32
+
 
 @dataclass
+
+
 class Artifacts:
     """Everything a trial needs from the stages: plain paths and values, picklable."""
 
@@ -49,7 +55,10 @@ class Artifacts:
     def subset(self, size: int, seed: int) -> list[int]:
         return self.subsets[f"{size}-{seed}"]
 
+
 # ----------------------------------------------------------------------------- helpers
+
+
 def needed_affinities(study: Study) -> list[str]:
     """Estimators the study's methods need, dependencies first ('random' needs none)."""
     wanted = {m.affinity for m in study.methods if m.affinity and m.affinity != "random"}
@@ -57,6 +66,7 @@ def needed_affinities(study: Study) -> list[str]:
         wanted |= set(BASE_METHODS)
     order = [*BASE_METHODS, "combination", "average"]
     return [m for m in order if m in wanted]
+
 
 def oasis_config(study: Study):
     from cat_models.oasis.config import preset
@@ -67,11 +77,13 @@ def oasis_config(study: Study):
     except TypeError as err:
         raise StudyError(f"oasis.overrides: {err}") from None
 
+
 def benchmark_root(study: Study, cache: Path, kind: str) -> Path:
     b = study.benchmark
     base = cache / "synthetic" / f"r{b.resolution}-s{b.seed}-n{b.n_source}x{b.n_target}" \
                                  f"-v{BENCHMARK_VERSION}"
     return base / ("source" if kind == "synthetic_source" else "target")
+
 
 def planned_ref(study: Study, cache: Path, role: str) -> DatasetRef:
     """The dataset reference without materialising anything (for `--dry-run`)."""
@@ -81,10 +93,12 @@ def planned_ref(study: Study, cache: Path, role: str) -> DatasetRef:
                           study.resolution, spec.kind)
     return DatasetRef(spec.kind, str(spec.root), study.resolution, f"{spec.kind}:{spec.root}")
 
+
 def _ref_key(ref: DatasetRef) -> dict[str, Any]:
     d = asdict(ref)
     d["resolution"] = list(ref.resolution) if isinstance(ref.resolution, tuple) else ref.resolution
     return d
+
 
 def run_task(fn: Callable[..., Any], *args: Any, cpus: float = 1, gpus: float = 0,
              name: str = "stage") -> Any:
@@ -93,6 +107,7 @@ def run_task(fn: Callable[..., Any], *args: Any, cpus: float = 1, gpus: float = 
 
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(fn).options(name=name)
     return ray.get(task.remote(*args))
+
 
 def task_cpus(cluster: dict[str, float], cap: int) -> float:
     """CPUs (= torch threads) for a stage task: all but one, at most `cap`, at least one.
@@ -109,12 +124,16 @@ def _threads(cpus: float) -> None:
 
     torch.set_num_threads(max(1, int(cpus)))
 
+
 # ----------------------------------------------------------------------------- source model
+
+
 def source_inputs(study: Study, source: DatasetRef) -> dict[str, Any]:
     cfg = oasis_config(study)
     p = study.source.pretrain
     return {"ref": _ref_key(source), "cfg": cfg.to_dict(), "iterations": p.iterations,
             "batch_size": p.batch_size, "seed": p.seed, "code": CODE_VERSION}
+
 
 def _pretrain_task(ref: DatasetRef, cfg_dict: dict, iterations: int, out: str, seed: int,
                    cpus: float, device: str) -> str:
@@ -139,6 +158,7 @@ def _pretrain_task(ref: DatasetRef, cfg_dict: dict, iterations: int, out: str, s
                            on_report=progress, report_every=max(10, iterations // 20),
                            checkpoint_every=max(50, iterations // 10))
     return str(path)
+
 
 def stage_source(study: Study, source: DatasetRef, cache: Path, cluster: dict[str, float],
                  log: Log) -> tuple[str, str]:
@@ -177,11 +197,15 @@ def stage_source(study: Study, source: DatasetRef, cache: Path, cluster: dict[st
     path = result.path / "source.pt"
     return str(path), file_hash(path)
 
+
 # ----------------------------------------------------------------------------- segmenters
+
+
 def segmenter_inputs(study: Study, ref: DatasetRef, role: str) -> dict[str, Any]:
     widths = (8, 16, 32) if role == "target" else (16, 32, 64)
     return {"ref": _ref_key(ref), "iterations": study.evaluation.segmenter_iterations,
             "batch_size": 8, "seed": 0, "widths": list(widths), "code": CODE_VERSION}
+
 
 def _segmenter_task(ref: DatasetRef, inputs: dict, out: str, cpus: float) -> str:
     """Ray task: train the small segmenter on a full training split and save it."""
@@ -193,7 +217,26 @@ def _segmenter_task(ref: DatasetRef, inputs: dict, out: str, cpus: float) -> str
     model = train_small_segmenter(data, iterations=inputs["iterations"],
                                   batch_size=inputs["batch_size"], seed=inputs["seed"],
                                   config=config, progress=True)
-    return str(model.save(out))
+    model.save(out)
+    return real_image_miou(model, ref.open("val"))
+
+
+def real_image_miou(segmenter: Any, dataset: Any, batch_size: int = 32) -> float:
+    """mIoU of a segmenter on real images (a useful evaluator must score well on those)."""
+    import torch
+
+    from cat_models.metrics.miou import confusion_matrix, iou_from_confusion, mean_iou
+
+    confusion = None
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+            images = torch.stack([torch.as_tensor(it["image"]) for it in items])
+            labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
+            c = confusion_matrix(segmenter.predict(images).cpu(), labels, dataset.num_classes)
+            confusion = c if confusion is None else confusion + c
+    return mean_iou(iou_from_confusion(confusion))
+
 
 def stage_segmenter(study: Study, ref: DatasetRef, role: str, cache: Path,
                     cluster: dict[str, float], log: Log) -> str:
@@ -204,11 +247,16 @@ def stage_segmenter(study: Study, ref: DatasetRef, role: str, cache: Path,
     def build(out: Path) -> None:
         log(f"[stage] segmenter-{role}: training on the full {role} training split "
             f"({inputs['iterations']} iterations) as a Ray task")
-        run_task(_segmenter_task, ref, inputs, str(out / "segmenter.pt"), cpus, cpus=cpus,
-                 name=f"segmenter-{role}")
+        score = run_task(_segmenter_task, ref, inputs, str(out / "segmenter.pt"), cpus,
+                         cpus=cpus, name=f"segmenter-{role}")
+        (out / "real_miou.json").write_text(json.dumps({"val_miou": score}))
+        log(f"[stage] segmenter-{role}: mIoU on real {role} validation images {score:.1%}"
+            + ("  (below 70%: mIoU of generated images will mean little; train longer "
+               "with evaluation.segmenter_iterations)" if score < 0.7 else ""))
 
     return str(cached_stage(cache, f"segmenter-{role}", inputs, build, log).path
                / "segmenter.pt")
+
 
 def eval_segmenter(study: Study, target: DatasetRef, cache: Path, cluster: dict[str, float],
                    log: Log) -> str:
@@ -222,7 +270,10 @@ def eval_segmenter(study: Study, target: DatasetRef, cache: Path, cluster: dict[
     log(f"[stage] segmenter-target: using {path}")
     return str(path)
 
+
 # ----------------------------------------------------------------------------- real statistics
+
+
 def stage_real_stats(study: Study, target: DatasetRef, cache: Path, log: Log) -> str:
     """Inception statistics of the target test split (FID / KID reference), cached."""
     from cat_models.metrics.feature_net import load_feature_net
@@ -242,7 +293,10 @@ def stage_real_stats(study: Study, target: DatasetRef, cache: Path, log: Log) ->
     real_statistics(dataset, net, folder, progress=True)
     return str(folder)
 
+
 # ----------------------------------------------------------------------------- affinities
+
+
 def affinity_options(study: Study, method: str) -> dict[str, Any]:
     """Estimator options from `affinity_backends` (see studies/README.md)."""
     b = study.affinity_backends
@@ -263,9 +317,10 @@ def affinity_options(study: Study, method: str) -> dict[str, Any]:
         return {}
     return {}
 
+
 def _estimate_task(method: str, source: DatasetRef, target: DatasetRef, options: dict,
                    segmenter: str | None, matrices: dict[str, str], ranking: list[str] | None,
-                   seed: int, out: str) -> str:
+                   seed: int, target_indices: list[int] | None, out: str) -> str:
     _threads(1)
     from cat_models.affinity.matrix import AffinityMatrix
     from cat_models.affinity.registry import AffinityInputs, estimate_affinity
@@ -276,6 +331,8 @@ def _estimate_task(method: str, source: DatasetRef, target: DatasetRef, options:
 
         seg = load_segmenter(segmenter)
     src, tgt = source.open("train"), target.open("train")
+    if target_indices is not None:
+        tgt = tgt.subset(target_indices)
     inputs = AffinityInputs(source_names=src.class_names, target_names=tgt.class_names,
                             source_dataset=src, target_dataset=tgt, segmenter=seg,
                             matrices={k: AffinityMatrix.load(v) for k, v in matrices.items()},
@@ -284,23 +341,27 @@ def _estimate_task(method: str, source: DatasetRef, target: DatasetRef, options:
         options = {**options, "fid_ranking": ranking}
     return str(estimate_affinity(method, inputs, **options).save(out))
 
+
 def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str],
-                          log: Log) -> tuple[list[str], dict[str, float]]:
-    """Methods ordered by training-free FID on the target training set (combination ties)."""
+                          indices: list[int], log: Log) -> tuple[list[str], dict[str, float]]:
+    """Base methods ordered by training-free FID on the few-shot target set (paper §3.1).
+
+    Only the combination's three-way ties read it. Real images: the subset (at most
+    `RANKING_REAL` of them); generated: the subset's label maps (at most `RANKING_SAMPLES`).
+    """
     import torch
 
     from cat_models.affinity.matrix import AffinityMatrix
     from cat_models.metrics.evaluator import Evaluator
     from cat_models.oasis.sampling import sample_images, training_free_generator
-    from cat_models.oasis.source import load_source
     from cat_models.segmenters import load_segmenter
 
-    source = load_source(art.source_checkpoint)
-    train = art.target_ref.open("train")
-    n = min(study.evaluation.n_samples, len(train))
-    evaluator = Evaluator(train, train, load_segmenter(art.eval_segmenter),
-                          feature_net=art.feature_net, n_samples=n, cache_dir=art.stats_cache,
-                          max_real_images=n)
+    source = open_source(art)
+    subset = art.target_ref.open("train").subset(indices)
+    evaluator = Evaluator(subset, subset, load_segmenter(art.eval_segmenter),
+                          feature_net=art.feature_net,
+                          n_samples=max(2, min(RANKING_SAMPLES, len(subset))),
+                          cache_dir=art.stats_cache, max_real_images=RANKING_REAL)
     scores = {}
     for method in BASE_METHODS:
         g = training_free_generator(source, AffinityMatrix.load(matrices[method]))
@@ -308,59 +369,112 @@ def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str]
             scores[method] = float(evaluator.evaluate(
                 lambda labels, g=g: sample_images(g, labels, seed=0))["fid"])
     ranking = sorted(scores, key=scores.get)
-    log("[stage] affinity-combination: training-free FID on the target training set: " +
+    log(f"[stage] affinity-combination ({len(indices)} images): training-free FID " +
         ", ".join(f"{m} {scores[m]:.1f}" for m in ranking))
     return ranking, scores
+
+
+def open_source(art: Artifacts):
+    """The source model; an official OASIS folder gets the source class names + resolution."""
+    from cat_models.oasis.source import load_source
+
+    res = art.study["resolution"]
+    res = tuple(res) if isinstance(res, list) else (res, res)
+    names = None
+    if Path(art.source_checkpoint).is_dir():
+        names = list(art.source_ref.open("train").class_names)
+    return load_source(art.source_checkpoint, class_names=names, resolution=res)
+
+
+def affinity_key(method: str, size: int | None = None, seed: int | None = None) -> str:
+    """Artifacts.affinities key: text is per study; image-based estimators per few-shot set."""
+    return method if method == "text" or size is None else f"{method}@{size}-{seed}"
+
 
 def stage_affinities(study: Study, art: Artifacts, cache: Path, cluster: dict[str, float],
                      source_segmenter: str | None, log: Log, methods: list[str] | None = None,
                      done: dict[str, str] | None = None) -> dict[str, str]:
-    """One AffinityMatrix file per estimator the study needs (or `methods`), keyed by method.
+    """AffinityMatrix files for the estimators the study needs (or `methods`).
 
-    `done` holds matrices built earlier (the combination reads the base estimators')."""
+    Text depends on class names only: one matrix. The image-based estimators see only the
+    target images a trial may use, so they run once per few-shot set (size, seed): a matrix
+    estimated from the full target split would give CAT data the baselines do not have.
+    `done` holds matrices built earlier (the combination reads the base estimators').
+    """
     paths: dict[str, str] = dict(done or {})
-    seed = study.seeds[0]
+    sets = sorted({(int(k.split("-")[0]), int(k.split("-")[1])) for k in art.subsets})
     for method in methods if methods is not None else needed_affinities(study):
         options = affinity_options(study, method)
-        deps = {m: paths[m] for m in BASE_METHODS if m in paths} \
-            if method in ("combination", "average") else {}
-        inputs = {"method": method, "source": art.source_ref.name,
-                  "source_ref": _ref_key(art.source_ref), "target_ref": _ref_key(art.target_ref),
-                  "options": options, "seed": seed, "code": CODE_VERSION,
-                  "deps": {m: file_hash(p) for m, p in deps.items()}}
-        if method == "segmentation":
-            inputs["segmenter"] = file_hash(source_segmenter) \
-                if Path(source_segmenter).is_file() else source_segmenter
-        if method == "combination":
-            inputs["source_model"] = art.source_hash
-            inputs["eval_segmenter"] = str(art.eval_segmenter)
-
-        def build(out: Path, method=method, options=options, deps=deps) -> None:
-            ranking = None
+        for size, seed in ([(None, study.seeds[0])] if method == "text" else sets):
+            key = affinity_key(method, size, seed)
+            indices = None if size is None else art.subset(size, seed)
+            deps = {m: paths[affinity_key(m, size, seed)] for m in BASE_METHODS
+                    if affinity_key(m, size, seed) in paths} \
+                if method in ("combination", "average") else {}
+            inputs = {"method": method, "source_ref": _ref_key(art.source_ref),
+                      "target_ref": _ref_key(art.target_ref), "options": options,
+                      "seed": seed, "target_indices": indices, "code": CODE_VERSION,
+                      "deps": {m: file_hash(p) for m, p in deps.items()}}
+            if method == "segmentation":
+                inputs["segmenter"] = file_hash(source_segmenter) \
+                    if Path(source_segmenter).is_file() else source_segmenter
             if method == "combination":
-                ranking, scores = training_free_ranking(study, art, deps, log)
-                (out / "training_free_fid.json").write_text(json.dumps(scores, indent=1))
-            run_task(_estimate_task, method, art.source_ref, art.target_ref, options,
-                     source_segmenter if method == "segmentation" else None, deps, ranking,
-                     seed, str(out / f"{method}.npy"), cpus=1, name=f"affinity-{method}")
+                inputs.update(source_model=art.source_hash, eval_segmenter=art.eval_segmenter,
+                              feature_net=art.feature_net, ranking=[RANKING_REAL,
+                                                                    RANKING_SAMPLES])
 
-        result = cached_stage(cache, f"affinity-{method}", inputs, build, log)
-        paths[method] = str(result.path / f"{method}.npy")
+            def build(out: Path, method=method, options=options, deps=deps,
+                      indices=indices, seed=seed) -> None:
+                ranking = None
+                if method == "combination":
+                    ranking, scores = training_free_ranking(study, art, deps, indices, log)
+                    (out / "training_free_fid.json").write_text(json.dumps(scores, indent=1))
+                run_task(_estimate_task, method, art.source_ref, art.target_ref, options,
+                         source_segmenter if method == "segmentation" else None, deps, ranking,
+                         seed, indices, str(out / f"{method}.npy"), cpus=1,
+                         name=f"affinity-{method}")
+
+            label = method if size is None else f"{method} (size {size}, seed {seed})"
+            result = cached_stage(cache, f"affinity-{method}", inputs, build,
+                                  lambda msg, label=label, method=method: log(
+                                      msg.replace(f"affinity-{method}:",
+                                                  f"affinity-{label}:")))
+            paths[key] = str(result.path / f"{method}.npy")
     return paths
 
+
 def publish_affinities(paths: dict[str, str], out: Path, log: Log) -> None:
-    """Copy the matrices (npy, csv, json) into OUT/affinities and print the top matches."""
+    """Copy the matrices into OUT/affinities: `<method>.npy/.csv/.json` for the smallest
+    few-shot set (the heatmaps of the report), every set's in OUT/affinities/sets/."""
     from cat_models.affinity.matrix import AffinityMatrix, format_top_matches
 
     folder = out / "affinities"
-    folder.mkdir(parents=True, exist_ok=True)
-    for method, path in paths.items():
-        matrix = AffinityMatrix.load(path)
-        matrix.save(folder / f"{method}.npy")
-        log(f"[affinity] {method}: top source class per target class\n"
-            + format_top_matches(matrix, k=1))
+    (folder / "sets").mkdir(parents=True, exist_ok=True)
+    shown: set[str] = set()
+    for key in sorted(paths, key=lambda k: (k.split("@")[0], _set_order(k))):
+        method = key.split("@")[0]
+        matrix = AffinityMatrix.load(paths[key])
+        if "@" in key:
+            matrix.save(folder / "sets" / f"{key.replace('@', '_s').replace('-', '_seed')}.npy")
+        if method not in shown:
+            shown.add(method)
+            matrix.save(folder / f"{method}.npy")
+            where = "" if "@" not in key else f" (few-shot set {key.split('@')[1]})"
+            log(f"[affinity] {method}{where}: top source class per target class\n"
+                + format_top_matches(matrix, k=1))
+    log(f"[affinity] matrices in {folder}")
+
+
+def _set_order(key: str) -> tuple[int, int]:
+    if "@" not in key:
+        return (0, 0)
+    size, seed = key.split("@")[1].split("-")
+    return (int(size), int(seed))
+
 
 # ----------------------------------------------------------------------------- all of it
+
+
 def prepare_artifacts(study: Study, source: DatasetRef, target: DatasetRef,
                       subsets: dict[tuple[int, int], list[int]], cache: Path, out: Path,
                       log: Log, cluster: dict[str, float] | None = None) -> Artifacts:
@@ -395,8 +509,11 @@ def prepare_artifacts(study: Study, source: DatasetRef, target: DatasetRef,
     rest = [m for m in needed if m not in BASE_METHODS]
     art.affinities = stage_affinities(study, art, cache, cluster, source_seg, log,
                                       methods=rest, done=paths)
+    art.affinities = {k: v for k, v in art.affinities.items()
+                      if k.split("@")[0] in needed}
     publish_affinities(art.affinities, out, log)
     return art
+
 
 def planned_stages(study: Study, cache: Path) -> list[tuple[str, bool]]:
     """(stage, cached?) for `--dry-run`, computed without building anything."""

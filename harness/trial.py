@@ -85,14 +85,18 @@ def method_spec(params: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]
     raise KeyError(f"trial asks for method {params['method']!r}, which the study does not list")
 
 
-def load_affinity(spec: dict[str, Any], art: Artifacts, settings: dict[str, Any]):
-    """A (values, class names) for CAT; None (random init, seeded by the trial) for 'random'."""
+def load_affinity(spec: dict[str, Any], art: Artifacts, settings: dict[str, Any],
+                  size: int, seed: int):
+    """A for CAT, estimated on this trial's few-shot set; None (random init, seeded by the
+    trial) for 'random'."""
     if spec["baseline"] != "cat" or spec.get("affinity") in (None, "random"):
         return None
     from cat_models.affinity.matrix import AffinityMatrix
     from cat_models.affinity.normalise import normalise_affinity
+    from harness.stages import affinity_key
 
-    matrix = AffinityMatrix.load(art.affinities[spec["affinity"]])
+    key = affinity_key(spec["affinity"], size, seed)
+    matrix = AffinityMatrix.load(art.affinities.get(key) or art.affinities[spec["affinity"]])
     if settings.get("affinity_temperature") or settings.get("affinity_top_k"):
         matrix = normalise_affinity(matrix, settings.get("affinity_temperature"),
                                     settings.get("affinity_top_k"))
@@ -107,11 +111,10 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
     from cat_models.metrics.evaluator import Evaluator
     from cat_models.oasis.finetune import finetune_oasis
     from cat_models.oasis.sampling import sample_images
-    from cat_models.oasis.source import load_source
     from cat_models.oasis.train import world
     from cat_models.segmenters import load_segmenter
     from harness.config import Study
-    from harness.stages import oasis_config
+    from harness.stages import oasis_config, open_source
 
     if threads:
         torch.set_num_threads(threads)
@@ -123,7 +126,7 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
     torch.manual_seed(seed)
     np.random.seed(seed)
 
-    source = load_source(art.source_checkpoint) if spec["baseline"] != "scratch" else None
+    source = open_source(art) if spec["baseline"] != "scratch" else None
     cfg = (source.cfg if source is not None else oasis_config(Study.model_validate(
         {k: v for k, v in study.items() if k not in ("axes", "study_file")})))
     cfg = cfg.replace(lr_g=settings["lr_g"], lr_d=settings["lr_d"],
@@ -148,7 +151,7 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
     if spec["baseline"] in TAKES_STAGE1:
         options.setdefault("stage1_iters", settings["stage1_iterations"])
     if spec["baseline"] == "cat":
-        options["affinity"] = load_affinity(spec, art, settings)
+        options["affinity"] = load_affinity(spec, art, settings, size, seed)
 
     history: list[list[float]] = []   # [iteration, fid, kid, miou] per evaluation
     restore_file = None
@@ -237,7 +240,7 @@ def run_training_free(spec: dict[str, Any], art: Artifacts, source: Any,
         raise ValueError(f"training_free: method {spec['label']!r} is not CAT; a training-free "
                          "study compares affinity methods of CAT only")
     target_names = art.target_ref.open("val").class_names
-    matrix = load_affinity(spec, art, trial_settings({}, art.study))
+    matrix = load_affinity(spec, art, trial_settings({}, art.study), size, seed)
     if matrix is None:
         rng = np.random.default_rng(seed)
         values = rng.random((source.num_classes, len(target_names)))

@@ -130,10 +130,31 @@ def trainable(study: Study, artifacts: Artifacts, storage: str) -> Callable:
 
 
 def storage_of(study: Study, out: Path) -> str:
-    """Where Tune keeps the experiment: `storage_path`, else the study's output folder."""
+    """Where Tune keeps the experiment: `<storage_path>/<study name>`, else the output folder."""
     if study.storage_path:
-        return study.storage_path
+        base = study.storage_path
+        return f"{base.rstrip('/')}/{study.name}" if "://" in base \
+            else str(Path(base).resolve() / study.name)
     return str(out.resolve())
+
+
+def link_experiment(study: Study, out: Path, log: Callable[[str], None]) -> None:
+    """Make OUT/tune show the experiment kept under a (shared) `storage_path`.
+
+    A cloud URI cannot be linked: the analysis then needs a local copy of the experiment
+    (e.g. `aws s3 sync`) in OUT/tune, and `python -m harness.analyze OUT`.
+    """
+    path = experiment_path(study, out)
+    local = out / EXPERIMENT
+    if "://" in path:
+        log(f"[trials] experiment stored at {path}; copy it to {local} to analyse it here")
+        return
+    if Path(path).resolve() == local.resolve():
+        return
+    if local.is_symlink() or not local.exists():
+        if local.is_symlink():
+            local.unlink()
+        local.symlink_to(Path(path).resolve(), target_is_directory=True)
 
 
 def experiment_path(study: Study, out: Path) -> str:
@@ -193,6 +214,7 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 verbose=int(os.environ.get("CAT_TUNE_VERBOSE", "1"))),
         )
+    link_experiment(study, out, log)
     grid = tuner.fit()
     log(f"[trials] {grid.num_terminated} finished, {grid.num_errors} failed ({path})")
     for result in grid:

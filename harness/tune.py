@@ -97,9 +97,9 @@ def scheduler(study: Study):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
+    # metric and mode come from TuneConfig (Ray refuses them twice)
     return ASHAScheduler(
-        time_attr="iteration", metric=study.search.metric, mode=study.search.mode,
-        max_t=study.training.iterations, grace_period=spec.grace_period,
+        time_attr="iteration", max_t=study.training.iterations, grace_period=spec.grace_period,
         reduction_factor=spec.reduction_factor,
     )
 
