@@ -221,7 +221,7 @@ class TrainingSpec(Strict):
     lr_d: Annotated[float, Field(gt=0)] = 4e-4
     freeze_d: Annotated[int, Field(ge=0, le=9)] = 0
     labelmix_lambda: Annotated[float, Field(ge=0)] = 10.0
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None   # None: the model's own
     affinity_temperature: Annotated[float, Field(gt=0)] | None = None
     affinity_top_k: Annotated[int, Field(gt=0)] | None = None
     eval_every: Annotated[int, Field(gt=0)] = 200

@@ -130,7 +130,8 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
     cfg = (source.cfg if source is not None else oasis_config(Study.model_validate(
         {k: v for k, v in study.items() if k not in ("axes", "study_file")})))
     cfg = cfg.replace(lr_g=settings["lr_g"], lr_d=settings["lr_d"],
-                      batch_size=settings["batch_size"], ema_decay=settings["ema_decay"],
+                      batch_size=settings["batch_size"],
+                      ema_decay=settings.get("ema_decay") or cfg.ema_decay,
                       lambda_labelmix=settings["labelmix_lambda"],
                       amp=bool(settings.get("amp", True)))
     data = art.target_ref.open("train", augment=True).subset(art.subset(size, seed))
