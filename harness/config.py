@@ -296,6 +296,16 @@ class Study(Strict):
     storage_path: str | None = None         # Ray Tune storage: local dir, shared FS, cloud URI
 
     @model_validator(mode="after")
+    def _sizes_fit_benchmark(self) -> Study:
+        if self.target.dataset.kind == "synthetic_target":
+            pool = self.benchmark.n_target
+            too_big = [s for s in self.target_sizes if s > pool]
+            if too_big:
+                raise ValueError(f"target_sizes {too_big} exceed the {pool} training images of "
+                                 "the embedded target (benchmark.n_target)")
+        return self
+
+    @model_validator(mode="after")
     def _labels_unique(self) -> Study:
         labels = [m.label for m in self.methods]
         dupes = sorted({x for x in labels if labels.count(x) > 1})

@@ -58,6 +58,12 @@ def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
                         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
                         "RAY_TRAIN_V2_ENABLED": "1"}}
     if address:
+        # A `ray start --head` on this machine turns token authentication on as soon as
+        # ~/.ray/auth_token exists; a driver given an address must then present the token.
+        if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
+                os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file()):
+            os.environ["RAY_AUTH_MODE"] = "token"
         ctx = ray.init(address=address, runtime_env=env, log_to_driver=True)
         log(f"[ray] joined cluster at {address}")
     else:

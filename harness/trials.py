@@ -78,7 +78,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        # Tune stops a trial at a result with done=True: forwarded, it would kill this trial's
+        # driver before TorchTrainer frees its workers' placement group (the CPUs then leak).
+        ray.train.report({k: v for k, v in metrics.items() if k != "done"}, checkpoint=checkpoint)
 
     with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
         restore = _restore_dir(ray.train.get_checkpoint(), scratch)
@@ -174,8 +176,12 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
     concurrency = study_tune.max_concurrency(study, cluster)
     key = trials_fingerprint(study, artifacts)
     marker = out / "trials.json"
+    old = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+    if resume and old is not None and old != key:
+        log("[trials] warning: the study or its artifacts changed since this experiment ran; "
+            "--resume keeps its finished trials as they are (rerun without --resume to start "
+            "a new experiment and keep the old one aside)")
     if not resume and tune.Tuner.can_restore(path):
-        old = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
         if old == key:
             log(f"[stage] trials: the experiment at {path} ran this same study on the same "
                 "artifacts: its finished trials are reused, unfinished ones continue")

@@ -1,0 +1,138 @@
+"""Stage caching: artifacts keyed by a hash of their inputs are built once and reused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import stages
+from harness.cache import cached_stage, input_hash, is_cached, stage_dir
+from harness.config import StudyError, parse_study
+from tests.harness.conftest import tiny_study
+
+DATA_STAGES = ("dataset-source", "dataset-target", "subsets")
+
+
+def _stage_lines(log: list[str]) -> dict[str, str]:
+    """stage name -> 'building' | 'cached' from the `[stage] name: ...` messages."""
+    states = {}
+    for line in log:
+        if line.startswith("[stage] ") and ": " in line:
+            name, rest = line[len("[stage] "):].split(": ", 1)
+            if rest.startswith(("building", "cached")):
+                states[name] = rest.split(" ")[0]
+    return states
+
+
+def _data_stages(study, cache):
+    log: list[str] = []
+    source, target = stages.stage_datasets(study, cache, "tiny.yaml", log.append)
+    subsets = stages.stage_subsets(study, target, cache, "tiny.yaml", log.append)
+    return log, source, target, subsets
+
+
+def test_data_stages_build_once_and_rebuild_on_changed_inputs(tmp_path):
+    cache = tmp_path / "cache"
+    study = parse_study(tiny_study(cache, tmp_path / "out", target_sizes=[10, 20],
+                                   seeds=[0, 1]))
+    first, source, target, subsets = _data_stages(study, cache)
+    assert _stage_lines(first) == dict.fromkeys(DATA_STAGES, "building")
+    assert sorted(subsets) == [(10, 0), (10, 1), (20, 0), (20, 1)]
+    assert len(subsets[(20, 0)]) == 20 and len(set(subsets[(20, 0)])) == 20
+    assert subsets[(20, 0)][:10] == subsets[(10, 0)]          # greedy sets are nested
+    assert subsets[(20, 0)] != subsets[(20, 1)]
+    built = {p.name: p.stat().st_mtime_ns
+             for p in (cache / "stages" / "subsets").iterdir()}
+
+    second, source2, target2, subsets2 = _data_stages(study, cache)
+    assert _stage_lines(second) == dict.fromkeys(DATA_STAGES, "cached")
+    assert (source2, target2, subsets2) == (source, target, subsets)
+    assert {p.name: p.stat().st_mtime_ns
+            for p in (cache / "stages" / "subsets").iterdir()} == built
+
+    changed = parse_study(tiny_study(cache, tmp_path / "out", target_sizes=[10, 30],
+                                     seeds=[0, 1]))
+    third, _, _, subsets3 = _data_stages(changed, cache)
+    assert _stage_lines(third) == {"dataset-source": "cached", "dataset-target": "cached",
+                                   "subsets": "building"}
+    assert len(list((cache / "stages" / "subsets").iterdir())) == 2
+    assert subsets3[(10, 0)] == subsets[(10, 0)] and len(subsets3[(30, 1)]) == 30
+
+
+def test_planned_stages_report_cached_after_build(tmp_path):
+    cache = tmp_path / "cache"
+    study = parse_study(tiny_study(cache, tmp_path / "out"))
+    before = dict(stages.planned_stages(study, cache))
+    assert not any(before.values())
+    assert list(before) == [*DATA_STAGES, "source-model", "segmenter-target", "trials",
+                            "analysis"]
+    _data_stages(study, cache)
+    after = dict(stages.planned_stages(study, cache))
+    assert {k: after[k] for k in DATA_STAGES} == dict.fromkeys(DATA_STAGES, True)
+    assert after["source-model"] is False and after["segmenter-target"] is False
+    other = parse_study(tiny_study(cache, tmp_path / "out", seeds=[3]))
+    assert dict(stages.planned_stages(other, cache))["subsets"] is False
+
+
+def test_model_stages_are_reused(tiny_artifacts, harness_cache, tmp_path, monkeypatch):
+    """Everything the session fixture built is found again; no Ray task would be started."""
+    study, art = tiny_artifacts
+    planned = dict(stages.planned_stages(study, harness_cache))
+    assert all(planned[k] for k in planned if k not in ("trials", "analysis")), planned
+
+    def no_task(*args, **kwargs):
+        raise AssertionError("a cached stage started a task")
+
+    monkeypatch.setattr(stages, "run_task", no_task)
+    log, source, target, subsets = _data_stages(study, harness_cache)
+    again = stages.prepare_artifacts(study, source, target, subsets, harness_cache,
+                                     tmp_path / "out", log.append, {"CPU": 1})
+    states = _stage_lines(log)
+    assert states == {**dict.fromkeys(DATA_STAGES, "cached"), "source-model": "cached",
+                      "segmenter-target": "cached", "real statistics": "cached"}
+    assert (again.source_checkpoint, again.source_hash) == (art.source_checkpoint,
+                                                            art.source_hash)
+    assert again.eval_segmenter == art.eval_segmenter and again.subsets == art.subsets
+
+
+def test_source_model_key_follows_its_inputs(tiny_artifacts, harness_cache):
+    study, _ = tiny_artifacts
+    source = stages.planned_ref(study, harness_cache, "source")
+    base = stages.source_inputs(study, source)
+    longer = parse_study({**study.model_dump(mode="json"),
+                          "source": {"pretrain": {"iterations": 11, "batch_size": 4}}})
+    assert input_hash(stages.source_inputs(longer, source)) != input_hash(base)
+    assert dict(stages.planned_stages(longer, harness_cache))["source-model"] is False
+
+
+def test_interrupted_build_leaves_nothing_trusted(tmp_path):
+    cache = tmp_path / "cache"
+    inputs = {"x": 1}
+
+    def broken(out):
+        (out / "half.bin").write_bytes(b"12")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        cached_stage(cache, "demo", inputs, broken, log=lambda _: None)
+    assert not is_cached(cache, "demo", inputs)
+    assert list((cache / "stages" / "demo").iterdir()) == []    # the temporary folder is gone
+
+    calls = []
+    result = cached_stage(cache, "demo", inputs, lambda out: calls.append(out),
+                          log=lambda _: None)
+    assert not result.cached and len(calls) == 1
+    assert result.path == stage_dir(cache, "demo", inputs)
+    marker = json.loads((result.path / "STAGE.json").read_text())
+    assert marker == {"stage": "demo", "inputs": inputs}
+    assert cached_stage(cache, "demo", inputs, calls.append, log=lambda _: None).cached
+    assert len(calls) == 1
+
+
+def test_target_size_larger_than_pool_names_file_and_field(tmp_path):
+    cache = tmp_path / "cache"
+    study = parse_study(tiny_study(cache, tmp_path / "out", target_sizes=[20, 61]))
+    _, target = stages.stage_datasets(study, cache, "tiny.yaml", lambda _: None)
+    with pytest.raises(StudyError, match=r"^tiny\.yaml: target_sizes: \[61\] exceed the 60 "):
+        stages.stage_subsets(study, target, cache, "tiny.yaml", lambda _: None)

