@@ -41,6 +41,12 @@ def test_valid_study_and_defaults(tmp_path):
      "need algorithm optuna or random"),
     ("target: {dataset: {kind: ade20k}}", "target.dataset", "needs `root`"),
     ("resources: {workers_per_trial: 0}", "resources.workers_per_trial", "greater than 0"),
+    ("search: {metric: miou, mode: min}", "search", "optimises miou the wrong way"),
+    ("search: {algorithm: optuna, space: {freeze_d: {int: [5, 2]}}}", "search.space.freeze_d",
+     "low exceeds high"),
+    ("search: {algorithm: optuna, space: {lr_g: {loguniform: [0, 1.0e-3]}}}",
+     "search.space.lr_g", "bounds must be > 0"),
+    ("benchmark: {n_target: 40}", "<study>", "target_sizes [50] exceed the 40 training images"),
 ])
 def test_errors_name_file_and_field(tmp_path, extra, field, message):
     path = _write(tmp_path, BASE + extra + "\n")
@@ -49,6 +55,11 @@ def test_errors_name_file_and_field(tmp_path, extra, field, message):
     text = str(err.value)
     assert text.startswith(f"{path}: {field}")
     assert message in text
+
+
+def test_mode_follows_metric(tmp_path):
+    assert load_study(_write(tmp_path, BASE + "search: {metric: miou}\n")).search.mode == "max"
+    assert load_study(_write(tmp_path, BASE)).search.mode == "min"
 
 
 def test_unknown_method_and_duplicate_labels(tmp_path):
