@@ -47,21 +47,29 @@ def size_curve_points(final: pd.DataFrame, metric: str, by: str = "method",
     return points
 
 
+def _panels(df: pd.DataFrame, metrics: tuple[str, ...], by: str, order: list[Any] | None,
+            who: str) -> tuple[tuple[str, ...], list, Any, list[Any]]:
+    """The metrics that have values, their specs, a one-row subplot figure, the line labels."""
+    from plotly.subplots import make_subplots
+
+    metrics = tuple(m for m in metrics if m in df and df[m].notna().any())
+    if not metrics:
+        raise ValueError(f"{who}: none of the metrics has values")
+    specs = [metric_spec(m) for m in metrics]
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[s.header for s in specs],
+                        horizontal_spacing=0.08)
+    labels = [x for x in (order or sorted(df[by].dropna().unique().tolist()))
+              if x in set(df[by])]
+    return metrics, specs, fig, labels
+
+
 def size_curves_figure(final: pd.DataFrame, metrics: tuple[str, ...] = SIZE_METRICS,
                        by: str = "method", order: list[Any] | None = None,
                        title: str = "") -> Any:
     """One panel per metric, log-x target-set size, one line per `by` with a ±std band."""
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    metrics = tuple(m for m in metrics if m in final and final[m].notna().any())
-    if not metrics:
-        raise ValueError("size_curves_figure: none of the metrics has values")
-    specs = [metric_spec(m) for m in metrics]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[s.header for s in specs],
-                        horizontal_spacing=0.08)
-    labels = order or sorted(final[by].dropna().unique().tolist())
-    labels = [x for x in labels if x in set(final[by])]
+    metrics, specs, fig, labels = _panels(final, metrics, by, order, "size_curves_figure")
     colors = colors_for(labels)
     for col, metric in enumerate(metrics, 1):
         points = size_curve_points(final, metric, by)
@@ -104,16 +112,8 @@ def iteration_curves_figure(steps: pd.DataFrame, axes: list[str],
                             order: list[Any] | None = None, title: str = "") -> Any:
     """One panel per metric; one line per trial (coloured by `by`) over training iterations."""
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    metrics = tuple(m for m in metrics if m in steps and steps[m].notna().any())
-    if not metrics:
-        raise ValueError("iteration_curves_figure: none of the metrics has values")
-    specs = [metric_spec(m) for m in metrics]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[s.header for s in specs],
-                        horizontal_spacing=0.08)
-    labels = [x for x in (order or sorted(steps[by].dropna().unique().tolist()))
-              if x in set(steps[by])]
+    metrics, specs, fig, labels = _panels(steps, metrics, by, order, "iteration_curves_figure")
     colors = colors_for(labels)
     shown: set[Any] = set()
     for trial_dir, trial in steps.groupby("trial_dir", sort=True):
