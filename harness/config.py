@@ -296,16 +296,6 @@ class Study(Strict):
     storage_path: str | None = None         # Ray Tune storage: local dir, shared FS, cloud URI
 
     @model_validator(mode="after")
-    def _sizes_fit_benchmark(self) -> Study:
-        if self.target.dataset.kind == "synthetic_target":
-            pool = self.benchmark.n_target
-            too_big = [s for s in self.target_sizes if s > pool]
-            if too_big:
-                raise ValueError(f"target_sizes {too_big} exceed the {pool} training images of "
-                                 "the embedded target (benchmark.n_target)")
-        return self
-
-    @model_validator(mode="after")
     def _labels_unique(self) -> Study:
         labels = [m.label for m in self.methods]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
@@ -382,4 +372,17 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise StudyError(f"{path}: not valid YAML: {err}") from None
-    return parse_study(apply_overrides(data or {}, overrides or [], str(path)), str(path))
+    study = parse_study(apply_overrides(data or {}, overrides or [], str(path)), str(path))
+    check_sizes(study, str(path))
+    return study
+
+
+def check_sizes(study: Study, origin: str) -> None:
+    """Sizes larger than the embedded target's training split fail before anything runs (real
+    datasets are checked when they are opened, in the subsets stage)."""
+    if study.target.dataset.kind == "synthetic_target":
+        pool = study.benchmark.n_target
+        too_big = [s for s in study.target_sizes if s > pool]
+        if too_big:
+            raise StudyError(f"{origin}: target_sizes: {too_big} exceed the {pool} images of the "
+                             "embedded target's training split (benchmark.n_target)")

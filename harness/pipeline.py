@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,15 @@ from cat_models.data import cache_root
 from harness import tune as study_tune
 from harness.config import Study, StudyError
 
+_LOG_LOCK = threading.Lock()
+
 
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    """One whole line per message: stages run in threads (the source model trains meanwhile),
+    and `print` writes text and newline separately, so lines could interleave."""
+    with _LOG_LOCK:
+        sys.stdout.write(msg + "\n")
+        sys.stdout.flush()
 
 
 def print_plan(study: Study, study_file: str, out: Path, cache: Path,

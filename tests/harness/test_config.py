@@ -46,7 +46,7 @@ def test_valid_study_and_defaults(tmp_path):
      "low exceeds high"),
     ("search: {algorithm: optuna, space: {lr_g: {loguniform: [0, 1.0e-3]}}}",
      "search.space.lr_g", "bounds must be > 0"),
-    ("benchmark: {n_target: 40}", "<study>", "target_sizes [50] exceed the 40 training images"),
+    ("benchmark: {n_target: 40}", "target_sizes", "[50] exceed the 40 images"),
 ])
 def test_errors_name_file_and_field(tmp_path, extra, field, message):
     path = _write(tmp_path, BASE + extra + "\n")
