@@ -11,6 +11,7 @@ different networks are not comparable.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def load_feature_net(path: str | Path | None = None,
 def _load_layers(path: str) -> torch.nn.Module:
     # Loading costs seconds; an Evaluator per trial re-uses the loaded module.
     try:
-        module = torch.jit.load(path, map_location="cpu").eval()
+        with warnings.catch_warnings():   # torch.jit's deprecation notice: nothing a user can act on
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(path, map_location="cpu").eval()
     except RuntimeError as err:
         raise FeatureNetError(f"{path}: not a TorchScript file ({err})") from err
     for owner in (module, getattr(module, "net", None)):
