@@ -123,31 +123,26 @@ def _ordered(low: float, high: float, positive: bool = False) -> None:
         raise ValueError(f"loguniform range [{low}, {high}]: bounds must be > 0")
 
 
-class IntRange(Strict):
+class _Range(Strict):
+    """A range `[low, high]` under the subclass's one key; low must not exceed high."""
+
+    @model_validator(mode="after")
+    def _order(self) -> _Range:
+        low, high = next(iter(self.model_dump().values()))
+        _ordered(low, high, positive=isinstance(self, LogUniform))
+        return self
+
+
+class IntRange(_Range):
     int: tuple[int, int]
 
-    @model_validator(mode="after")
-    def _order(self) -> IntRange:
-        _ordered(*self.int)
-        return self
 
-
-class FloatRange(Strict):
+class FloatRange(_Range):
     float: tuple[float, float]
 
-    @model_validator(mode="after")
-    def _order(self) -> FloatRange:
-        _ordered(*self.float)
-        return self
 
-
-class LogUniform(Strict):
+class LogUniform(_Range):
     loguniform: tuple[float, float]
-
-    @model_validator(mode="after")
-    def _order(self) -> LogUniform:
-        _ordered(*self.loguniform, positive=True)
-        return self
 
 
 SpaceValue = Grid | Choice | IntRange | FloatRange | LogUniform | int | float | str | bool
