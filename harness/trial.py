@@ -95,8 +95,7 @@ def load_affinity(spec: dict[str, Any], art: Artifacts, settings: dict[str, Any]
     from cat_models.affinity.normalise import normalise_affinity
     from harness.stages import affinity_key
 
-    key = affinity_key(spec["affinity"], size, seed)
-    matrix = AffinityMatrix.load(art.affinities.get(key) or art.affinities[spec["affinity"]])
+    matrix = AffinityMatrix.load(art.affinities[affinity_key(spec["affinity"], size, seed)])
     if settings.get("affinity_temperature") or settings.get("affinity_top_k"):
         matrix = normalise_affinity(matrix, settings.get("affinity_temperature"),
                                     settings.get("affinity_top_k"))
@@ -127,8 +126,7 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
     np.random.seed(seed)
 
     source = open_source(art) if spec["baseline"] != "scratch" else None
-    cfg = (source.cfg if source is not None else oasis_config(Study.model_validate(
-        {k: v for k, v in study.items() if k not in ("axes", "study_file")})))
+    cfg = source.cfg if source is not None else oasis_config(Study.model_validate(study))
     cfg = cfg.replace(lr_g=settings["lr_g"], lr_d=settings["lr_d"],
                       batch_size=settings["batch_size"],
                       ema_decay=settings.get("ema_decay") or cfg.ema_decay,
@@ -137,10 +135,14 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
     data = art.target_ref.open("train", augment=True).subset(art.subset(size, seed))
     test = art.target_ref.open("val")
     evaluation = study["evaluation"]
-    segmenter = load_segmenter(art.eval_segmenter, device=device)
-    evaluator = Evaluator(test, test, segmenter, feature_net=art.feature_net,
-                          n_samples=min(evaluation["n_samples"], max(2, len(test))),
-                          cache_dir=art.stats_cache, seed=0)
+    # Only rank 0 evaluates (train_oasis calls `evaluate` there): the other DDP ranks skip
+    # loading the segmenter, the Inception and the real statistics.
+    evaluator = None
+    if rank == 0:
+        evaluator = Evaluator(test, test, load_segmenter(art.eval_segmenter, device=device),
+                              feature_net=art.feature_net,
+                              n_samples=min(evaluation["n_samples"], max(2, len(test))),
+                              cache_dir=art.stats_cache, seed=0)
     grid_n = min(evaluation["final_samples_grid"], len(test))
     grid_labels = torch.stack([torch.as_tensor(test[i]["label"]) for i in range(grid_n)])
     grid_real = torch.stack([torch.as_tensor(test[i]["image"]) for i in range(grid_n)])

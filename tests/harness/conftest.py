@@ -73,7 +73,7 @@ def subprocess_env() -> dict[str, str]:
 
 
 def run_stage_tasks_inline(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
-    """Stand-in for `harness.stages.run_task`: the task function, called in this process."""
+    """Stand-in for `harness.stages_common.run_task`: the task function, called in this process."""
     return fn(*args)
 
 
@@ -86,14 +86,14 @@ def harness_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_artifacts(harness_cache, tmp_path_factory):
     """(Study, Artifacts) of the tiny study, built by the real stage functions without Ray."""
-    from harness import stages
+    from harness import stages, stages_common
     from harness.config import parse_study
 
     out = tmp_path_factory.mktemp("tiny-out")
     study = parse_study(tiny_study(harness_cache, out), "tiny")
     log: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(stages, "run_task", run_stage_tasks_inline)
+        mp.setattr(stages_common, "run_task", run_stage_tasks_inline)
         source, target = stages.stage_datasets(study, harness_cache, "tiny", log.append)
         subsets = stages.stage_subsets(study, target, harness_cache, "tiny", log.append)
         art = stages.prepare_artifacts(study, source, target, subsets, harness_cache, out,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness import stages
+from harness import stages, stages_common
 from harness.cache import cached_stage, input_hash, is_cached, stage_dir
 from harness.config import StudyError, parse_study
 from tests.harness.conftest import tiny_study
@@ -84,7 +84,7 @@ def test_model_stages_are_reused(tiny_artifacts, harness_cache, tmp_path, monkey
     def no_task(*args, **kwargs):
         raise AssertionError("a cached stage started a task")
 
-    monkeypatch.setattr(stages, "run_task", no_task)
+    monkeypatch.setattr(stages_common, "run_task", no_task)
     log, source, target, subsets = _data_stages(study, harness_cache)
     again = stages.prepare_artifacts(study, source, target, subsets, harness_cache,
                                      tmp_path / "out", log.append, {"CPU": 1})
