@@ -198,8 +198,7 @@ class SearchSpec(Strict):
 
     @model_validator(mode="after")
     def _grid_only_with_grid(self) -> SearchSpec:
-        ranges = [k for k, s in self.space.items() if isinstance(s, IntRange | FloatRange
-                                                                  | LogUniform)]
+        ranges = [k for k, s in self.space.items() if isinstance(s, _Range)]
         if self.algorithm == "grid" and ranges:
             raise ValueError(f"ranges {ranges} need algorithm optuna or random, not grid")
         return self
