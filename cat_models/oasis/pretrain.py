@@ -1,6 +1,6 @@
 """Source pretraining: train OASIS from scratch on the source domain and write a checkpoint.
 
-    python -m cat_models.oasis.pretrain --out source.pt --iterations 3000 [--preset bench64]
+    python -m cat_models.oasis.pretrain --out source.pt --iterations 1500 [--preset bench32]
         [--data-root DIR --data-kind folder] [--resolution 64] [--seed 0] [--device cpu]
 
 Without `--data-root` it trains on the embedded synthetic benchmark's source domain
@@ -47,8 +47,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cat_models.oasis.pretrain",
                                 description="Pretrain an OASIS source model.")
     p.add_argument("--out", required=True, help="source checkpoint to write (.pt)")
-    p.add_argument("--iterations", type=int, default=3000)
-    p.add_argument("--preset", default="bench64", choices=sorted(PRESETS))
+    p.add_argument("--iterations", type=int, default=1500)
+    p.add_argument("--preset", default="bench32", choices=sorted(PRESETS))
     p.add_argument("--resolution", type=int, nargs="+", default=None,
                    help="H [W]; default: the preset's")
     p.add_argument("--batch-size", type=int, default=None)
