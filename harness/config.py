@@ -106,6 +106,20 @@ class MethodSpec(Strict):
             self.label = self.baseline if self.affinity is None else f"{self.baseline}-{self.affinity}"
         return self
 
+    @model_validator(mode="after")
+    def _known_options(self) -> MethodSpec:
+        # The recipes ignore keywords they do not take, so a typo would silently do nothing.
+        from cat_models.oasis.baselines import recipe_options
+
+        known = [k for k in recipe_options(self.baseline) if k != "affinity"]
+        unknown = sorted(set(self.options) - set(known))
+        if unknown:
+            raise ValueError(f"options {unknown} are not options of {self.baseline!r}; "
+                             f"it takes {known or 'none'}"
+                             + (" (the affinity is the method's `affinity` field)"
+                                if "affinity" in unknown else ""))
+        return self
+
 
 # ----------------------------------------------------------------------------- search
 class Grid(Strict):
@@ -368,7 +382,45 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         raise StudyError(f"{path}: not valid YAML: {err}") from None
     study = parse_study(apply_overrides(data or {}, overrides or [], str(path)), str(path))
     check_sizes(study, str(path))
+    check_freeze_d(study, str(path))
     return study
+
+
+def freeze_d_values(study: Study) -> dict[str, list[int]]:
+    """Every frozen-D depth a study can ask for, by the field that asks."""
+    found = {"training.freeze_d": [study.training.freeze_d]}
+    space = study.search.space.get("freeze_d")
+    if isinstance(space, (Grid, Choice)):
+        found["search.space.freeze_d"] = list(next(iter(space.model_dump().values())))
+    elif isinstance(space, IntRange):
+        found["search.space.freeze_d"] = [space.int[1]]
+    elif isinstance(space, int):
+        found["search.space.freeze_d"] = [space]
+    for i, m in enumerate(study.methods):
+        if "freeze_d" in m.options:
+            found[f"methods.{i}.options.freeze_d"] = [m.options["freeze_d"]]
+    return found
+
+
+def check_freeze_d(study: Study, origin: str) -> None:
+    """FreezeD depths beyond the pretrained discriminator's layers fail before anything runs
+    (known here when the source is pretrained from a preset; a checkpoint is checked when
+    its trials build the model)."""
+    from cat_models.oasis.config import preset
+
+    if study.source.checkpoint is not None:
+        return
+    try:
+        blocks = preset(study.oasis.preset, **study.oasis.overrides).num_res_blocks
+    except (TypeError, ValueError):
+        return                     # reported with the field's own message when the model is built
+    layers = 2 * blocks + 1        # body_down.*, body_up.*, layer_up_last (the head, replaced)
+    for field, values in freeze_d_values(study).items():
+        bad = [v for v in values if not isinstance(v, int) or not 0 <= v < layers]
+        if bad:
+            raise StudyError(f"{origin}: {field}: {bad} out of range: the discriminator of "
+                             f"oasis.preset {study.oasis.preset!r} has {layers} layers, so "
+                             f"freeze_d is 0..{layers - 1}")
 
 
 def check_sizes(study: Study, origin: str) -> None:

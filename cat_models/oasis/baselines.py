@@ -7,6 +7,7 @@ and an optional generator regulariser. `train_oasis` runs any plan with the same
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,15 @@ def build_plan(name: str, source_g: OasisGenerator | None, source_d: OasisDiscri
         plan = BASELINES[name](source_g, source_d, target_classes, cfg=cfg, **options)
     plan.options = {"method": name, **options}
     return plan
+
+
+def recipe_options(name: str) -> list[str]:
+    """The keyword options recipe `name` takes (what `build_plan(name, ..., **options)` uses;
+    anything else would be ignored, so callers validate user input against this)."""
+    if name not in BASELINES:
+        raise KeyError(f"OASIS transfer method {name!r} unknown; choose from {sorted(BASELINES)}")
+    params = list(inspect.signature(BASELINES[name]).parameters.values())[3:]
+    return [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "cfg"]
 
 
 def _need(source: Any, name: str) -> None:

@@ -47,6 +47,11 @@ def test_valid_study_and_defaults(tmp_path):
     ("search: {algorithm: optuna, space: {lr_g: {loguniform: [0, 1.0e-3]}}}",
      "search.space.lr_g", "bounds must be > 0"),
     ("benchmark: {n_target: 40}", "target_sizes", "[50] exceed the 40 images"),
+    ("training: {freeze_d: 9}", "training.freeze_d", "freeze_d is 0..8"),
+    ("search: {space: {freeze_d: {grid: [0, 4, 9]}}}", "search.space.freeze_d",
+     "[9] out of range"),
+    ("oasis: {overrides: {num_res_blocks: 3}}\ntraining: {freeze_d: 7}", "training.freeze_d",
+     "freeze_d is 0..6"),
 ])
 def test_errors_name_file_and_field(tmp_path, extra, field, message):
     path = _write(tmp_path, BASE + extra + "\n")
@@ -55,6 +60,20 @@ def test_errors_name_file_and_field(tmp_path, extra, field, message):
     text = str(err.value)
     assert text.startswith(f"{path}: {field}")
     assert message in text
+
+
+def test_method_options_are_the_recipes_own(tmp_path):
+    ok = load_study(_write(tmp_path, "name: t\nmethods: [{affinity: text, options: "
+                                     "{freeze_d: 3, two_stage: false}}]\n"))
+    assert ok.methods[0].options == {"freeze_d": 3, "two_stage": False}
+    with pytest.raises(StudyError, match=r"methods\.0: .*\['two_stages'\] are not options of "
+                                         r"'cat'; it takes \['split'"):
+        load_study(_write(tmp_path, "name: t\nmethods: [{affinity: text, options: "
+                                    "{two_stages: false}}]\n"))
+    with pytest.raises(StudyError, match=r"methods\.0: .*\['freeze_d'\] are not options of "
+                                         r"'transfergan'; it takes none"):
+        load_study(_write(tmp_path, "name: t\nmethods: [{baseline: transfergan, options: "
+                                    "{freeze_d: 3}}]\n"))
 
 
 def test_mode_follows_metric(tmp_path):
