@@ -62,9 +62,7 @@ class InceptionPatchFeatures:
         with warnings.catch_warnings():
             # torch 2.14 marks TorchScript deprecated; this file is only distributed as such
             warnings.simplefilter("ignore", FutureWarning)
-            with warnings.catch_warnings():   # torch.jit's deprecation notice: nothing a user can act on
-                warnings.simplefilter("ignore", FutureWarning)
-                module = torch.jit.load(str(path), map_location=device).eval()
+            module = torch.jit.load(str(path), map_location=device).eval()
         # fid-helper wraps clean-fid's `.layers` in `.net`; clean-fid's file has it at the top.
         layers = module.net.layers if hasattr(module, "net") else module.layers
         names = [name for name, _ in layers.named_children()]
