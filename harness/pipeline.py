@@ -37,7 +37,7 @@ def print_plan(study: Study, study_file: str, out: Path, cache: Path,
             "\n".join(f"    {line}" for line in text.splitlines()))
     log(f"[plan] outputs: {out}   cache: {cache}")
     for name, cached in planned_stages(study, cache):
-        log(f"[plan]   stage {name:<20} {'cached' if cached else 'will run'}")
+        log(f"[plan]   stage {name:<36} {'cached' if cached else 'will run'}")
     axes = study_tune.swept_axes(study)
     if study.search.algorithm == "grid":
         log(f"[plan] trials: grid of {study_tune.grid_size(study)} over {axes}")

@@ -16,11 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cat_models.data.subsets import load_subset
 from cat_models.data.synthetic import VERSION as BENCHMARK_VERSION
 from harness import stages_common as common
-from harness.cache import cached_stage, file_hash, input_hash, is_cached
+from harness.cache import MARKER, cached_stage, file_hash, input_hash, is_cached, stage_dir
 from harness.config import Study, StudyError
-from harness.stages_affinity import affinity_key, publish_affinities, stage_affinities
+from harness.stages_affinity import (
+    affinity_key,
+    planned_affinities,
+    publish_affinities,
+    stage_affinities,
+)
 from harness.stages_common import (
     BASE_METHODS,
     CODE_VERSION,
@@ -33,7 +39,7 @@ from harness.stages_common import (
     set_threads,
     task_cpus,
 )
-from harness.stages_data import DatasetRef, stage_datasets, stage_subsets
+from harness.stages_data import DatasetRef, stage_datasets, stage_subsets, subset_inputs
 
 # Re-exported: trials, tests and benchmarks import these from `harness.stages`.
 __all__ = ["CODE_VERSION", "Artifacts", "DatasetRef", "affinity_key", "oasis_config",
@@ -91,22 +97,26 @@ def _pretrain_task(ref: DatasetRef, cfg_dict: dict, iterations: int, out: str, s
     return str(path)
 
 
+def checkpoint_hash(path: Path) -> str:
+    """Content hash of a source checkpoint file, or of an official release folder's .pth files."""
+    if path.is_file():
+        return file_hash(path)
+    files = sorted(p for p in path.rglob("*.pth"))
+    if not files:
+        raise StudyError(f"source.checkpoint: {path} holds no .pth files (expected an "
+                         "official oasis_*_pretrained folder)")
+    return input_hash([file_hash(p) for p in files])
+
+
 def stage_source(study: Study, source: DatasetRef, cache: Path, cluster: dict[str, float],
                  log: Log) -> tuple[str, str]:
     """(checkpoint path, content hash): the user's checkpoint, or one pretrained here."""
     ckpt = study.source.checkpoint
     if ckpt is not None:
         path = Path(ckpt)
-        if path.is_file():
-            digest = file_hash(path)
-        elif path.is_dir():
-            files = sorted(p for p in path.rglob("*.pth"))
-            if not files:
-                raise StudyError(f"source.checkpoint: {path} holds no .pth files (expected an "
-                                 "official oasis_*_pretrained folder)")
-            digest = input_hash([file_hash(p) for p in files])
-        else:
+        if not path.exists():
             raise StudyError(f"source.checkpoint: {path} does not exist")
+        digest = checkpoint_hash(path)
         log(f"[stage] source model: using {path} (sha {digest})")
         return str(path), digest
     inputs = source_inputs(study, source)
@@ -260,14 +270,52 @@ def prepare_artifacts(study: Study, source: DatasetRef, target: DatasetRef,
     return art
 
 
+def planned_artifacts(study: Study, cache: Path, source: DatasetRef,
+                      target: DatasetRef) -> Artifacts:
+    """What the stages would hand the affinities, as far as it is cached (empty otherwise)."""
+    sub_dir = stage_dir(cache, "subsets", subset_inputs(study, target))
+    subsets = {} if not (sub_dir / MARKER).is_file() else {
+        f"{size}-{seed}": load_subset(sub_dir / f"size{size}-seed{seed}.json")
+        for size in study.target_sizes for seed in study.seeds}
+    source_hash = ""
+    if study.source.checkpoint is None:
+        model = stage_dir(cache, "source-model", source_inputs(study, source)) / "source.pt"
+        if model.is_file():
+            source_hash = file_hash(model)
+    elif Path(study.source.checkpoint).exists():
+        source_hash = checkpoint_hash(Path(study.source.checkpoint))
+    seg = study.evaluation.segmenter
+    if seg == "small":
+        seg = str(stage_dir(cache, "segmenter-target", segmenter_inputs(study, target, "target"))
+                  / "segmenter.pt")
+    net = study.evaluation.fid_feature_net
+    return Artifacts(study=study.model_dump(mode="json"), source_ref=source, target_ref=target,
+                     subsets=subsets, source_checkpoint="", source_hash=source_hash,
+                     eval_segmenter=seg, feature_net=None if net == "default" else net,
+                     stats_cache=str(cache / "fid_stats"))
+
+
+def stats_cached(study: Study, target: DatasetRef, cache: Path) -> bool:
+    """Are the FID statistics of the target test split cached? (reads no images)"""
+    from cat_models.data.layouts import DatasetError
+    from cat_models.metrics.feature_net import load_feature_net
+    from cat_models.metrics.real_stats import stats_path
+
+    try:
+        dataset = target.open("val")
+    except (DatasetError, OSError):   # a benchmark not drawn yet, a dataset not there: will run
+        return False
+    net = study.evaluation.fid_feature_net
+    net = load_feature_net(None if net == "default" else net)
+    return Path(stats_path(dataset, net, cache / "fid_stats")).is_file()
+
+
 def planned_stages(study: Study, cache: Path) -> list[tuple[str, bool]]:
     """(stage, cached?) for `--dry-run`, computed without building anything."""
     source, target = planned_ref(study, cache, "source"), planned_ref(study, cache, "target")
     rows = [("dataset-source", is_cached(cache, "dataset-source", {"ref": source.__dict__})),
             ("dataset-target", is_cached(cache, "dataset-target", {"ref": target.__dict__})),
-            ("subsets", is_cached(cache, "subsets", {
-                "ref": target.__dict__, "sizes": sorted(study.target_sizes),
-                "seeds": sorted(study.seeds)}))]
+            ("subsets", is_cached(cache, "subsets", subset_inputs(study, target)))]
     if study.source.checkpoint is None:
         rows.append(("source-model", is_cached(cache, "source-model",
                                                source_inputs(study, source))))
@@ -277,13 +325,14 @@ def planned_stages(study: Study, cache: Path) -> list[tuple[str, bool]]:
         rows.append(("segmenter-target", is_cached(cache, "segmenter-target",
                                                    segmenter_inputs(study, target, "target"))))
     needed = needed_affinities(study)
-    if "segmentation" in needed and not study.affinity_backends.get("segmenter"):
-        rows.append(("segmenter-source", is_cached(cache, "segmenter-source",
-                                                   segmenter_inputs(study, source, "source"))))
-    for method in needed:
-        folder = cache / "stages" / f"affinity-{method}"
-        rows.append((f"affinity-{method}", folder.is_dir() and any(
-            (p / "STAGE.json").is_file() for p in folder.iterdir())))
+    source_seg = study.affinity_backends.get("segmenter")
+    if "segmentation" in needed and not source_seg:
+        seg_dir = stage_dir(cache, "segmenter-source", segmenter_inputs(study, source, "source"))
+        rows.append(("segmenter-source", (seg_dir / MARKER).is_file()))
+        source_seg = str(seg_dir / "segmenter.pt") if rows[-1][1] else None
+    rows.append(("real-statistics", stats_cached(study, target, cache)))
+    rows += planned_affinities(study, planned_artifacts(study, cache, source, target),
+                               cache, source_seg)
     rows.append(("trials", False))
     rows.append(("analysis", False))
     return rows

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import stages_common as common
-from harness.cache import cached_stage, file_hash
+from harness.cache import MARKER, cached_stage, file_hash, stage_dir
 from harness.config import Study
 from harness.stages_common import (
     BASE_METHODS,
@@ -107,6 +107,67 @@ def affinity_key(method: str, size: int | None = None, seed: int | None = None) 
     return method if method == "text" or size is None else f"{method}@{size}-{seed}"
 
 
+def affinity_sets(study: Study, art: Artifacts, method: str) -> list[tuple[int | None, int]]:
+    """(size, seed) of each matrix of `method`: text has one (size None), the others one per
+    few-shot set."""
+    if method == "text":
+        return [(None, study.seeds[0])]
+    return sorted({(int(k.split("-")[0]), int(k.split("-")[1])) for k in art.subsets})
+
+
+def _deps(method: str, size: int | None, seed: int, paths: dict[str, str]) -> dict[str, str]:
+    if method not in ("combination", "average"):
+        return {}
+    return {m: paths[affinity_key(m, size, seed)] for m in BASE_METHODS
+            if affinity_key(m, size, seed) in paths}
+
+
+def affinity_inputs(study: Study, art: Artifacts, method: str, size: int | None, seed: int,
+                    deps: dict[str, str], source_segmenter: str | None) -> dict[str, Any]:
+    """The cache key's inputs of one matrix: everything its value depends on."""
+    inputs = {"method": method, "source_ref": ref_key(art.source_ref),
+              "target_ref": ref_key(art.target_ref), "options": affinity_options(study, method),
+              "seed": seed, "target_indices": None if size is None else art.subset(size, seed),
+              "code": CODE_VERSION, "deps": {m: file_hash(p) for m, p in deps.items()}}
+    if method == "segmentation":
+        inputs["segmenter"] = file_hash(source_segmenter) \
+            if Path(source_segmenter).is_file() else source_segmenter
+    if method == "combination":
+        inputs.update(source_model=art.source_hash, eval_segmenter=art.eval_segmenter,
+                      feature_net=art.feature_net, ranking=[RANKING_REAL, RANKING_SAMPLES])
+    return inputs
+
+
+def planned_affinities(study: Study, art: Artifacts, cache: Path,
+                       source_segmenter: str | None) -> list[tuple[str, bool]]:
+    """(stage, cached?) per estimator for `--dry-run`, from the same cache keys a run uses.
+
+    `art` holds what the earlier stages would give when they are cached; an empty subsets
+    map, source hash or segmenter (those stages will run) means the matrices will run too.
+    """
+    rows, paths = [], {}
+    for method in needed_affinities(study):
+        sets = affinity_sets(study, art, method) if art.subsets or method == "text" else []
+        unknown = (not sets or (method == "segmentation" and source_segmenter is None)
+                   or (method == "combination" and not art.source_hash))
+        cached = 0
+        for size, seed in [] if unknown else sets:
+            deps = _deps(method, size, seed, paths)
+            if method in ("combination", "average") and len(deps) < len(
+                    [m for m in BASE_METHODS if m in needed_affinities(study)]):
+                continue                       # a base matrix will run first
+            folder = stage_dir(cache, f"affinity-{method}", affinity_inputs(
+                study, art, method, size, seed, deps, source_segmenter))
+            if (folder / MARKER).is_file():
+                paths[affinity_key(method, size, seed)] = str(folder / f"{method}.npy")
+                cached += 1
+        label = f"affinity-{method}"
+        if method != "text":
+            label += f" ({len(sets)} sets)" if sets else " (per few-shot set)"
+        rows.append((label, bool(sets) and cached == len(sets)))
+    return rows
+
+
 def stage_affinities(study: Study, art: Artifacts, cache: Path, cluster: dict[str, float],
                      source_segmenter: str | None, log: Log, methods: list[str] | None = None,
                      done: dict[str, str] | None = None) -> dict[str, str]:
@@ -118,26 +179,13 @@ def stage_affinities(study: Study, art: Artifacts, cache: Path, cluster: dict[st
     `done` holds matrices built earlier (the combination reads the base estimators').
     """
     paths: dict[str, str] = dict(done or {})
-    sets = sorted({(int(k.split("-")[0]), int(k.split("-")[1])) for k in art.subsets})
     for method in methods if methods is not None else needed_affinities(study):
         options = affinity_options(study, method)
-        for size, seed in ([(None, study.seeds[0])] if method == "text" else sets):
+        for size, seed in affinity_sets(study, art, method):
             key = affinity_key(method, size, seed)
             indices = None if size is None else art.subset(size, seed)
-            deps = {m: paths[affinity_key(m, size, seed)] for m in BASE_METHODS
-                    if affinity_key(m, size, seed) in paths} \
-                if method in ("combination", "average") else {}
-            inputs = {"method": method, "source_ref": ref_key(art.source_ref),
-                      "target_ref": ref_key(art.target_ref), "options": options,
-                      "seed": seed, "target_indices": indices, "code": CODE_VERSION,
-                      "deps": {m: file_hash(p) for m, p in deps.items()}}
-            if method == "segmentation":
-                inputs["segmenter"] = file_hash(source_segmenter) \
-                    if Path(source_segmenter).is_file() else source_segmenter
-            if method == "combination":
-                inputs.update(source_model=art.source_hash, eval_segmenter=art.eval_segmenter,
-                              feature_net=art.feature_net, ranking=[RANKING_REAL,
-                                                                    RANKING_SAMPLES])
+            deps = _deps(method, size, seed, paths)
+            inputs = affinity_inputs(study, art, method, size, seed, deps, source_segmenter)
 
             def build(out: Path, method=method, options=options, deps=deps,
                       indices=indices, seed=seed) -> None:

@@ -73,6 +73,11 @@ def stage_datasets(study: Study, cache: Path, origin: str,
     return refs[0], refs[1]
 
 
+def subset_inputs(study: Study, target: DatasetRef) -> dict:
+    return {"ref": target.__dict__, "sizes": sorted(study.target_sizes),
+            "seeds": sorted(study.seeds)}
+
+
 def stage_subsets(study: Study, target: DatasetRef, cache: Path, origin: str,
                   log: Callable[[str], None] = print) -> dict[tuple[int, int], list[int]]:
     """Few-shot subsets of the target training split per (size, seed), paper §4.1."""
@@ -81,8 +86,7 @@ def stage_subsets(study: Study, target: DatasetRef, cache: Path, origin: str,
     if too_big:
         raise StudyError(f"{origin}: target_sizes: {too_big} exceed the {len(pool)} images of "
                          f"the target training split ({target.root})")
-    inputs = {"ref": target.__dict__, "sizes": sorted(study.target_sizes),
-              "seeds": sorted(study.seeds)}
+    inputs = subset_inputs(study, target)
 
     def build(out: Path) -> None:
         hist = label_histograms(pool, progress=True)

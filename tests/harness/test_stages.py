@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from harness import stages, stages_common
 from harness.cache import cached_stage, input_hash, is_cached, stage_dir
 from harness.config import StudyError, parse_study
-from tests.harness.conftest import tiny_study
+from tests.harness.conftest import run_stage_tasks_inline, tiny_study
 
 DATA_STAGES = ("dataset-source", "dataset-target", "subsets")
 
@@ -65,8 +66,8 @@ def test_planned_stages_report_cached_after_build(tmp_path):
     study = parse_study(tiny_study(cache, tmp_path / "out"))
     before = dict(stages.planned_stages(study, cache))
     assert not any(before.values())
-    assert list(before) == [*DATA_STAGES, "source-model", "segmenter-target", "trials",
-                            "analysis"]
+    assert list(before) == [*DATA_STAGES, "source-model", "segmenter-target",
+                            "real-statistics", "trials", "analysis"]
     _data_stages(study, cache)
     after = dict(stages.planned_stages(study, cache))
     assert {k: after[k] for k in DATA_STAGES} == dict.fromkeys(DATA_STAGES, True)
@@ -94,6 +95,38 @@ def test_model_stages_are_reused(tiny_artifacts, harness_cache, tmp_path, monkey
     assert (again.source_checkpoint, again.source_hash) == (art.source_checkpoint,
                                                             art.source_hash)
     assert again.eval_segmenter == art.eval_segmenter and again.subsets == art.subsets
+
+
+@pytest.mark.slow
+def test_affinities_per_few_shot_set_and_their_plan(tiny_artifacts, harness_cache, tmp_path,
+                                                   monkeypatch):
+    """The combination's matrices are built per (size, seed) from its base estimators; the
+    dry-run plan finds exactly these cache entries again, and a changed source model makes
+    only the combination (whose tie-break samples it) run again."""
+    study, _ = tiny_artifacts
+    changes = {"methods": [{"baseline": "cat", "affinity": "combination"}],
+               "target_sizes": [10, 20]}
+    study = parse_study(tiny_study(harness_cache, tmp_path / "out", **changes))
+    rows = dict(stages.planned_stages(study, harness_cache))
+    assert rows["affinity-text"] is False and rows["affinity-combination (per few-shot set)"] is False
+    monkeypatch.setattr(stages_common, "run_task", run_stage_tasks_inline)
+    log, source, target, subsets = _data_stages(study, harness_cache)
+    art = stages.prepare_artifacts(study, source, target, subsets, harness_cache,
+                                   tmp_path / "out", log.append, {"CPU": 1})
+    assert sorted(art.affinities) == sorted(
+        ["text"] + [f"{m}@{n}-0" for m in ("segmentation", "features", "combination")
+                    for n in (10, 20)])
+    combined = np.load(art.affinities["combination@10-0"])
+    assert combined.shape == (12, 10) and set(np.unique(combined)) == {0.0, 1.0}
+    assert (tmp_path / "out" / "affinities" / "combination.npy").is_file()
+
+    rows = dict(stages.planned_stages(study, harness_cache))
+    assert all(v for k, v in rows.items() if k not in ("trials", "analysis")), rows
+    longer = parse_study(tiny_study(harness_cache, tmp_path / "out", **changes,
+                                    source={"pretrain": {"iterations": 11}}))
+    rows = dict(stages.planned_stages(longer, harness_cache))
+    assert rows["source-model"] is False and rows["affinity-combination (2 sets)"] is False
+    assert rows["affinity-segmentation (2 sets)"] and rows["affinity-features (2 sets)"]
 
 
 def test_source_model_key_follows_its_inputs(tiny_artifacts, harness_cache):
