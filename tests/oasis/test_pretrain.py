@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from cat_models.data import open_dataset
 from cat_models.data.synthetic import SOURCE_CLASSES
-from cat_models.oasis import load_source, sample_images, training_free_generator
-from cat_models.oasis.pretrain import main
+from cat_models.metrics.miou import miou
+from cat_models.oasis import (
+    build_generator,
+    load_source,
+    preset,
+    sample_images,
+    training_free_generator,
+)
+from cat_models.oasis.pretrain import main, pretrain_source
+from cat_models.segmenters.small import SmallSegmenterConfig
+from cat_models.segmenters.train import train_small_segmenter
 
 
 def test_pretrain_cli_writes_source_usable_training_free(small_benchmark, tmp_path, capsys):
@@ -33,3 +43,46 @@ def test_pretrain_cli_writes_source_usable_training_free(small_benchmark, tmp_pa
     with pytest.raises(ValueError, match="cat-oasis-source"):
         torch.save({"G": {}}, tmp_path / "other.pt")
         load_source(tmp_path / "other.pt")
+
+
+def _segmenter_miou(segmenter, images, labels, num_classes):
+    with torch.no_grad():
+        return miou(segmenter.predict(images), labels, num_classes)["miou"]
+
+
+@pytest.mark.slow
+def test_benchmark_pretraining_draws_recognisable_classes(bench64, tmp_path):
+    """Issue #4's bar: the benchmark preset's source model draws each class with its look.
+
+    "Recognisable" is measured as OASIS measures it: a segmenter trained on real source
+    images must find the right classes in the generated images, at least half as well as in
+    real ones. 1,000 steps (two thirds of the shipped studies' pretraining) must get there;
+    with OASIS's own learning rates the same run stays near 12% mIoU.
+    """
+    torch.manual_seed(0)
+    root = bench64.source_root
+    train = open_dataset("folder", root, "train", 32, augment=True)
+    val = open_dataset("folder", root, "val", 32)
+    # the harness's source segmenter (stage `segmenter-source`)
+    segmenter = train_small_segmenter(open_dataset("folder", root, "train", 32),
+                                      iterations=500, batch_size=8, progress=False,
+                                      config=SmallSegmenterConfig(12, widths=(16, 32, 64)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        path = pretrain_source(train, preset("bench32"), 1000, tmp_path / "source.pt",
+                               report_every=0, checkpoint_every=0)
+    finally:
+        torch.set_num_threads(threads)
+    labels = torch.stack([torch.as_tensor(val[i]["label"]) for i in range(96)]).long()
+    real = torch.stack([torch.as_tensor(val[i]["image"]) for i in range(96)])
+    n = val.num_classes
+    real_miou = _segmenter_miou(segmenter, real, labels, n)
+    source = load_source(path)
+    generated_miou = _segmenter_miou(segmenter, sample_images(source.ema, labels), labels, n)
+    fresh = build_generator(source.cfg, n)
+    fresh_miou = _segmenter_miou(segmenter, sample_images(fresh, labels), labels, n)
+    scores = {"real": real_miou, "generated": generated_miou, "untrained": fresh_miou}
+    assert real_miou > 0.6, scores               # the yardstick itself works
+    assert fresh_miou < 0.1, scores              # and is not fooled by an untrained generator
+    assert generated_miou > 0.5 * real_miou, scores
