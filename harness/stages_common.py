@@ -14,7 +14,7 @@ from harness.stages_data import DatasetRef
 Log = Callable[[str], None]
 # Estimators the combination (majority vote) and the average are built from (paper §3.1).
 BASE_METHODS = ("text", "segmentation", "features")
-CODE_VERSION = 1   # bump when a stage's build changes its output for the same inputs
+CODE_VERSION = 2   # bump when a stage's build changes its output for the same inputs
 
 
 @dataclass

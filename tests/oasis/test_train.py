@@ -50,6 +50,30 @@ def test_short_finetune_on_embedded_target_reduces_losses(small_benchmark):
     assert first - last > 0.05, (first, last)
 
 
+def test_augmented_batches_follow_the_seed_not_the_callers_rng(small_benchmark):
+    """Crops and flips come from the step's seed: what the process drew before (Ray reuses
+    worker processes) changes nothing, and the caller's RNG is left where it was."""
+    from cat_models.data import open_dataset
+
+    torch.set_num_threads(1)
+    data = open_dataset("folder", small_benchmark.source_root, "train", resolution=32,
+                        augment=True, load_scale=1.25)
+    cfg = tiny_cfg()
+
+    def weights(prior_seed, seed=0):
+        torch.manual_seed(0)
+        plan = build_plan("scratch", None, None, data.num_classes, cfg=cfg, seed=0)
+        torch.manual_seed(prior_seed)
+        before = torch.get_rng_state()
+        train_oasis(plan, data, cfg, 3, seed=seed, report_every=0)
+        assert torch.equal(torch.get_rng_state(), before)
+        return torch.cat([p.detach().flatten() for p in plan.generator.parameters()])
+
+    first = weights(prior_seed=1)
+    assert torch.equal(first, weights(prior_seed=2))
+    assert not torch.equal(first, weights(prior_seed=1, seed=1))
+
+
 def test_resume_reproduces_next_step_exactly_and_reports(tmp_path):
     torch.set_num_threads(1)
     cfg = tiny_cfg()
