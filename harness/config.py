@@ -111,13 +111,16 @@ class MethodSpec(Strict):
         # The recipes ignore keywords they do not take, so a typo would silently do nothing.
         from cat_models.oasis.baselines import recipe_options
 
-        known = [k for k in recipe_options(self.baseline) if k != "affinity"]
+        # `affinity` is the method's own field and `seed` the trial's.
+        known = [k for k in recipe_options(self.baseline) if k not in ("affinity", "seed")]
         unknown = sorted(set(self.options) - set(known))
         if unknown:
             raise ValueError(f"options {unknown} are not options of {self.baseline!r}; "
                              f"it takes {known or 'none'}"
                              + (" (the affinity is the method's `affinity` field)"
-                                if "affinity" in unknown else ""))
+                                if "affinity" in unknown else "")
+                             + (" (trials set the seed from `seeds`)" if "seed" in unknown
+                                else ""))
         return self
 
 

@@ -74,6 +74,9 @@ def test_method_options_are_the_recipes_own(tmp_path):
                                          r"'transfergan'; it takes none"):
         load_study(_write(tmp_path, "name: t\nmethods: [{baseline: transfergan, options: "
                                     "{freeze_d: 3}}]\n"))
+    with pytest.raises(StudyError, match=r"\['seed'\] are not options .*set the seed from"):
+        load_study(_write(tmp_path, "name: t\nmethods: [{baseline: scratch, options: "
+                                    "{seed: 3}}]\n"))
 
 
 def test_mode_follows_metric(tmp_path):
