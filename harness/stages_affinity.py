@@ -146,15 +146,16 @@ def planned_affinities(study: Study, art: Artifacts, cache: Path,
     map, source hash or segmenter (those stages will run) means the matrices will run too.
     """
     rows, paths = [], {}
-    for method in needed_affinities(study):
+    needed = needed_affinities(study)
+    bases = [m for m in BASE_METHODS if m in needed]
+    for method in needed:
         sets = affinity_sets(study, art, method) if art.subsets or method == "text" else []
         unknown = (not sets or (method == "segmentation" and source_segmenter is None)
                    or (method == "combination" and not art.source_hash))
         cached = 0
         for size, seed in [] if unknown else sets:
             deps = _deps(method, size, seed, paths)
-            if method in ("combination", "average") and len(deps) < len(
-                    [m for m in BASE_METHODS if m in needed_affinities(study)]):
+            if method in ("combination", "average") and len(deps) < len(bases):
                 continue                       # a base matrix will run first
             folder = stage_dir(cache, f"affinity-{method}", affinity_inputs(
                 study, art, method, size, seed, deps, source_segmenter))
