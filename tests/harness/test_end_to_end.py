@@ -95,8 +95,8 @@ def test_rerun_takes_every_stage_from_the_cache(first_run):
     plan = dict(re.findall(r"^\[plan\]\s+stage (\S+)\s+(will run|cached)\s*$", proc.stdout,
                            re.MULTILINE))
     assert {k: v for k, v in plan.items() if k not in ("trials", "analysis")} == dict.fromkeys(
-        ("dataset-source", "dataset-target", "subsets", "source-model", "segmenter-target"),
-        "cached")
+        ("dataset-source", "dataset-target", "subsets", "source-model", "segmenter-target",
+         "real-statistics"), "cached")
     assert stage_states(proc.stdout) == dict.fromkeys(MODEL_STAGES, "cached")
     assert "building" not in proc.stdout
     # the same study on the same artifacts: the finished trials are reused, not rerun

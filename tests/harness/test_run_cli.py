@@ -38,8 +38,8 @@ def test_dry_run_subprocess_prints_plan_and_runs_nothing(tmp_path):
     text = proc.stdout
     assert _plan_stages(text) == {
         "dataset-source": "will run", "dataset-target": "will run", "subsets": "will run",
-        "source-model": "will run", "segmenter-target": "will run", "trials": "will run",
-        "analysis": "will run"}
+        "source-model": "will run", "segmenter-target": "will run",
+        "real-statistics": "will run", "trials": "will run", "analysis": "will run"}
     # 2 methods x 1 size x 2 seeds (from --set); the size is fixed, so not an axis
     assert "[plan] trials: grid of 4 over ['method', 'seed']" in text
     assert "[plan]   method: {'grid_search': ['no-cat', 'freezed']}" in text
