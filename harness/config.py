@@ -396,7 +396,7 @@ def freeze_d_values(study: Study) -> dict[str, list[int]]:
     if isinstance(space, (Grid, Choice)):
         found["search.space.freeze_d"] = list(next(iter(space.model_dump().values())))
     elif isinstance(space, IntRange):
-        found["search.space.freeze_d"] = [space.int[1]]
+        found["search.space.freeze_d"] = list(space.int)
     elif isinstance(space, int):
         found["search.space.freeze_d"] = [space]
     for i, m in enumerate(study.methods):
@@ -414,10 +414,10 @@ def check_freeze_d(study: Study, origin: str) -> None:
     if study.source.checkpoint is not None:
         return
     try:
-        blocks = preset(study.oasis.preset, **study.oasis.overrides).num_res_blocks
+        cfg = preset(study.oasis.preset, **study.oasis.overrides)
     except (TypeError, ValueError):
         return                     # reported with the field's own message when the model is built
-    layers = 2 * blocks + 1        # body_down.*, body_up.*, layer_up_last (the head, replaced)
+    layers = len(cfg.discriminator_layer_names())
     for field, values in freeze_d_values(study).items():
         bad = [v for v in values if not isinstance(v, int) or not 0 <= v < layers]
         if bad:

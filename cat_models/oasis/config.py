@@ -68,6 +68,13 @@ class OasisConfig:
         n = self.num_res_blocks
         return [3] + [self.channels_d * min(8, 2 * 2 ** (i // 2)) for i in range(n)]
 
+    def discriminator_layer_names(self) -> list[str]:
+        """The U-Net discriminator's layers in FreezeD order: body_down.*, body_up.*, then
+        the head `layer_up_last` (num_res_blocks down and up blocks each)."""
+        n = self.num_res_blocks
+        return ([f"body_down.{i}" for i in range(n)] + [f"body_up.{i}" for i in range(n)]
+                + ["layer_up_last"])
+
     def replace(self, **changes: Any) -> OasisConfig:
         return dataclasses.replace(self, **changes)
 

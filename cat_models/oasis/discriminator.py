@@ -62,6 +62,7 @@ class OasisDiscriminator(nn.Module):
 
     def __init__(self, cfg: OasisConfig, semantic_nc: int) -> None:
         super().__init__()
+        self.cfg = cfg
         ch = cfg.discriminator_widths()
         n = cfg.num_res_blocks
         use_sn = cfg.spectral_norm
@@ -86,8 +87,7 @@ class OasisDiscriminator(nn.Module):
 
     def layer_names(self) -> list[str]:
         """Module-name prefixes in FreezeD order: body_down.*, body_up.*, layer_up_last."""
-        return ([f"body_down.{i}" for i in range(len(self.body_down))]
-                + [f"body_up.{i}" for i in range(len(self.body_up))] + ["layer_up_last"])
+        return self.cfg.discriminator_layer_names()
 
 
 def build_discriminator(cfg: OasisConfig, num_classes: int, init: bool = True

@@ -32,6 +32,14 @@ def test_widths_follow_official_layout():
     assert preset("official_cityscapes").lambda_labelmix == 5.0
 
 
+@pytest.mark.parametrize("name", ["bench32", "bench64", "official_ade20k"])
+def test_freezed_layer_order_names_the_discriminators_blocks(name):
+    """The config's FreezeD list (what studies are validated against) is the D's own blocks."""
+    d = build_discriminator(preset(name), 5)
+    blocks = [f"{n}.{i}" for n in ("body_down", "body_up") for i in range(len(getattr(d, n)))]
+    assert d.layer_names() == [*blocks, "layer_up_last"]
+
+
 def test_bench64_size_matches_design_budget():
     cfg = preset("bench64")
     g, d = build_generator(cfg, 12, init=False), build_discriminator(cfg, 12, init=False)
