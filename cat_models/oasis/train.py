@@ -54,22 +54,19 @@ def batch_indices(n: int, batch: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def load_batch(data: Sequence[dict], indices: torch.Tensor, num_classes: int,
-               device: torch.device, seeds: torch.Tensor | None = None
+               device: torch.device, seeds: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images [B,3,H,W], one-hot labels [B,C+1,H,W]) for dataset items `indices`.
 
-    Datasets augment (crops, flips) from torch's global RNG; with `seeds`, item k is read
-    under seed k in a fork of it, so a batch depends neither on what ran in this process
-    before nor on how the global batch is split over DDP ranks.
+    Datasets augment (crops, flips) from torch's global RNG: item k is read under `seeds[k]`
+    in a fork of it, so a batch depends neither on what ran in this process before nor on
+    how the global batch is split over DDP ranks.
     """
-    if seeds is None:
-        items = [data[int(i)] for i in indices]
-    else:
-        items = []
-        for i, seed in zip(indices, seeds, strict=True):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                items.append(data[int(i)])
+    items = []
+    for i, seed in zip(indices, seeds, strict=True):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            items.append(data[int(i)])
     images = torch.stack([it["image"] for it in items]).to(device)
     labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long().to(device)
     if int(labels.max()) > num_classes:
