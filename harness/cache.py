@@ -78,3 +78,38 @@ def cached_stage(
     seconds = time.perf_counter() - start
     log(f"[stage] {name}: done in {seconds:.1f}s ({final})")
     return StageResult(name, final, False, seconds)
+
+
+class StageRunner:
+    """Runs the stages of a study, or (`plan=True`) only reports which of them are cached.
+
+    The stage functions call `runner.stage(name, inputs, build)` once each, with the cache key's
+    inputs they would build from: building, it is `cached_stage`; planning, it records
+    `(name, cached?)` in `rows` and returns the cached folder, or None when the stage would run
+    (a later stage whose inputs are then unknown records itself as one that will run). So the
+    `--dry-run` plan and the run come from the same code.
+    """
+
+    def __init__(self, cache: Path, log: Callable[[str], None] = print,
+                 plan: bool = False) -> None:
+        self.cache, self.log, self.plan = cache, log, plan
+        self.rows: dict[str, bool] = {}
+
+    def stage(self, name: str, inputs: Any, build: Callable[[Path], None],
+              log: Callable[[str], None] | None = None, group: str | None = None
+              ) -> Path | None:
+        """The stage's folder (built if needed); planning, None when it is not cached.
+
+        `group` gathers several keys of one stage (e.g. one matrix per few-shot set) into one
+        plan row, cached when all of them are.
+        """
+        if not self.plan:
+            return cached_stage(self.cache, name, inputs, build, log or self.log).path
+        folder = stage_dir(self.cache, name, inputs)
+        cached = (folder / MARKER).is_file()
+        self.report(group or name, cached)
+        return folder if cached else None
+
+    def report(self, row: str, cached: bool) -> None:
+        """A plan row (for stages whose inputs are not known yet, or that are not folders)."""
+        self.rows[row] = self.rows.get(row, True) and cached

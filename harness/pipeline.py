@@ -1,4 +1,4 @@
-"""A study from start to end: plan → cached stages → Ray Tune trials → analysis (DESIGN §2)."""
+"""A study from start to end: plan → cached stages → Ray Tune trials → analysis."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from harness import tune as study_tune
 from harness.config import Study, StudyError
 
 _LOG_LOCK = threading.Lock()
+PROGRESS_INTERVAL_S = 30   # seconds between progress lines when the output is not a terminal
 
 
 def log(msg: str) -> None:
@@ -54,6 +55,33 @@ def print_plan(study: Study, study_file: str, out: Path, cache: Path,
         f"max concurrent: {r.max_concurrent_trials or 'what the cluster holds'}")
 
 
+def progress_env(isatty: bool | None = None) -> dict[str, str]:
+    """tqdm's settings for this process and the Ray workers (tqdm reads TQDM_* variables).
+
+    On a terminal a bar redraws in place; in a log file (or a Ray job's output) each redraw is
+    a line of its own, hundreds per bar: there, a bar writes one line every
+    `CAT_PROGRESS_INTERVAL_S` (default 30) seconds, and its last one.
+    """
+    if isatty is None:
+        isatty = sys.stdout.isatty()
+    if isatty:
+        return {}
+    interval = os.environ.get("TQDM_MININTERVAL") or os.environ.get(
+        "CAT_PROGRESS_INTERVAL_S", str(PROGRESS_INTERVAL_S))
+    return {"TQDM_MININTERVAL": interval}
+
+
+def write_resolved(study: Study, out: Path, axes: list[str], source_file: str) -> None:
+    """OUT/study.yaml: the study with its defaults filled in, the swept axes and its file."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = study.model_dump(mode="json")
+    resolved["axes"] = axes
+    resolved["study_file"] = source_file
+    (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
 def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
     import ray
 
@@ -64,7 +92,7 @@ def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
     repo = str(Path(__file__).resolve().parents[1])
     env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
                         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-                        "RAY_TRAIN_V2_ENABLED": "1"}}
+                        "RAY_TRAIN_V2_ENABLED": "1", **progress_env()}}
     if address:
         # A `ray start --head` on this machine turns token authentication on as soon as
         # ~/.ray/auth_token exists; a driver given an address must then present the token.
@@ -79,8 +107,26 @@ def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
                        log_to_driver=True)
     url = getattr(ctx, "dashboard_url", None)
     if url:
-        log(f"[ray] dashboard: http://{url}")
+        hint = dashboard_token_hint()
+        log(f"[ray] dashboard: http://{url}" + (f"  ({hint})" if hint else ""))
     return ray.cluster_resources()
+
+
+def dashboard_token_hint() -> str | None:
+    """How to get the token the dashboard asks for, when token authentication is on.
+
+    Ray 2.60 turns it on for a local `ray.init()` (it sets RAY_AUTH_MODE=token in this
+    process) and keeps the token in $RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else
+    ~/.ray/auth_token (ray/_private/authentication/authentication_token_setup.py).
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        where = "the value of $RAY_AUTH_TOKEN"
+    else:
+        where = str(Path(os.environ.get("RAY_AUTH_TOKEN_PATH")
+                         or Path.home() / ".ray" / "auth_token"))
+    return f"it asks for a token: run `ray get-auth-token`, or copy it from {where}"
 
 
 def wait_for_resources(study: Study, cluster: dict[str, float]) -> dict[str, float]:
@@ -115,10 +161,9 @@ def check_fits(study: Study, cluster: dict[str, float], origin: str) -> None:
 
 def run_study(study: Study, study_file: str, out: Path, address: str | None = None,
               resume: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
-    from harness.run import write_resolved
-
     cache = cache_root(study.cache_dir)
     out = out.resolve()
+    os.environ.update(progress_env())   # the driver's own bars (dataset checks, statistics)
     print_plan(study, study_file, out, cache, resolved=dry_run)
     if dry_run:
         return None

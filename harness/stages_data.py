@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cat_models.data import (
     DatasetError,
@@ -17,9 +18,19 @@ from cat_models.data import (
     save_subset,
     validate_dataset,
 )
-from cat_models.data.synthetic import ensure_benchmark
-from harness.cache import cached_stage
+from cat_models.data.synthetic import benchmark_folders, ensure_benchmark
+from harness.cache import StageRunner
 from harness.config import DatasetSpec, Study, StudyError
+
+
+class FewShotSet(NamedTuple):
+    """One few-shot target set: `size` images drawn with `seed` (paper §4.1)."""
+
+    size: int
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.size}-{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -35,27 +46,38 @@ class DatasetRef:
         return open_dataset(self.kind, self.root, split, self.resolution, augment=augment)
 
 
-def resolve_dataset(spec: DatasetSpec, study: Study, cache: Path, role: str) -> DatasetRef:
+def resolve_dataset(spec: DatasetSpec, study: Study, cache: Path,
+                    materialise: bool = True) -> DatasetRef:
+    """The dataset's reference; the embedded benchmark is drawn first unless `materialise` is
+    False (a plan: only where it would be)."""
     if spec.kind.startswith("synthetic"):
         b = study.benchmark
-        bench = ensure_benchmark(cache / "synthetic", b.resolution, b.seed, b.n_source,
-                                 b.n_target)
+        where = ensure_benchmark if materialise else benchmark_folders
+        bench = where(cache / "synthetic", b.resolution, b.seed, b.n_source, b.n_target)
         root = bench.source_root if spec.kind == "synthetic_source" else bench.target_root
         return DatasetRef("folder", str(root), study.resolution, spec.kind)
     return DatasetRef(spec.kind, str(spec.root), study.resolution, f"{spec.kind}:{spec.root}")
 
 
+def planned_ref(study: Study, cache: Path, role: str) -> DatasetRef:
+    """The dataset reference without materialising anything (for `--dry-run`)."""
+    spec = study.source.dataset if role == "source" else study.target.dataset
+    return resolve_dataset(spec, study, cache, materialise=False)
+
+
 def stage_datasets(study: Study, cache: Path, origin: str,
-                   log: Callable[[str], None] = print) -> tuple[DatasetRef, DatasetRef]:
+                   log: Callable[[str], None] = print, runner: StageRunner | None = None
+                   ) -> tuple[DatasetRef, DatasetRef]:
     """Materialise (for the embedded benchmark) and validate source and target datasets.
 
     Validation reads every file once, so a broken dataset fails here, before any training;
     the result is cached per dataset so later runs skip the scan.
     """
+    runner = runner or StageRunner(cache, log)
     refs = []
     for role, spec in (("source", study.source.dataset), ("target", study.target.dataset)):
         try:
-            ref = resolve_dataset(spec, study, cache, role)
+            ref = resolve_dataset(spec, study, cache, materialise=not runner.plan)
 
             def build(out: Path, ref: DatasetRef = ref) -> None:
                 summary = {}
@@ -66,7 +88,7 @@ def stage_datasets(study: Study, cache: Path, origin: str,
                 summary["class_names"] = ds.class_names
                 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
-            cached_stage(cache, f"dataset-{role}", {"ref": ref.__dict__}, build, log)
+            runner.stage(f"dataset-{role}", {"ref": ref.__dict__}, build)
         except DatasetError as err:
             raise StudyError(f"{origin}: {role}.dataset: {err}") from None
         refs.append(ref)
@@ -78,17 +100,23 @@ def subset_inputs(study: Study, target: DatasetRef) -> dict:
             "seeds": sorted(study.seeds)}
 
 
+def few_shot_sets(study: Study) -> list[FewShotSet]:
+    return [FewShotSet(size, seed) for size in study.target_sizes for seed in study.seeds]
+
+
 def stage_subsets(study: Study, target: DatasetRef, cache: Path, origin: str,
-                  log: Callable[[str], None] = print) -> dict[tuple[int, int], list[int]]:
-    """Few-shot subsets of the target training split per (size, seed), paper §4.1."""
-    pool = target.open("train")
-    too_big = [s for s in study.target_sizes if s > len(pool)]
-    if too_big:
-        raise StudyError(f"{origin}: target_sizes: {too_big} exceed the {len(pool)} images of "
-                         f"the target training split ({target.root})")
-    inputs = subset_inputs(study, target)
+                  log: Callable[[str], None] = print, runner: StageRunner | None = None
+                  ) -> dict[FewShotSet, list[int]]:
+    """Few-shot subsets of the target training split per (size, seed), paper §4.1; planning,
+    {} unless they are cached."""
+    runner = runner or StageRunner(cache, log)
 
     def build(out: Path) -> None:
+        pool = target.open("train")
+        too_big = [s for s in study.target_sizes if s > len(pool)]
+        if too_big:
+            raise StudyError(f"{origin}: target_sizes: {too_big} exceed the {len(pool)} images "
+                             f"of the target training split ({target.root})")
         hist = label_histograms(pool, progress=True)
         for seed in study.seeds:
             # greedy runs pass through every smaller size: one run per seed gives nested sets
@@ -97,6 +125,8 @@ def stage_subsets(study: Study, target: DatasetRef, cache: Path, origin: str,
                 save_subset(out / f"size{size}-seed{seed}.json", order[:size],
                             seed=seed, dataset=target.name, split="train")
 
-    result = cached_stage(cache, "subsets", inputs, build, log)
-    return {(size, seed): load_subset(result.path / f"size{size}-seed{seed}.json")
-            for size in study.target_sizes for seed in study.seeds}
+    folder = runner.stage("subsets", subset_inputs(study, target), build)
+    if folder is None:
+        return {}
+    return {shot: load_subset(folder / f"size{shot.size}-seed{shot.seed}.json")
+            for shot in few_shot_sets(study)}

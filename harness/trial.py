@@ -1,8 +1,11 @@
 """One trial = one finetuning run of one method on one few-shot subset, evaluated as it trains.
 
 `run_trial(params, artifacts, report, ...)` is plain Python: it receives the trial's parameters
-(a dict from Ray Tune) and the stage artifacts, and calls `report(metrics, checkpoint_dir)` at
-every evaluation. Ray is the caller (`harness.trials`), not a dependency: the same function runs
+(a dict from Ray Tune, turned into a typed `TrialSpec` at once) and the stage artifacts, and
+calls `report(metrics, checkpoint_dir)` at every evaluation. Its parts, one concept each:
+`TrialSpec` (what the trial is: method, few-shot set, training settings), `finetune` (the model
+family's training call with the recipe's options), `MetricsHistory` (the evaluations so far
+and the final summary). Ray is the caller (`harness.trials`), not a dependency: the same function runs
 in a Tune function trainable (one worker) or in every worker of a Ray Train `TorchTrainer`
 (DDP), and in a notebook with `report=print`-like callables.
 
@@ -15,25 +18,28 @@ Reports (paper §4.1 protocol): every `eval_every` iterations and after the last
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from harness.stages import Artifacts
+from harness.config import MethodSpec, Study, TrainingSpec, method_options
+from harness.stages import Artifacts, FewShotSet
+from harness.stages_common import AffinityKey
 
 Report = Callable[[dict[str, Any], str | None], None]
-TRAINING_KEYS = ("iterations", "stage1_iterations", "batch_size", "lr_g", "lr_d", "freeze_d",
-                 "labelmix_lambda", "ema_decay", "affinity_temperature", "affinity_top_k")
-# Baseline recipes that take these options (cat_models.oasis.baselines).
-TAKES_FREEZE_D = ("cat", "freezed")
-TAKES_STAGE1 = ("cat", "minegan")
+Evaluate = Callable[[torch.nn.Module, int], dict[str, Any]]
+# Training settings handed to the recipes that declare them (`baselines.recipe_options`):
+# recipe option -> TrainingSpec field.
+RECIPE_SETTINGS = {"freeze_d": "freeze_d", "stage1_iters": "stage1_iterations"}
 
 
 def palette(num_classes: int) -> torch.Tensor:
@@ -71,101 +77,164 @@ def save_grid(path: Path, grid: np.ndarray, scale: int = 2) -> None:
     image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
 
 
-def trial_settings(params: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
-    """The study's training block with this trial's searched values applied."""
-    settings = dict(study["training"])
-    settings.update({k: params[k] for k in TRAINING_KEYS if k in params})
-    return settings
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial is: a method of the study, a few-shot set, and the training settings
+    with the trial's searched values applied."""
+
+    method: MethodSpec
+    shot: FewShotSet
+    training: TrainingSpec
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], study: Study) -> TrialSpec:
+        return cls(method_spec(study, params["method"]),
+                   FewShotSet(int(params["target_size"]), int(params["seed"])),
+                   study.training.for_trial(params))
+
+    @property
+    def seed(self) -> int:
+        return self.shot.seed
 
 
-def method_spec(params: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
-    for m in study["methods"]:
-        if m["label"] == params["method"]:
+def method_spec(study: Study, label: str) -> MethodSpec:
+    for m in study.methods:
+        if m.label == label:
             return m
-    raise KeyError(f"trial asks for method {params['method']!r}, which the study does not list")
+    raise KeyError(f"trial asks for method {label!r}, which the study does not list")
 
 
-def load_affinity(spec: dict[str, Any], art: Artifacts, settings: dict[str, Any],
-                  size: int, seed: int):
+def recipe_settings(method: MethodSpec, training: TrainingSpec) -> dict[str, Any]:
+    """The recipe's options: the method's own, plus the training settings its recipe declares
+    (FreezeD depth, stage-1 length) unless the method sets them."""
+    takes = method_options(method.baseline)
+    options = {option: getattr(training, field) for option, field in RECIPE_SETTINGS.items()
+               if option in takes}
+    return {**options, **method.options}
+
+
+def load_affinity(art: Artifacts, trial: TrialSpec):
     """A for CAT, estimated on this trial's few-shot set; None (random init, seeded by the
     trial) for 'random'."""
-    if spec["baseline"] != "cat" or spec.get("affinity") in (None, "random"):
+    spec, settings = trial.method, trial.training
+    if spec.baseline != "cat" or spec.affinity in (None, "random"):
         return None
     from cat_models.affinity.matrix import AffinityMatrix
     from cat_models.affinity.normalise import normalise_affinity
-    from harness.stages import affinity_key
 
-    matrix = AffinityMatrix.load(art.affinities[affinity_key(spec["affinity"], size, seed)])
-    if settings.get("affinity_temperature") or settings.get("affinity_top_k"):
-        matrix = normalise_affinity(matrix, settings.get("affinity_temperature"),
-                                    settings.get("affinity_top_k"))
+    key = AffinityKey(spec.affinity, None if spec.affinity == "text" else trial.shot)
+    matrix = AffinityMatrix.load(art.affinities[key])
+    if settings.affinity_temperature or settings.affinity_top_k:
+        matrix = normalise_affinity(matrix, settings.affinity_temperature,
+                                    settings.affinity_top_k)
     return matrix
 
 
-def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
+class MetricsHistory:
+    """The trial's evaluations `[iteration, fid, kid, miou]`, kept with its checkpoints (so a
+    restored trial's best-so-far and convergence count its earlier evaluations)."""
+
+    FILE = "history.json"
+
+    def __init__(self, rows: list[list[float]] | None = None) -> None:
+        self.rows = rows or []
+
+    @classmethod
+    def restore(cls, folder: Path | None) -> MetricsHistory:
+        path = None if folder is None else Path(folder) / cls.FILE
+        return cls(json.loads(path.read_text()) if path is not None and path.is_file() else [])
+
+    def save(self, folder: str | Path) -> None:
+        (Path(folder) / self.FILE).write_text(json.dumps(self.rows))
+
+    def add(self, step: int, fid: float, kid: float, miou: float) -> None:
+        self.rows.append([step, fid, kid, miou])
+
+    def summary(self, tolerance: float) -> dict[str, Any]:
+        """best_* and iters_to_convergence over the evaluations so far (paper §4.1)."""
+        from cat_models.metrics.convergence import iterations_to_convergence
+
+        best = min(self.rows, key=lambda h: h[1])
+        return {"best_fid": best[1], "best_kid": min(h[2] for h in self.rows),
+                "best_miou": max(h[3] for h in self.rows), "best_iteration": best[0],
+                "iters_to_convergence": iterations_to_convergence(
+                    [h[0] for h in self.rows], [h[1] for h in self.rows],
+                    tolerance=tolerance)}
+
+
+def model_config(art: Artifacts, trial: TrialSpec, source: Any):
+    """The OASIS settings of the trial: the source's architecture, the trial's optimiser."""
+    from harness.stages import oasis_config
+
+    cfg = source.cfg if source is not None else oasis_config(art.study)
+    t = trial.training
+    return cfg.replace(lr_g=t.lr_g, lr_d=t.lr_d, batch_size=t.batch_size,
+                       ema_decay=t.ema_decay or cfg.ema_decay,
+                       lambda_labelmix=t.labelmix_lambda, amp=t.amp)
+
+
+def finetune(art: Artifacts, trial: TrialSpec, source: Any, data: Any, iterations: int,
+             device: str, checkpoint_dir: str | None, restore_file: Path | None,
+             on_report: Callable[[dict[str, Any]], None], evaluate: Evaluate) -> None:
+    """The model family's finetuning call: the recipe with its options, evaluated and
+    checkpointed every `eval_every` / `checkpoint_every` iterations."""
+    from cat_models.oasis.finetune import finetune_oasis
+
+    options = recipe_settings(trial.method, trial.training)
+    if trial.method.baseline == "cat":
+        options["affinity"] = load_affinity(art, trial)
+    eval_every = trial.training.eval_every
+    finetune_oasis(trial.method.baseline, source, data, iterations,
+                   model_config(art, trial, source), seed=trial.seed, device=device,
+                   checkpoint_dir=checkpoint_dir,
+                   checkpoint_every=trial.training.checkpoint_every,
+                   resume=restore_file, on_report=on_report, report_every=eval_every,
+                   evaluate_fn=evaluate, eval_every=eval_every, report_all_ranks=True,
+                   **options)
+
+
+def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
               trial_dir: str | Path | None = None, restore: str | Path | None = None,
               device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
     """Finetune, evaluate and report one trial; returns the last report."""
-    from cat_models.metrics.convergence import iterations_to_convergence
     from cat_models.metrics.evaluator import Evaluator
-    from cat_models.oasis.finetune import finetune_oasis
     from cat_models.oasis.sampling import sample_images
     from cat_models.oasis.train import world
     from cat_models.segmenters import load_segmenter
-    from harness.config import Study
-    from harness.stages import oasis_config, open_source
+    from harness.stages import open_source
 
     if threads:
         torch.set_num_threads(threads)
     study = art.study
-    spec = method_spec(params, study)
-    settings = trial_settings(params, study)
-    seed, size = int(params["seed"]), int(params["target_size"])
+    trial = TrialSpec.from_params(params, study)
+    spec, seed, size = trial.method, trial.seed, trial.shot.size
     rank, _ = world()
     torch.manual_seed(seed)
     np.random.seed(seed)
 
-    source = open_source(art) if spec["baseline"] != "scratch" else None
-    cfg = source.cfg if source is not None else oasis_config(Study.model_validate(study))
-    cfg = cfg.replace(lr_g=settings["lr_g"], lr_d=settings["lr_d"],
-                      batch_size=settings["batch_size"],
-                      ema_decay=settings.get("ema_decay") or cfg.ema_decay,
-                      lambda_labelmix=settings["labelmix_lambda"],
-                      amp=bool(settings.get("amp", True)))
-    data = art.target_ref.open("train", augment=True).subset(art.subset(size, seed))
+    source = open_source(art) if spec.baseline != "scratch" else None
+    data = art.target_ref.open("train", augment=True).subset(art.subset(trial.shot))
     test = art.target_ref.open("val")
-    evaluation = study["evaluation"]
+    evaluation = study.evaluation
     # Only rank 0 evaluates (train_oasis calls `evaluate` there): the other DDP ranks skip
     # loading the segmenter, the Inception and the real statistics.
     evaluator = None
     if rank == 0:
         evaluator = Evaluator(test, test, load_segmenter(art.eval_segmenter, device=device),
                               feature_net=art.feature_net,
-                              n_samples=min(evaluation["n_samples"], max(2, len(test))),
+                              n_samples=min(evaluation.n_samples, max(2, len(test))),
                               cache_dir=art.stats_cache, seed=0)
-    grid_n = min(evaluation["final_samples_grid"], len(test))
+    grid_n = min(evaluation.final_samples_grid, len(test))
     grid_labels = torch.stack([torch.as_tensor(test[i]["label"]) for i in range(grid_n)])
     grid_real = torch.stack([torch.as_tensor(test[i]["image"]) for i in range(grid_n)])
     samples = Path(trial_dir) / "samples" if trial_dir is not None and rank == 0 else None
 
-    options = dict(spec.get("options") or {})
-    if spec["baseline"] in TAKES_FREEZE_D:
-        options.setdefault("freeze_d", settings["freeze_d"])
-    if spec["baseline"] in TAKES_STAGE1:
-        options.setdefault("stage1_iters", settings["stage1_iterations"])
-    if spec["baseline"] == "cat":
-        options["affinity"] = load_affinity(spec, art, settings, size, seed)
-
-    history: list[list[float]] = []   # [iteration, fid, kid, miou] per evaluation
-    restore_file = None
-    if restore is not None:   # a checkpoint folder: latest.pt + the evaluations so far
-        restore = Path(restore)
-        restore_file = restore / "latest.pt"
-        if (restore / "history.json").is_file():
-            history = json.loads((restore / "history.json").read_text())
+    # a checkpoint folder to restore: latest.pt + the evaluations so far
+    restore_file = None if restore is None else Path(restore) / "latest.pt"
+    history = MetricsHistory.restore(None if restore is None else Path(restore))
     start = time.perf_counter()
-    iterations = 0 if study.get("training_free") else int(settings["iterations"])
-    eval_every = int(settings["eval_every"])
+    iterations = 0 if study.training_free else trial.training.iterations
+    eval_every = trial.training.eval_every
 
     def evaluate(ema: torch.nn.Module, step: int) -> dict[str, Any]:
         def generate(labels: torch.Tensor) -> torch.Tensor:
@@ -193,59 +262,50 @@ def run_trial(params: dict[str, Any], art: Artifacts, report: Report,
                    "d_total": float(r.get("d_total", math.nan))}
         if "fid" in r:   # rank 0 holds the evaluation
             metrics.update(fid=r["fid"], kid=r["kid"], miou=r["miou"])
-            history.append([step, r["fid"], r["kid"], r["miou"]])
+            history.add(step, r["fid"], r["kid"], r["miou"])
             if step == iterations:
-                steps = [h[0] for h in history]
-                best = min(history, key=lambda h: h[1])
                 metrics.update(
                     final_fid=r["fid"], final_kid=r["kid"], final_miou=r["miou"],
-                    best_fid=best[1], best_kid=min(h[2] for h in history),
-                    best_miou=max(h[3] for h in history), best_iteration=best[0],
-                    iters_to_convergence=iterations_to_convergence(
-                        steps, [h[1] for h in history],
-                        tolerance=evaluation["convergence_tolerance"]),
+                    **history.summary(evaluation.convergence_tolerance),
                     fid_feature_net=r["fid_feature_net"], miou_segmenter=r["miou_segmenter"],
-                    source_ckpt_hash=art.source_hash, method=spec["label"],
+                    source_ckpt_hash=art.source_hash, method=spec.label,
                     target_size=size, seed=seed)
         last.clear()
         last.update(metrics)
         checkpoint = None
         if r.get("checkpoint"):
             checkpoint = str(Path(r["checkpoint"]).parent)
-            (Path(checkpoint) / "history.json").write_text(json.dumps(history))
+            history.save(checkpoint)
         report(metrics, checkpoint)
 
-    if study.get("training_free"):
-        return run_training_free(spec, art, source, evaluate, report, size, seed)
+    if study.training_free:
+        return run_training_free(trial, art, source, evaluate, report)
 
     # Checkpoints are written to a scratch folder and handed to Ray, which copies them into
     # the trial's storage (local, shared FS or cloud); rank 0 alone writes them.
     with tempfile.TemporaryDirectory(prefix="cat-trial-") as scratch:
-        finetune_oasis(spec["baseline"], source, data, iterations, cfg, seed=seed,
-                       device=device, checkpoint_dir=scratch if rank == 0 else None,
-                       checkpoint_every=int(settings["checkpoint_every"]),
-                       resume=restore_file, on_report=on_report, report_every=eval_every,
-                       evaluate_fn=evaluate, eval_every=eval_every, report_all_ranks=True,
-                       **options)
+        finetune(art, trial, source, data, iterations, device,
+                 scratch if rank == 0 else None, restore_file, on_report, evaluate)
     return last
 
 
-def run_training_free(spec: dict[str, Any], art: Artifacts, source: Any,
-                      evaluate: Callable[[torch.nn.Module, int], dict[str, Any]],
-                      report: Report, size: int, seed: int) -> dict[str, Any]:
+def run_training_free(trial: TrialSpec, art: Artifacts, source: Any, evaluate: Evaluate,
+                      report: Report) -> dict[str, Any]:
     """Paper Table 3: the source generator behind A, no finetuning; one report at iteration 0.
 
     'random' draws A from the trial's seed (uniform, columns normalised), as CAT's random init.
     """
     from cat_models.oasis.sampling import training_free_generator
 
-    if spec["baseline"] != "cat" or source is None:
-        raise ValueError(f"training_free: method {spec['label']!r} is not CAT; a training-free "
+    spec = trial.method
+    if spec.baseline != "cat" or source is None:
+        raise ValueError(f"training_free: method {spec.label!r} is not CAT; a training-free "
                          "study compares affinity methods of CAT only")
     target_names = art.target_ref.open("val").class_names
-    matrix = load_affinity(spec, art, trial_settings({}, art.study), size, seed)
+    # the study's own settings: a training-free trial has nothing searched
+    matrix = load_affinity(art, dataclasses.replace(trial, training=art.study.training))
     if matrix is None:
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(trial.seed)
         values = rng.random((source.num_classes, len(target_names)))
         matrix = values / values.sum(axis=0, keepdims=True)
     start = time.perf_counter()
@@ -256,6 +316,6 @@ def run_training_free(spec: dict[str, Any], art: Artifacts, source: Any,
                "best_fid": m["fid"], "best_kid": m["kid"], "best_miou": m["miou"],
                "iters_to_convergence": 0, "fid_feature_net": m["fid_feature_net"],
                "miou_segmenter": m["miou_segmenter"], "source_ckpt_hash": art.source_hash,
-               "method": spec["label"], "target_size": size, "seed": seed}
+               "method": spec.label, "target_size": trial.shot.size, "seed": trial.seed}
     report(metrics, None)
     return metrics

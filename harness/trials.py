@@ -1,8 +1,8 @@
 """Ray Tune over a study's trials; each trial trains in-process or as a Ray Train run.
 
 * `workers_per_trial == 1`: the Tune function trainable runs `harness.trial.run_trial` itself
-  (`tune_single`). Starting a `TorchTrainer` costs ~20 s on this machine (DESIGN §4) for nothing
-  a single worker needs; both paths call the same `run_trial` with the same seeds, so they give
+  (`tune_single`). Starting a `TorchTrainer` costs ~20 s on a 2-core machine (measured:
+  worker group, process group, storage set-up) for nothing a single worker needs; both paths call the same `run_trial` with the same seeds, so they give
   the same numbers (tests/harness/test_trials.py checks it).
 * `workers_per_trial > 1`: the trainable is a small driver (`tune_driver`) that launches a Ray
   Train V2 `TorchTrainer` with that many DDP workers (gloo on CPU, nccl on GPU) and forwards
@@ -50,7 +50,7 @@ def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
     from ray import tune
     from ray.tune import Checkpoint
 
-    res = artifacts.study["resources"]
+    res = artifacts.study.resources
     ctx = tune.get_context()
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
@@ -62,8 +62,8 @@ def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
     with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
         restore = _restore_dir(tune.get_checkpoint(), scratch)
         run_trial(params, artifacts, report, trial_dir=ctx.get_trial_dir(), restore=restore,
-                  device=_device(res["gpus_per_worker"]),
-                  threads=max(1, int(res["cpus_per_worker"])))
+                  device=_device(res.gpus_per_worker),
+                  threads=max(1, int(res.cpus_per_worker)))
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -74,7 +74,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
 
     artifacts: Artifacts = loop_config["artifacts"]
-    res = artifacts.study["resources"]
+    res = artifacts.study.resources
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -85,8 +85,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
         restore = _restore_dir(ray.train.get_checkpoint(), scratch)
         run_trial(loop_config["params"], artifacts, report, trial_dir=loop_config["trial_dir"],
-                  restore=restore, device=_device(res["gpus_per_worker"]),
-                  threads=max(1, int(res["cpus_per_worker"])))
+                  restore=restore, device=_device(res.gpus_per_worker),
+                  threads=max(1, int(res.cpus_per_worker)))
 
 
 def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> None:
@@ -96,24 +96,24 @@ def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> N
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    res = artifacts.study["resources"]
+    res = artifacts.study.resources
     ctx = tune.get_context()
-    use_gpu = res["gpus_per_worker"] > 0
-    resources = {"CPU": res["cpus_per_worker"]}
+    use_gpu = res.gpus_per_worker > 0
+    resources = {"CPU": res.cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = res["gpus_per_worker"]
+        resources["GPU"] = res.gpus_per_worker
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"params": params, "artifacts": artifacts,
                            "trial_dir": ctx.get_trial_dir()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=res["workers_per_trial"], use_gpu=use_gpu,
+        scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         # The same name on a retry makes Ray Train resume from the run's last checkpoint.
         run_config=RunConfig(name=f"train-{ctx.get_trial_id()}", storage_path=storage,
                              callbacks=[TuneReportCallback()],
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=res["max_failures"])),
+                             failure_config=FailureConfig(max_failures=res.max_failures)),
     )
     trainer.fit()
 
@@ -237,8 +237,10 @@ def trials_fingerprint(study: Study, artifacts: Artifacts) -> str:
     for key in ("description", "output_dir", "storage_path", "cache_dir", "resources"):
         spec.pop(key, None)
     return input_hash({"study": spec, "source": artifacts.source_hash,
-                       "subsets": artifacts.subsets, "segmenter": str(artifacts.eval_segmenter),
-                       "affinities": {m: file_hash(p) for m, p in artifacts.affinities.items()},
+                       "subsets": {str(s): idx for s, idx in artifacts.subsets.items()},
+                       "segmenter": str(artifacts.eval_segmenter),
+                       "affinities": {str(k): file_hash(p)
+                                      for k, p in artifacts.affinities.items()},
                        "code": CODE_VERSION})
 
 

@@ -104,22 +104,6 @@ def scheduler(study: Study):
     )
 
 
-def trial_resources(study: Study) -> dict[str, float]:
-    """Resources of one trial.
-
-    One worker: the trial trains in the Tune function itself (no TorchTrainer start-up).
-    Several workers: a small driver reservation plus a TorchTrainer worker group, which Ray
-    Train schedules itself, so only the driver's share is requested here.
-    """
-    r = study.resources
-    if r.workers_per_trial == 1:
-        res = {"cpu": r.cpus_per_worker}
-        if r.gpus_per_worker:
-            res["gpu"] = r.gpus_per_worker
-        return res
-    return {"cpu": DRIVER_CPU}
-
-
 def total_trial_demand(study: Study) -> dict[str, float]:
     """CPUs/GPUs one trial occupies in the cluster, workers included."""
     r = study.resources

@@ -15,7 +15,7 @@ Each maps images float [B, 3, H, W] in [-1, 1] to a spatial feature map [B, D, h
 
 from __future__ import annotations
 
-import warnings
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -56,12 +56,14 @@ class InceptionPatchFeatures:
         path = Path(weights) if weights is not None else default_inception_path()
         if not path.is_file():
             raise AffinityError(f"feature backend 'inception': weights file {path} not found")
-        with warnings.catch_warnings():
-            # torch 2.14 marks TorchScript deprecated; this file is only distributed as such
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(path), map_location=device).eval()
-        # fid-helper wraps clean-fid's `.layers` in `.net`; clean-fid's file has it at the top.
-        layers = module.net.layers if hasattr(module, "net") else module.layers
+        from cat_models.metrics.feature_net import FeatureNetError, load_inception_layers
+
+        try:
+            layers = load_inception_layers(str(path))   # shared with FID: never moved in place
+        except FeatureNetError as exc:
+            raise AffinityError(f"feature backend 'inception': {exc}") from exc
+        if torch.device(device).type != "cpu":
+            layers = copy.deepcopy(layers).to(device)
         names = [name for name, _ in layers.named_children()]
         self.stages = [getattr(layers, n) for n in names[: names.index(layer) + 1]]
         self.input_size = input_size

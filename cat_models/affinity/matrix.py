@@ -54,9 +54,6 @@ class AffinityMatrix:
         """Index of the highest-affinity source class for each target class, [C_T]."""
         return self.values.argmax(axis=0)
 
-    def column_sums(self) -> np.ndarray:
-        return self.values.sum(axis=0)
-
     def with_values(self, values: np.ndarray, method: str | None = None,
                     **provenance: Any) -> AffinityMatrix:
         """A copy with new values (same names), recording what changed in the provenance."""

@@ -111,13 +111,6 @@ class SegmentationDataset(Dataset):
         view._memory = self._memory
         return view
 
-    def with_augment(self, augment: bool) -> SegmentationDataset:
-        view = SegmentationDataset(
-            self.files, self.size_hw, augment, self.load_scale, self.indices, self.cache_in_memory
-        )
-        view._memory = self._memory
-        return view
-
     # -- reading --------------------------------------------------------------------------
     def _load_size(self) -> tuple[int, int]:
         h, w = self.size_hw

@@ -356,15 +356,21 @@ def generate_benchmark(out: Path, resolution: int = 64, seed: int = 0, n_source:
     return Benchmark(out, out / "source", out / "target")
 
 
-def ensure_benchmark(root: str | Path | None = None, resolution: int = 64, seed: int = 0,
-                     n_source: int = 2000, n_target: int = 1000) -> Benchmark:
-    """The benchmark for these settings, generated once and cached.
-
-    Lives in `<root or cache_root()>/synthetic/r{res}-s{seed}-n{ns}x{nt}-v{VERSION}`; a folder
-    without its completion marker (an interrupted generation) is drawn again.
-    """
+def benchmark_folders(root: str | Path | None = None, resolution: int = 64, seed: int = 0,
+                      n_source: int = 2000, n_target: int = 1000) -> Benchmark:
+    """Where the benchmark for these settings lives (nothing is drawn):
+    `<root or cache_root()>/synthetic/r{res}-s{seed}-n{ns}x{nt}-v{VERSION}`."""
     base = Path(root) if root is not None else cache_root() / "synthetic"
     out = base / f"r{resolution}-s{seed}-n{n_source}x{n_target}-v{VERSION}"
+    return Benchmark(out, out / "source", out / "target")
+
+
+def ensure_benchmark(root: str | Path | None = None, resolution: int = 64, seed: int = 0,
+                     n_source: int = 2000, n_target: int = 1000) -> Benchmark:
+    """The benchmark for these settings (`benchmark_folders`), generated once and cached; a
+    folder without its completion marker (an interrupted generation) is drawn again."""
+    bench = benchmark_folders(root, resolution, seed, n_source, n_target)
+    out = bench.root
     marker = out / "COMPLETE.json"
     if not marker.is_file():
         if out.exists():
@@ -374,4 +380,4 @@ def ensure_benchmark(root: str | Path | None = None, resolution: int = 64, seed:
             "resolution": resolution, "seed": seed, "n_source": n_source,
             "n_target": n_target, "version": VERSION,
         }))
-    return Benchmark(out, out / "source", out / "target")
+    return bench

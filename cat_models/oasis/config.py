@@ -1,8 +1,8 @@
 """OasisConfig: every hyper-parameter of an OASIS model and its training, as typed data.
 
 Defaults are the OASIS paper's (Schönfeld et al. 2021, `boschresearch/OASIS` config.py); the
-presets reproduce the released ADE20K / COCO-Stuff / Cityscapes configurations (DESIGN §6) and
-the tiny model the embedded benchmark uses (DESIGN §4).
+presets reproduce the released ADE20K / COCO-Stuff / Cityscapes configurations (docs/oasis.md,
+"Official checkpoints") and the tiny models the embedded benchmark uses.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ PRESETS: dict[str, OasisConfig] = {
     "official_coco": OasisConfig(resolution=(256, 256)),
     "official_cityscapes": OasisConfig(resolution=(256, 512), lr_g=4e-4, lambda_labelmix=5.0,
                                        ema_decay=0.999, batch_size=20),
-    # DESIGN §4: ~1.9M G + ~1.0M D at 64x64, batch 8, sized for 2 CPU cores.
+    # ~1.9M G + ~0.9M D at 64x64, batch 8, sized for 2 CPU cores (0.69 s per G+D step
+    # measured on an idle 2-core machine; benchmarks/RESULTS_oasis.md).
     "bench64": OasisConfig(resolution=(64, 64), channels_g=12, channels_d=18, num_res_blocks=5,
                            z_dim=16, spade_hidden=32, batch_size=8, ema_decay=0.999),
     # The embedded benchmark's default (studies/*.yaml): 32x32, 4 blocks, ~1.5M G + 0.3M D,

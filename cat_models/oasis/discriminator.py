@@ -1,6 +1,8 @@
 """OASIS U-Net discriminator: per-pixel (N+1)-class output, channel 0 = "fake".
 
-Names/shapes match `boschresearch/OASIS` models/discriminator.py (DESIGN §6). The last layer
+Names/shapes match `boschresearch/OASIS` models/discriminator.py (commit aeb875f; the
+manifests in tests/fixtures/oasis_official/): `body_down.0-5` with widths
+[3, 128, 128, 256, 256, 512, 512], `body_up.0-5` with skip concatenation. The last layer
 `layer_up_last` is the head that CAT replaces (paper §3.2); `layer_names()` lists the blocks in
 the order FreezeD counts them (body_down first).
 """

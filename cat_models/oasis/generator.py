@@ -1,7 +1,8 @@
 """OASIS generator (Schönfeld et al. 2021): SPADE residual blocks driven by [3D noise ; one-hot].
 
 Parameter names and shapes match `boschresearch/OASIS` models/generator.py at the official
-configurations (DESIGN §6), so released `best_{G,EMA}.pth` files load by name. The label
+configurations (commit aeb875f; docs/oasis.md), so released `best_{G,EMA}.pth` files load by
+name. The label
 conditioning is a pluggable `condition` module (no parameters in plain OASIS) that turns
 (one-hot, z) into the map every layer reads; CAT and the baselines swap it (transfer.py).
 """
@@ -17,7 +18,8 @@ from cat_models.oasis.norms import SPADE, sn
 
 
 class NoiseConcat(nn.Module):
-    """[z broadcast over the map ; one-hot]: z first, as in the official code (DESIGN §6)."""
+    """[z broadcast over the map ; one-hot]: z first, as the official generator concatenates
+    them (so the first SPADE convs' input channels are z_dim + semantic_nc in that order)."""
 
     def __init__(self, z_dim: int) -> None:
         super().__init__()
@@ -70,10 +72,6 @@ class OasisGenerator(nn.Module):
             SPADEResBlock(widths[i], widths[i + 1], label_nc, cfg)
             for i in range(cfg.num_res_blocks))
         self.conv_img = nn.Conv2d(widths[-1], 3, 3, padding=1)
-
-    def sample_z(self, batch: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-        return torch.randn(batch, self.cfg.z_dim, generator=generator).to(device)
 
     def forward(self, label: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         if z is None:

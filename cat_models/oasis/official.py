@@ -1,4 +1,4 @@
-"""Load the released `boschresearch/OASIS` checkpoints by name (DESIGN §6).
+"""Load the released `boschresearch/OASIS` checkpoints by name (facts: docs/oasis.md).
 
 `best_G.pth` / `best_EMA.pth` / `best_D.pth` are plain state dicts with old-style spectral-norm
 keys (`weight_orig`, `weight_u`, `weight_v`) and batch-norm buffers; our modules use the same

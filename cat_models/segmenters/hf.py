@@ -1,6 +1,7 @@
 """HFSegmenter: a transformers semantic-segmentation model loaded from a local path.
 
-DESIGN §4: mmsegmentation does not build against current torch, so published evaluators are
+mmsegmentation does not build against current torch (mmseg 1.2.2 imports compiled `mmcv.ops`;
+`mmcv-lite` has none; `mmcv` 2.1.0 fails to build against torch 2.14), so published evaluators are
 used through transformers (`AutoModelForSemanticSegmentation`: UperNet, SegFormer, DPT, ...;
 `AutoModelForUniversalSegmentation`: Mask2Former / MaskFormer). Nothing is downloaded: the path
 must hold `config.json` + weights (`save_pretrained` output or an HF-cache snapshot directory).

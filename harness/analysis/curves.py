@@ -174,7 +174,7 @@ def export_images(figures: dict[Path, Any], formats: tuple[str, ...] = ("png", "
     """
     global _notice_given
     if chromium is None:
-        from cat_models.affinity.plot import find_chromium
+        from cat_models.plotting import find_chromium
 
         chromium = find_chromium()
     notice = image_notice(chromium)

@@ -71,9 +71,9 @@ def test_iteration_curves_have_one_line_per_trial_and_metric(results):
 
 
 def test_no_chromium_gives_one_notice_and_no_files(monkeypatch, tmp_path, capsys, results):
-    from cat_models.affinity import plot
+    from cat_models import plotting
 
-    monkeypatch.setattr(plot, "find_chromium", lambda: None)
+    monkeypatch.setattr(plotting, "find_chromium", lambda: None)
     monkeypatch.setattr(curves, "_notice_given", False)
     fig = size_curves_figure(results.final)
     first = export_images({tmp_path / "a": fig})

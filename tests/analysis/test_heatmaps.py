@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cat_models.plotting import top_k_text
 from harness.analysis.heatmaps import (
     affinity_heatmap_figure,
     find_affinities,
     load_affinity,
-    top_k_text,
 )
 from tests.analysis.conftest import SOURCE, TARGET
 

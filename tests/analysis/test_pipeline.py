@@ -54,7 +54,7 @@ def test_report_embeds_tables_figures_and_samples(analyzed):
 
 def test_report_states_missing_chromium_once(analyzed):
     _, out = analyzed
-    from cat_models.affinity.plot import find_chromium
+    from cat_models.plotting import find_chromium
 
     if find_chromium() is None:
         assert out.images == []

@@ -113,10 +113,11 @@ def test_affinities_per_few_shot_set_and_their_plan(tiny_artifacts, harness_cach
     log, source, target, subsets = _data_stages(study, harness_cache)
     art = stages.prepare_artifacts(study, source, target, subsets, harness_cache,
                                    tmp_path / "out", log.append, {"CPU": 1})
-    assert sorted(art.affinities) == sorted(
+    assert sorted(map(str, art.affinities)) == sorted(
         ["text"] + [f"{m}@{n}-0" for m in ("segmentation", "features", "combination")
                     for n in (10, 20)])
-    combined = np.load(art.affinities["combination@10-0"])
+    combined = np.load(art.affinities[stages.AffinityKey("combination",
+                                                         stages.FewShotSet(10, 0))])
     assert combined.shape == (12, 10) and set(np.unique(combined)) == {0.0, 1.0}
     assert (tmp_path / "out" / "affinities" / "combination.npy").is_file()
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.stages import FewShotSet
 from harness.trial import method_spec, palette, run_trial, sample_grid
 
 PARAMS = {"method": "no-cat", "target_size": 20, "seed": 0}
@@ -115,7 +116,8 @@ def test_another_seed_trains_differently(straight, tiny_artifacts, tmp_path):
     _, rec = straight
     art = tiny_artifacts[1]
     # the same images under seed 1, so only the trial's random stream changes
-    art = dataclasses.replace(art, subsets={**art.subsets, "20-1": art.subset(20, 0)})
+    art = dataclasses.replace(art, subsets={**art.subsets,
+                                            FewShotSet(20, 1): art.subset(FewShotSet(20, 0))})
     other = _run(art, tmp_path, "seed1", params={**PARAMS, "seed": 1})
     assert other.reports[-1]["seed"] == 1
     assert other.reports[-1]["g_total"] != rec.reports[-1]["g_total"]
@@ -123,7 +125,7 @@ def test_another_seed_trains_differently(straight, tiny_artifacts, tmp_path):
 
 def test_unknown_method_names_the_label(tiny_artifacts):
     with pytest.raises(KeyError, match="'cat-text', which the study does not list"):
-        method_spec({"method": "cat-text"}, tiny_artifacts[1].study)
+        method_spec(tiny_artifacts[1].study, "cat-text")
 
 
 def test_sample_grid_layout():
@@ -142,7 +144,7 @@ def test_sample_grid_layout():
 
 def test_training_free_trial_reports_once_at_iteration_0(tiny_artifacts, tmp_path):
     art = tiny_artifacts[1]
-    free = dataclasses.replace(art, study={**art.study, "training_free": True})
+    free = dataclasses.replace(art, study=art.study.model_copy(update={"training_free": True}))
     rec = _run(free, tmp_path, "free")
     assert len(rec.reports) == 1 and not rec.checkpoints
     (r,) = rec.reports

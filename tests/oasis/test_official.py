@@ -1,4 +1,5 @@
-"""Official OASIS checkpoints load by name: manifests of the released state dicts (DESIGN §6)."""
+"""Official OASIS checkpoints load by name: manifests of the released state dicts
+(tests/fixtures/oasis_official/README.md says where they come from)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from cat_models.oasis import OasisDiscriminator, OasisGenerator, load_official_o
 from cat_models.oasis.official import model_from_state_dict
 from tests.oasis.conftest import one_hot
 
-MANIFESTS = Path(__file__).resolve().parents[3] / "shared" / "oasis_official"
-if not MANIFESTS.is_dir():
-    MANIFESTS = Path("/work/shared/oasis_official")
+MANIFESTS = Path(__file__).resolve().parents[1] / "fixtures" / "oasis_official"
 
 
 def random_state_dict(manifest: dict[str, list[int]]) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """SPADE (Park et al. 2019) as used by OASIS, and a batch norm that synchronises under DDP.
 
-Key layout follows `boschresearch/OASIS` models/norms.py (DESIGN §6): `first_norm` (param-free
+Key layout follows `boschresearch/OASIS` models/norms.py (commit aeb875f): `first_norm` (param-free
 batch norm with running buffers), `mlp_shared.0` (the first conv on the label map — the layer
 CAT adapts, paper §3.2), `mlp_gamma`, `mlp_beta`.
 """
