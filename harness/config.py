@@ -22,7 +22,7 @@ from harness.schema_backends import (
     TextBackend,
     TimmFeatures,
 )
-from harness.schema_base import Strict
+from harness.schema_base import Strict, known_name
 from harness.schema_search import (
     Choice,
     FloatRange,
@@ -119,16 +119,12 @@ class MethodSpec(Strict):
     @field_validator("baseline")
     @classmethod
     def _known_baseline(cls, v: str) -> str:
-        if v not in baselines():
-            raise ValueError(f"unknown method {v!r}; expected one of {baselines()}")
-        return v
+        return known_name(v, baselines(), "method")
 
     @field_validator("affinity")
     @classmethod
     def _known_affinity(cls, v: str | None) -> str | None:
-        if v is not None and v not in affinity_methods():
-            raise ValueError(f"unknown affinity {v!r}; expected one of {affinity_methods()}")
-        return v
+        return v if v is None else known_name(v, affinity_methods(), "affinity")
 
     @model_validator(mode="after")
     def _cat_needs_affinity(self) -> MethodSpec:
@@ -180,9 +176,7 @@ class OasisSpec(Strict):
     def _known_preset(cls, v: str) -> str:
         from cat_models.oasis.config import PRESETS
 
-        if v not in PRESETS:
-            raise ValueError(f"unknown OASIS preset {v!r}; expected one of {sorted(PRESETS)}")
-        return v
+        return known_name(v, sorted(PRESETS), "OASIS preset")
 
 
 class ResourcesSpec(Strict):

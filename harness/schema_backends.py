@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from harness.schema_base import Strict
+from harness.schema_base import Strict, known_name
 
 
 class TextBackend(Strict):
@@ -23,9 +23,7 @@ class TextBackend(Strict):
     def _known(cls, v: str | None) -> str | None:
         from cat_models.affinity.text_backends import TEXT_BACKENDS
 
-        if v is not None and v not in TEXT_BACKENDS:
-            raise ValueError(f"unknown text backend {v!r}; expected one of {sorted(TEXT_BACKENDS)}")
-        return v
+        return v if v is None else known_name(v, sorted(TEXT_BACKENDS), "text backend")
 
     def options(self) -> dict[str, Any]:
         """The estimator's keywords (only those set: the defaults are the estimator's)."""
@@ -47,9 +45,7 @@ class InceptionFeatures(Strict):
     def _known_layer(cls, v: str) -> str:
         from cat_models.affinity.feature_backends import INCEPTION_LAYERS
 
-        if v not in INCEPTION_LAYERS:
-            raise ValueError(f"unknown Inception layer {v!r}; expected one of {INCEPTION_LAYERS}")
-        return v
+        return known_name(v, INCEPTION_LAYERS, "Inception layer")
 
     def options(self) -> dict[str, Any]:
         return {"backend": self.backend,
