@@ -46,7 +46,7 @@ def _one_method(study, **changes):
 
 
 def _with_study(art, study):
-    return dataclasses.replace(art, study=study.model_dump(mode="json"))
+    return dataclasses.replace(art, study=study)
 
 
 def _rows(grid) -> list[dict]:
