@@ -31,14 +31,23 @@ This package never imports ray, the harness or another model family.
 from cat_models.piti.config import PRESETS, PitiConfig, preset
 from cat_models.piti.model import PitiModel, build_piti, empty_mask, label_mask
 from cat_models.piti.official import load_official_piti
+from cat_models.piti.recipes import RECIPES, Stage, TransferPlan, build_plan, recipe_options
+from cat_models.piti.transfer import cat_model, training_free_model
 
 __all__ = [
     "PRESETS",
+    "RECIPES",
     "PitiConfig",
     "PitiModel",
+    "Stage",
+    "TransferPlan",
     "build_piti",
+    "build_plan",
+    "cat_model",
     "empty_mask",
     "label_mask",
     "load_official_piti",
     "preset",
+    "recipe_options",
+    "training_free_model",
 ]

@@ -49,6 +49,9 @@ class PitiConfig:
     xf_final_ln: bool = True
     prompt_count: int = 0                # deep visual prompts per transformer layer (0 = off)
     prompt_seed: int = 0
+    # CAT (paper §3.3): C_S when an affinity layer maps this model's num_classes = C_T target
+    # classes onto the C_S source classes its conv1 reads; None = no affinity layer.
+    source_classes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("attention_resolutions", "cnn_channels"):
@@ -104,6 +107,8 @@ class PitiConfig:
                 fail("cnn_channels", f"widths must be positive, got {self.cnn_channels}")
         if self.xf_width % self.xf_heads:
             fail("xf_heads", f"{self.xf_heads} heads do not divide xf_width {self.xf_width}")
+        if self.source_classes is not None and self.source_classes < 1:
+            fail("source_classes", f"None or at least 1, got {self.source_classes}")
         if self.prompt_count < 0:
             fail("prompt_count", f"0 or more, got {self.prompt_count}")
         if not 0.0 <= self.dropout < 1.0:
@@ -123,6 +128,11 @@ class PitiConfig:
     def mask_channels(self) -> int:
         """N classes + the empty channel (the mask layout in the module docstring)."""
         return self.num_classes + 1
+
+    @property
+    def conv1_classes(self) -> int:
+        """Classes conv1 reads: the source's behind an affinity layer, else num_classes."""
+        return self.num_classes if self.source_classes is None else self.source_classes
 
     @property
     def cnn_stride(self) -> int:

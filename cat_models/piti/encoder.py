@@ -17,7 +17,8 @@ Additions for CAT (absent from the official files, so they never disturb a stric
 - one-hot input: the mask's N + 1 channels (classes, empty) plus an unlabeled indicator
   (1 - Σ mask, computed on the input map) feed `conv1`; `palette.fold_palette` makes such a
   conv1 from the official RGB one.
-- `affinity`: an optional module applied to the mask first (target -> source, paper §3.3).
+- `affinity` (`AffinityLayer`, when `config.source_classes` is set): the class affinity
+  matrix A applied to the mask first (target -> source one-hot, paper §3.3).
 - `prompts` [layers, P, width]: deep visual prompt tuning (Jia et al. 2022, paper §3.3): P
   learned tokens are prepended to every transformer layer's input and dropped from its output.
 """
@@ -119,6 +120,26 @@ class MaskCNN(nn.Module):
         return getattr(self, f"conv{self.depth + 1}")(x)
 
 
+class AffinityLayer(nn.Module):
+    """Target mask [B, C_T + 1, H, W] -> source mask [B, C_S + 1, H, W] (paper §3.3).
+
+    `weight` is the (C_S + 1)×(C_T + 1) matrix block-diag(A, 1): A (C_S×C_T, columns summing
+    to 1) on the classes, the empty channel mapped to the empty channel. All of it trains
+    (the empty entries start at the block layout). Unlabeled pixels stay all-zero.
+    """
+
+    def __init__(self, values: torch.Tensor) -> None:
+        super().__init__()
+        cs, ct = values.shape
+        full = torch.zeros(cs + 1, ct + 1, dtype=torch.float32, device=values.device)
+        full[:cs, :ct] = values
+        full[cs, ct] = 1.0
+        self.weight = nn.Parameter(full)
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("st,bthw->bshw", self.weight.to(mask.dtype), mask)
+
+
 def unlabeled_indicator(mask: torch.Tensor) -> torch.Tensor:
     """1 where a pixel carries no class and is not empty (all-zero one-hot), else 0."""
     return 1.0 - mask.sum(dim=1, keepdim=True)
@@ -130,16 +151,24 @@ class MaskEncoder(nn.Module):
 
     def __init__(self, cfg: PitiConfig, rgb_input: bool = False) -> None:
         super().__init__()
+        if rgb_input and cfg.source_classes is not None:
+            raise ValueError("MaskEncoder: an RGB-input encoder cannot carry an affinity layer "
+                             "(fold the palette first)")
         self.rgb_input = rgb_input
         width = cfg.xf_width
-        in_channels = 3 if rgb_input else cfg.mask_channels + 1
+        # conv1 reads [mask (classes, empty) ; unlabeled indicator] of the classes it knows.
+        in_channels = 3 if rgb_input else cfg.conv1_classes + 2
         self.cnn = MaskCNN(in_channels, cfg.cnn_channels, width)
         self.transformer = Transformer(width, cfg.xf_layers, cfg.xf_heads)
         self.final_ln = nn.LayerNorm(width) if cfg.xf_final_ln else None
         scale = width ** -0.5   # CLIP ViT's init for class and positional embeddings
         self.cls_token = nn.Parameter(torch.randn(1, 1, width) * scale)
         self.positional_embedding = nn.Parameter(torch.randn(1, cfg.num_tokens, width) * scale)
-        self.affinity: nn.Module | None = None
+        self.affinity: AffinityLayer | None = None
+        if cfg.source_classes is not None:
+            # Placeholder values (uniform columns); `transfer.cat_model` sets the real A.
+            self.affinity = AffinityLayer(
+                torch.full((cfg.source_classes, cfg.num_classes), 1.0 / cfg.source_classes))
         self.prompts: nn.Parameter | None = None
         if cfg.prompt_count:
             self.add_prompts(cfg.prompt_count, cfg.prompt_seed)
