@@ -16,7 +16,8 @@ The model contract (what the diffusion process, losses, samplers and training co
   (classifier-free guidance: the official all-white mask). Masks of another size are resized
   (nearest) to `config.mask_resolution` (official: 256 px, also for the 64-px base).
 - output: channels 0..2 the ε prediction, 3..5 the learned-variance interpolation v
-  (GLIDE / guided-diffusion `learn_sigma=True`, range [-1, 1] -> log σ² between β̃_t and β_t).
+  (GLIDE / guided-diffusion `learn_sigma=True`, "learned range": log σ²_t = f·log β_t +
+  (1 − f)·log β̃_t with f = (v + 1) / 2; v is not clamped by the network).
 - `model.config`: a `PitiConfig` (`resolution`, `num_classes`, `learn_sigma`, `upsampler`,
   `low_resolution`, widths, ...). With CAT (transfer), `num_classes` is the target's C_T.
 
