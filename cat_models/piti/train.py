@@ -252,7 +252,8 @@ def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
     if world()[1] == 1:
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids, broadcast_buffers=False)
+    # Buffers (if any) follow rank 0's, the default; PITI's networks have none that change.
+    return DDP(model, device_ids=ids)
 
 
 def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, iterations: int,
@@ -269,8 +270,9 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
     `on_report` gets {"iteration", "loss", "mse", "vb" (global batch means), "lr",
     "wall_time_s", "sec_per_iter", metrics...} every `report_every` steps and at the end, on
     rank 0 (every rank with `report_all_ranks`). Checkpoints go to `checkpoint_dir/latest.pt`
-    every `checkpoint_every` steps and at the end, before that step's report, which names it
-    under "checkpoint"; `resume` continues from one. A non-finite loss raises
+    every `checkpoint_every` steps and at the end, written before that step's report is sent
+    (the report names it under "checkpoint" and is in its history); `resume` continues from
+    one. A non-finite loss raises
     FloatingPointError before the update.
     """
     device = torch.device(device)
@@ -315,18 +317,22 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
             (eval_every and state.step % eval_every == 0) or last)
         if evaluating and rank == 0:
             report.update(evaluate_fn(state.ema_model(), state.step))
-        if checkpoint_dir is not None and rank == 0 and (
-                (checkpoint_every and state.step % checkpoint_every == 0) or last):
-            report["checkpoint"] = str(save_checkpoint(
-                state, Path(checkpoint_dir) / "latest.pt", cfg))
-        if evaluating or report or (report_every and state.step % report_every == 0) or last:
+        saving = checkpoint_dir is not None and rank == 0 and (
+            (checkpoint_every and state.step % checkpoint_every == 0) or last)
+        if saving:
+            report["checkpoint"] = str(Path(checkpoint_dir) / "latest.pt")
+        reporting = bool(evaluating or report or (report_every and state.step % report_every == 0)
+                         or last)
+        if reporting:
             now = time.perf_counter()
             report.update(losses, iteration=state.step, lr=cfg.lr, wall_time_s=now - start,
                           sec_per_iter=(now - last_time) / max(1, state.step - last_step))
             last_time, last_step = now, state.step
             state.history.append(report)
-            if on_report is not None and (rank == 0 or report_all_ranks):
-                on_report(report)
+        if saving:   # after the history holds this step's report, before anyone is told
+            save_checkpoint(state, report["checkpoint"], cfg)
+        if reporting and on_report is not None and (rank == 0 or report_all_ranks):
+            on_report(report)
     return state
 
 

@@ -20,9 +20,10 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 class TinyEpsModel(nn.Module):
     def __init__(self, mask_channels: int, width: int = 16, image_channels: int = 3,
-                 super_res: bool = False) -> None:
+                 super_res: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         self.width, self.super_res = width, super_res
+        self.dropout = nn.Dropout(dropout)
         extra = image_channels if super_res else 0
         self.conv_in = nn.Conv2d(image_channels + mask_channels + extra, width, 3, padding=1)
         self.time = nn.Sequential(nn.Linear(32, width), nn.SiLU(), nn.Linear(width, 2 * width))
@@ -41,7 +42,7 @@ class TinyEpsModel(nn.Module):
         h = self.conv_in(torch.cat(parts, dim=1))
         scale, shift = self.time(timestep_embedding(t, 32)).chunk(2, dim=1)
         h = self.norm(h) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
-        h = F.silu(self.conv_mid(F.silu(h)))
+        h = F.silu(self.conv_mid(self.dropout(F.silu(h))))
         return self.conv_out(h)
 
 
