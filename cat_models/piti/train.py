@@ -8,8 +8,8 @@ every parameter. No Ray: the harness passes `on_report` / `evaluate_fn`.
 
 The model is any module called as `model(x_t, t, mask, low_res=None) -> [B, 2C, H, W]`
 (sampling.py). Data items are the datasets' {"image": [3, H, W] in [-1, 1], "label": [H, W]
-long, 0 = unlabeled}; `mask_fn` turns a label batch into the model's one-hot mask (default:
-channel k = label k for k = 0..N, then the empty channel, so C_in = N + 2).
+long, 0 = unlabeled}; `mask_fn` turns a label batch into the model's one-hot mask (the mask
+layout belongs to the network, so the caller passes it; the empty mask is its last channel).
 
 Determinism: the batch indices, augmentation seeds, timesteps, dropout bits and noise of step
 s come from a generator seeded by (seed, s) for the *global* batch, each DDP rank taking its
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -122,15 +121,6 @@ def batch_indices(n: int, batch: int, gen: torch.Generator) -> torch.Tensor:
     if batch <= n:
         return torch.randperm(n, generator=gen)[:batch]
     return torch.randint(0, n, (batch,), generator=gen)
-
-
-def one_hot_with_empty(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Labels [B, H, W] in 0..N -> float one-hot [B, N + 2, H, W], the last channel empty."""
-    if int(labels.min()) < 0 or int(labels.max()) > num_classes:
-        raise ValueError(f"training data: labels span {int(labels.min())}..{int(labels.max())}"
-                         f", expected 0..{num_classes} (0 = unlabeled)")
-    out = torch.zeros(labels.shape[0], num_classes + 2, *labels.shape[1:], device=labels.device)
-    return out.scatter_(1, labels.long().unsqueeze(1), 1.0)
 
 
 def resolve_trainable(model: nn.Module, trainable: Trainable) -> list[str]:
@@ -257,13 +247,15 @@ def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, iterations: int,
-               *, trainable: Trainable, mask_fn: MaskFn | None = None, seed: int = 0,
+               *, trainable: Trainable, mask_fn: MaskFn, seed: int = 0,
                device: str | torch.device = "cpu", checkpoint_dir: str | Path | None = None,
                checkpoint_every: int = 0, resume: str | Path | None = None,
                on_report: Report | None = None, report_every: int = 10,
                evaluate_fn: Evaluate | None = None, eval_every: int = 0,
                report_all_ranks: bool = False) -> PitiTrainState:
     """Train the `trainable` parameters of `model` on `data` up to `iterations` steps.
+
+    `mask_fn(labels [B, H, W]) -> mask [B, C_in, H, W]` builds the model's one-hot input.
 
     `cfg.batch_size` is the global batch; under `torch.distributed` every rank takes its share.
     `evaluate_fn(ema_model, step)` runs on rank 0 every `eval_every` steps and after the last;
@@ -280,11 +272,6 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
     if cfg.batch_size % size:
         raise ValueError(f"PitiTrainConfig.batch_size {cfg.batch_size} must divide by the "
                          f"world size {size}")
-    if mask_fn is None:
-        num_classes = getattr(data, "num_classes", None)
-        if num_classes is None:
-            raise ValueError("train_piti: data has no `num_classes`; pass mask_fn")
-        mask_fn = functools.partial(one_hot_with_empty, num_classes=num_classes)
     diffusion = make_diffusion(cfg.schedule, cfg.num_timesteps)
     state = make_state(model, trainable, cfg, device)
     if resume is not None:

@@ -22,7 +22,7 @@ NUM_CLASSES = 3
 
 def tiny_model(seed=0, **kwargs) -> TinyEpsModel:
     torch.manual_seed(seed)
-    return TinyEpsModel(NUM_CLASSES + 2, **kwargs)
+    return TinyEpsModel(NUM_CLASSES + 1, **kwargs)
 
 
 def label_masks(n=2, size=8, seed=0) -> torch.Tensor:

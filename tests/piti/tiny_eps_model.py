@@ -69,6 +69,8 @@ def blocky_data(n: int, num_classes: int, size: int = 8, seed: int = 0) -> Tenso
 
 
 def one_hot_masks(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Labels [B, H, W] in 0..num_classes -> one-hot [B, num_classes + 2, H, W], empty last."""
+    """Labels [B, H, W] (0 = unlabeled, 1..N) -> the PITI networks' mask [B, N + 1, H, W]:
+    class k on channel k - 1, unlabeled pixels all zero, the empty mask on channel N."""
+    index = torch.where(labels == 0, num_classes + 1, labels - 1).long()
     out = torch.zeros(labels.shape[0], num_classes + 2, *labels.shape[1:])
-    return out.scatter_(1, labels.unsqueeze(1), 1.0)
+    return out.scatter_(1, index.unsqueeze(1), 1.0)[:, :num_classes + 1]
