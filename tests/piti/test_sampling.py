@@ -138,12 +138,14 @@ def test_guidance_combines_conditional_and_empty_mask_predictions():
     x, t = torch.randn(2, 3, 8, 8, generator=gen), torch.tensor([10, 900])
     with torch.no_grad():
         cond, uncond = model(x, t, masks), model(x, t, empty_mask_like(masks))
-        assert empty_mask_like(masks)[:, -1].min() == 1 and empty_mask_like(masks)[:, :-1].max() == 0
+        empty = empty_mask_like(masks)
+        assert empty[:, -1].min() == 1 and empty[:, :-1].max() == 0
         assert (cond - uncond).abs().max() > 1e-3                 # the mask matters
         torch.testing.assert_close(guided_model(model, masks, 1.0)(x, t), cond)
         for scale in (0.0, 1.3, 3.0):
             out = guided_model(model, masks, scale)(x, t)
-            torch.testing.assert_close(out[:, :3], uncond[:, :3] + scale * (cond[:, :3] - uncond[:, :3]))
+            want = uncond[:, :3] + scale * (cond[:, :3] - uncond[:, :3])
+            torch.testing.assert_close(out[:, :3], want)
             torch.testing.assert_close(out[:, 3:], cond[:, 3:])   # the conditional variance
 
 
