@@ -41,9 +41,11 @@ from torch import nn
 from cat_models.piti.diffusion import (
     BASE_SCHEDULE,
     FAST27,
+    NUM_TIMESTEPS,
     UPSAMPLER_SCHEDULE,
     GaussianDiffusion,
     make_diffusion,
+    space_timesteps,
 )
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -144,6 +146,10 @@ class SamplerSettings:
         if not (self.guidance_scale == self.guidance_scale and abs(self.guidance_scale) < 1e6):
             raise ValueError(f"SamplerSettings.guidance_scale: a finite number, got "
                              f"{self.guidance_scale}")
+        try:   # the respacing is checked against PITI's 1,000 steps here, again when applied
+            space_timesteps(NUM_TIMESTEPS, self.steps)
+        except ValueError as err:
+            raise ValueError(f"SamplerSettings.steps: {err}") from err
         if not 0.0 < self.noise_temperature <= 10.0:
             raise ValueError(f"SamplerSettings.noise_temperature: in (0, 10], got "
                              f"{self.noise_temperature}")

@@ -195,6 +195,8 @@ def test_upsampler_stage_gets_quantised_base_samples_and_the_masks():
 def test_bad_sampler_inputs_are_refused():
     with pytest.raises(ValueError, match="SamplerSettings.sampler: 'euler' unknown"):
         SamplerSettings("euler")
+    with pytest.raises(ValueError, match="SamplerSettings.steps: respacing 'ddim3000'"):
+        SamplerSettings(steps="ddim3000")
     with pytest.raises(ValueError, match="noise_temperature"):
         SamplerSettings(noise_temperature=0.0)
     with pytest.raises(ValueError, match=r"masks must be one-hot \[B, C_in, H, W\]"):
