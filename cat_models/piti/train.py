@@ -264,8 +264,7 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
     rank 0 (every rank with `report_all_ranks`). Checkpoints go to `checkpoint_dir/latest.pt`
     every `checkpoint_every` steps and at the end, written before that step's report is sent
     (the report names it under "checkpoint" and is in its history); `resume` continues from
-    one. A non-finite loss raises
-    FloatingPointError before the update.
+    one. A non-finite loss raises FloatingPointError before the update.
     """
     device = torch.device(device)
     rank, size = world()
@@ -324,9 +323,9 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
 
 
 def _train_step(state: PitiTrainState, net: nn.Module, diffusion: GaussianDiffusion,
-                images: torch.Tensor,
-                masks: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, drop: torch.Tensor,
-                model_seed: int, cfg: PitiTrainConfig) -> dict[str, float]:
+                images: torch.Tensor, masks: torch.Tensor, t: torch.Tensor,
+                noise: torch.Tensor, drop: torch.Tensor, model_seed: int,
+                cfg: PitiTrainConfig) -> dict[str, float]:
     """One AdamW step on the hybrid loss of a local batch; returns global-batch means."""
     if bool(drop.any()):
         masks = torch.where(drop.view(-1, 1, 1, 1), empty_mask_like(masks), masks)
