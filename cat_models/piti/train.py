@@ -1,0 +1,372 @@
+"""One PITI training loop for source pretraining, CAT finetuning and every baseline.
+
+`train_piti(model, data, cfg, iterations, trainable=...)` trains the parameters `trainable`
+names (a predicate or a list; a finetuning recipe's plan gives it) with GLIDE's hybrid loss
+(losses.py), classifier-free dropout (the mask replaced by the empty mask with probability
+`uncond_p`), AdamW and an EMA of the trained parameters; `pretrain_piti` is the same loop over
+every parameter. No Ray: the harness passes `on_report` / `evaluate_fn`.
+
+The model is any module called as `model(x_t, t, mask, low_res=None) -> [B, 2C, H, W]`
+(sampling.py). Data items are the datasets' {"image": [3, H, W] in [-1, 1], "label": [H, W]
+long, 0 = unlabeled}; `mask_fn` turns a label batch into the model's one-hot mask (the mask
+layout belongs to the network, so the caller passes it; the empty mask is its last channel).
+
+Determinism: the batch indices, augmentation seeds, timesteps, dropout bits and noise of step
+s come from a generator seeded by (seed, s) for the *global* batch, each DDP rank taking its
+slice; randomness inside the model (dropout layers) draws from torch's RNG re-seeded from the
+same generator (and the rank) for that step, in a fork, so the caller's RNG is untouched. A
+resumed run therefore repeats the next steps exactly, and a DDP run computes the update of one
+process on the global batch (for models without dropout: a dropout mask depends on how the
+batch is split).
+
+Deviations from PITI's loop: timesteps are drawn uniformly (PITI's finetuning scripts use the
+"loss-second-moment" importance sampler, whose loss history would make a step depend on
+earlier ones beyond the parameters); the upsampler's `low_res` is the image downsampled
+(bicubic, antialiased) instead of PITI's BSRGAN-style degradation; no fp16 loss scaling
+(bf16 autocast on CUDA with `amp`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from cat_models.piti.diffusion import (
+    BASE_SCHEDULE,
+    NUM_TIMESTEPS,
+    SCHEDULES,
+    GaussianDiffusion,
+    make_diffusion,
+)
+from cat_models.piti.losses import hybrid_loss
+from cat_models.piti.sampling import empty_mask_like
+
+Report = Callable[[dict[str, Any]], None]
+Evaluate = Callable[[nn.Module, int], dict[str, Any]]
+Trainable = Callable[[str], bool] | Iterable[str]
+MaskFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PitiTrainConfig:
+    """Optimisation settings; `batch_size` is the global batch. Defaults are PITI's base-model
+    finetuning scripts: AdamW at 3.5e-5 (its second stage: 2e-5), no weight decay, EMA 0.9999,
+    16 per GPU on 8 GPUs, `uncond_p` 0.2 (its second stage; the first uses 0), cosine schedule.
+    Its upsampler script: lr 1e-5, batch 4, `uncond_p` 0, linear schedule, low_res 64."""
+
+    batch_size: int = 128
+    lr: float = 3.5e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    ema_decay: float = 0.9999
+    uncond_p: float = 0.2
+    schedule: str = BASE_SCHEDULE
+    num_timesteps: int = NUM_TIMESTEPS
+    image_size: tuple[int, int] | None = None     # the model's images (default: the data's)
+    low_res_size: tuple[int, int] | None = None   # upsampler: its low_res input size
+    amp: bool = False                             # bf16 autocast, CUDA only
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "low_res_size"):
+            value = getattr(self, name)
+            if value is not None:
+                value = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
+                if len(value) != 2 or min(value) < 1:
+                    raise ValueError(f"PitiTrainConfig.{name}: (height, width) >= 1, got {value}")
+                object.__setattr__(self, name, value)
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        checks = [("batch_size", self.batch_size >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                  ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                  ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+                  ("uncond_p", 0 <= self.uncond_p <= 1, "in [0, 1]"),
+                  ("num_timesteps", self.num_timesteps >= 2, ">= 2"),
+                  ("schedule", self.schedule in SCHEDULES, f"one of {list(SCHEDULES)}")]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"PitiTrainConfig.{name}: expected {expected}, got "
+                                 f"{getattr(self, name)!r}")
+
+    def replace(self, **changes: Any) -> PitiTrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def batch_indices(n: int, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """Global batch indices for one step: a draw without replacement when possible."""
+    if batch <= n:
+        return torch.randperm(n, generator=gen)[:batch]
+    return torch.randint(0, n, (batch,), generator=gen)
+
+
+def resolve_trainable(model: nn.Module, trainable: Trainable) -> list[str]:
+    """Names of the parameters to train, in the model's order; unknown names are an error."""
+    names = [n for n, _ in model.named_parameters()]
+    if callable(trainable):
+        chosen = [n for n in names if trainable(n)]
+    else:
+        wanted = set(trainable)
+        unknown = sorted(wanted - set(names))
+        if unknown:
+            raise ValueError(f"trainable: {len(unknown)} names are not parameters of the "
+                             f"model, e.g. {unknown[:3]}")
+        chosen = [n for n in names if n in wanted]
+    if not chosen:
+        raise ValueError("trainable: selects no parameter of the model")
+    return chosen
+
+
+@dataclass
+class PitiTrainState:
+    """Everything a checkpoint holds: the model, the trained names, EMA, optimiser, step."""
+
+    model: nn.Module
+    trainable: list[str]
+    ema: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def ema_model(self) -> nn.Module:
+        """A copy of the model with the EMA weights in the trained parameters, eval mode."""
+        model = copy.deepcopy(self.model)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.ema.items():
+                params[name].copy_(value)
+        return model.eval().requires_grad_(False)
+
+
+def make_state(model: nn.Module, trainable: Trainable, cfg: PitiTrainConfig,
+               device: torch.device) -> PitiTrainState:
+    model.to(device)
+    names = resolve_trainable(model, trainable)
+    chosen = set(names)
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        p.requires_grad_(name in chosen)
+    opt = torch.optim.AdamW([params[n] for n in names], lr=cfg.lr, betas=cfg.betas,
+                            weight_decay=cfg.weight_decay)
+    ema = {n: params[n].detach().clone() for n in names}
+    return PitiTrainState(model, names, ema, opt)
+
+
+def save_checkpoint(state: PitiTrainState, path: str | Path, cfg: PitiTrainConfig) -> Path:
+    """Atomic write of model, EMA, optimiser, step, history, config and RNG states."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": state.model.state_dict(), "ema": state.ema, "trainable": state.trainable,
+        "optimizer": state.optimizer.state_dict(), "step": state.step,
+        "history": state.history, "config": cfg.to_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(state: PitiTrainState, path: str | Path, device: torch.device) -> None:
+    """Restore a `save_checkpoint` file into a state built with the same trained names."""
+    payload = torch.load(path, map_location=device, weights_only=False)
+    if list(payload["trainable"]) != state.trainable:
+        raise ValueError(f"{path}: trains {len(payload['trainable'])} parameters, the run "
+                         f"{len(state.trainable)}; resume needs the same `trainable` set")
+    try:
+        state.model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: 'model' does not fit the model ({err})") from err
+    with torch.no_grad():
+        for name in state.trainable:
+            state.ema[name].copy_(payload["ema"][name])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.step = int(payload["step"])
+    state.history = list(payload.get("history", []))
+    rng = payload["rng"]
+    torch.set_rng_state(rng["torch"].cpu())
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def load_items(data: Sequence[dict], indices: torch.Tensor, seeds: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [B, 3, H, W], labels [B, H, W]); item k is read under `seeds[k]` in a fork of
+    torch's RNG (datasets augment from it), independent of the process and the DDP split."""
+    items = []
+    for i, seed in zip(indices, seeds, strict=True):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            items.append(data[int(i)])
+    images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
+    labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
+    return images, labels
+
+
+def _update_ema(state: PitiTrainState, decay: float) -> None:
+    params = dict(state.model.named_parameters())
+    with torch.no_grad():
+        for name, avg in state.ema.items():
+            avg.lerp_(params[name].detach(), 1.0 - decay)
+
+
+def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    if world()[1] == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    # Buffers (if any) follow rank 0's, the default; PITI's networks have none that change.
+    return DDP(model, device_ids=ids)
+
+
+def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, iterations: int,
+               *, trainable: Trainable, mask_fn: MaskFn, seed: int = 0,
+               device: str | torch.device = "cpu", checkpoint_dir: str | Path | None = None,
+               checkpoint_every: int = 0, resume: str | Path | None = None,
+               on_report: Report | None = None, report_every: int = 10,
+               evaluate_fn: Evaluate | None = None, eval_every: int = 0,
+               report_all_ranks: bool = False) -> PitiTrainState:
+    """Train the `trainable` parameters of `model` on `data` up to `iterations` steps.
+
+    `mask_fn(labels [B, H, W]) -> mask [B, C_in, H, W]` builds the model's one-hot input.
+
+    `cfg.batch_size` is the global batch; under `torch.distributed` every rank takes its share.
+    `evaluate_fn(ema_model, step)` runs on rank 0 every `eval_every` steps and after the last;
+    `on_report` gets {"iteration", "loss", "mse", "vb" (global batch means), "lr",
+    "wall_time_s", "sec_per_iter", metrics...} every `report_every` steps and at the end, on
+    rank 0 (every rank with `report_all_ranks`). Checkpoints go to `checkpoint_dir/latest.pt`
+    every `checkpoint_every` steps and at the end, written before that step's report is sent
+    (the report names it under "checkpoint" and is in its history); `resume` continues from
+    one. A non-finite loss raises FloatingPointError before the update.
+    """
+    device = torch.device(device)
+    rank, size = world()
+    if cfg.batch_size % size:
+        raise ValueError(f"PitiTrainConfig.batch_size {cfg.batch_size} must divide by the "
+                         f"world size {size}")
+    diffusion = make_diffusion(cfg.schedule, cfg.num_timesteps)
+    state = make_state(model, trainable, cfg, device)
+    if resume is not None:
+        load_checkpoint(state, resume, device)
+    net = _wrap(model, device)
+    model.train()
+    local = cfg.batch_size // size
+    part = slice(rank * local, (rank + 1) * local)
+    start = last_time = time.perf_counter()
+    last_step = state.step
+    while state.step < iterations:
+        gen = step_generator(seed, state.step)
+        idx = batch_indices(len(data), cfg.batch_size, gen)
+        augment = torch.randint(2 ** 62, (cfg.batch_size,), generator=gen)
+        t = torch.randint(diffusion.num_timesteps, (cfg.batch_size,), generator=gen)
+        drop = torch.rand(cfg.batch_size, generator=gen) < cfg.uncond_p
+        model_seed = int(torch.randint(2 ** 62, (1,), generator=gen)) + rank
+        images, labels = load_items(data, idx[part], augment[part])
+        if cfg.image_size is not None and tuple(images.shape[-2:]) != cfg.image_size:
+            images = F.interpolate(images, size=cfg.image_size, mode="bicubic",
+                                   antialias=True, align_corners=False).clamp(-1, 1)
+        noise = torch.randn(cfg.batch_size, *images.shape[1:], generator=gen)[part]
+        losses = _train_step(state, net, diffusion, images.to(device), mask_fn(labels.to(device)),
+                             t[part].to(device), noise.to(device), drop[part].to(device),
+                             model_seed, cfg)
+        state.step += 1
+        report: dict[str, Any] = {}
+        last = state.step == iterations
+        evaluating = evaluate_fn is not None and (
+            (eval_every and state.step % eval_every == 0) or last)
+        if evaluating and rank == 0:
+            report.update(evaluate_fn(state.ema_model(), state.step))
+        saving = checkpoint_dir is not None and rank == 0 and (
+            (checkpoint_every and state.step % checkpoint_every == 0) or last)
+        if saving:
+            report["checkpoint"] = str(Path(checkpoint_dir) / "latest.pt")
+        reporting = bool(evaluating or report or (report_every and state.step % report_every == 0)
+                         or last)
+        if reporting:
+            now = time.perf_counter()
+            report.update(losses, iteration=state.step, lr=cfg.lr, wall_time_s=now - start,
+                          sec_per_iter=(now - last_time) / max(1, state.step - last_step))
+            last_time, last_step = now, state.step
+            state.history.append(report)
+        if saving:   # after the history holds this step's report, before anyone is told
+            save_checkpoint(state, report["checkpoint"], cfg)
+        if reporting and on_report is not None and (rank == 0 or report_all_ranks):
+            on_report(report)
+    return state
+
+
+def _train_step(state: PitiTrainState, net: nn.Module, diffusion: GaussianDiffusion,
+                images: torch.Tensor, masks: torch.Tensor, t: torch.Tensor,
+                noise: torch.Tensor, drop: torch.Tensor, model_seed: int,
+                cfg: PitiTrainConfig) -> dict[str, float]:
+    """One AdamW step on the hybrid loss of a local batch; returns global-batch means."""
+    if bool(drop.any()):
+        masks = torch.where(drop.view(-1, 1, 1, 1), empty_mask_like(masks), masks)
+    low_res = None
+    if cfg.low_res_size is not None:
+        low_res = F.interpolate(images, size=cfg.low_res_size, mode="bicubic",
+                                antialias=True, align_corners=False).clamp(-1, 1)
+    x_t = diffusion.q_sample(images, t, noise)
+    amp = cfg.amp and images.device.type == "cuda"
+    devices = [images.device] if images.device.type == "cuda" else []
+    state.optimizer.zero_grad(set_to_none=True)
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(model_seed)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = net(x_t, t, masks, low_res=low_res)
+        terms = hybrid_loss(diffusion, out.float(), images, x_t, t, noise)
+        loss = terms["loss"].mean()
+        stats = torch.stack([loss.detach(), terms["mse"].detach().mean(),
+                             terms["vb"].detach().mean()])
+        if world()[1] > 1:
+            # every rank sees the same (global) values, so all of them stop together
+            dist.all_reduce(stats)
+            stats /= world()[1]
+        if not bool(torch.isfinite(stats).all()):
+            raise FloatingPointError(f"non-finite loss at iteration {state.step + 1} "
+                                     f"(loss {float(stats[0])}, mse {float(stats[1])}, "
+                                     f"vb {float(stats[2])})")
+        loss.backward()
+    state.optimizer.step()
+    _update_ema(state, cfg.ema_decay)
+    return {"loss": float(stats[0]), "mse": float(stats[1]), "vb": float(stats[2])}
+
+
+def pretrain_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig,
+                  iterations: int, **kwargs: Any) -> PitiTrainState:
+    """Train a source PITI from scratch on the source dataset: `train_piti` over every
+    parameter (keyword options as there; `uncond_p` > 0 so the model learns the empty mask
+    that classifier-free guidance needs)."""
+    if "trainable" in kwargs:
+        raise ValueError("pretrain_piti trains every parameter; use train_piti for a subset")
+    if cfg.uncond_p == 0:
+        raise ValueError("pretrain_piti: PitiTrainConfig.uncond_p is 0, so the model would "
+                         "never see the empty mask that guided sampling needs")
+    return train_piti(model, data, cfg, iterations, trainable=lambda name: True, **kwargs)
