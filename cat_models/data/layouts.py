@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cat_models.errors import DatasetError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-class DatasetError(ValueError):
-    """Bad dataset input: the message names the file or folder and what is wrong."""
 
 
 @dataclass(frozen=True)
