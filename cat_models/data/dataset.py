@@ -217,9 +217,13 @@ def label_histograms(dataset: SegmentationDataset, progress: bool = False) -> np
 
 
 def validate_dataset(dataset: SegmentationDataset, progress: bool = True) -> None:
-    """Read every image and label once; raise `DatasetError` naming the first bad file.
+    """Check every file's header and end (`check_files`), then read every image and label
+    once at the working size; raise `DatasetError` naming the first bad file.
 
     Called by the harness's dataset stage so that bad input fails before any training.
     """
+    from cat_models.data.validation import check_files  # it reads files through this module
+
+    check_files(dataset.files, sample=0)
     for i in tqdm(range(len(dataset)), desc=f"checking {dataset.name}", disable=not progress):
         dataset.load_arrays(dataset.indices[i])
