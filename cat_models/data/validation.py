@@ -114,7 +114,9 @@ def _header(path: Path) -> tuple[str, tuple[int, int], str]:
         with Image.open(path) as im:
             return str(im.format), im.size, im.mode
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable file ({exc})") from None
+        # PIL says "Truncated File Read" when the file ends inside its header
+        what = "truncated or damaged" if "truncated" in str(exc).lower() else "unreadable"
+        raise DatasetError(f"{path}: {what} file ({exc})") from None
 
 
 def _looks_complete(path: Path, fmt: str) -> bool:

@@ -80,6 +80,8 @@ def test_a_good_dataset_passes_and_says_what_was_read(tmp_path):
     ("garbage_image", "images/training/im2.jpg", "unreadable file (cannot identify image file"),
     ("truncated_jpeg", "images/training/im2.jpg", ("truncated or damaged file (image file is "
                                                    "truncated")),
+    ("header_cut_jpeg", "images/training/im2.jpg", "truncated or damaged file (Truncated "
+                                                   + "File Read)"),
     ("truncated_png", "annotations/training/im2.png", ("truncated or damaged file (image "
                                                        "file is truncated")),
     ("jpeg_label", "annotations/training/im2.png", "label map is a JPEG file"),
@@ -111,6 +113,8 @@ def test_every_file_is_checked_without_decoding_it(tmp_path, breakage, culprit, 
     elif breakage == "truncated_jpeg":
         Image.fromarray(rng.integers(0, 255, (16, 32, 3), dtype=np.uint8)).save(target)
         target.write_bytes(target.read_bytes()[:-200])
+    elif breakage == "header_cut_jpeg":
+        target.write_bytes(target.read_bytes()[:100])   # ends inside the JPEG header
     elif breakage == "truncated_png":
         target.write_bytes(target.read_bytes()[:60])  # a PNG cut inside its pixel data
     elif breakage == "jpeg_label":
