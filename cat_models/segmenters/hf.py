@@ -67,7 +67,11 @@ class HFSegmenter:
         if not (path / "config.json").is_file():
             raise SegmenterError(f"{path}: no config.json; expected a transformers checkpoint "
                                  "directory (save_pretrained output or HF-cache snapshot)")
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        try:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:   # bad JSON, unknown model_type
+            raise SegmenterError(f"{path}: config.json cannot be used "
+                                 f"({str(err).strip().splitlines()[0][:200]})") from None
         universal = config.model_type in {"mask2former", "maskformer", "oneformer"}
         auto = AutoModelForUniversalSegmentation if universal else AutoModelForSemanticSegmentation
         # weights that do not fit config.json fail here, naming the first differing tensors

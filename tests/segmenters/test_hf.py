@@ -148,3 +148,14 @@ def test_truncated_weights_file_is_named(tiny_segformer):
     with pytest.raises(CheckpointError, match=rf"{path}: transformers could not load a "
                                               r"segmentation model \(Error while deserializing"):
         load_segmenter(path)
+
+
+def test_unreadable_config_is_named(tiny_segformer):
+    _, path = tiny_segformer
+    (path / "config.json").write_text('{"model_type": "segformer", ')
+    with pytest.raises(SegmenterError, match=rf"{path}: config.json cannot be used \("):
+        load_segmenter(path)
+    (path / "config.json").write_text('{"model_type": "no-such-model"}')
+    with pytest.raises(SegmenterError, match=rf"{path}: config.json cannot be used \(.*"
+                                             r"no-such-model"):
+        load_segmenter(path)
