@@ -94,7 +94,8 @@ def load_official_oasis(path: str | Path, resolution: tuple[int, int] | int = (2
     """An `OasisGenerator` (from best_G / best_EMA) or `OasisDiscriminator` (best_D) file.
 
     A missing or unreadable file, a resolution the file's depth cannot run at, or tensors that
-    do not fit the layout they imply raise `CheckpointError` naming the file. `base` supplies the training hyper-parameters (e.g. `preset("official_cityscapes")`).
+    do not fit the layout they imply raise `CheckpointError` naming the file. `base` supplies
+    the training hyper-parameters (e.g. `preset("official_cityscapes")`).
     """
     path = Path(path)
     if not path.is_file():
