@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from cat_models.affinity.matrix import AffinityError
+from cat_models.checkpoints import as_state_dict, load_checked, load_torch_file
 
 INCEPTION_LAYERS = ("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6",
                     "mixed_7", "mixed_8", "mixed_9", "mixed_10")
@@ -86,25 +87,33 @@ _KEY_PREFIXES = ("module.", "backbone.")
 
 
 def read_vit_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A plain ViT state dict from a timm / DINO / iBOT checkpoint file."""
-    if not path.is_file():
-        raise AffinityError(f"feature backend 'timm': checkpoint {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    """A plain ViT state dict from a timm / DINO / iBOT checkpoint file (`CheckpointError` for
+    a missing, unreadable or non-state-dict file)."""
+    state = load_torch_file(path, "timm checkpoint")
     for nest in _CHECKPOINT_NESTS:
         if isinstance(state, dict) and isinstance(state.get(nest), dict):
             state = state[nest]
             break
     cleaned = {}
-    for key, value in state.items():
+    for key, value in as_state_dict(state, str(path), "timm checkpoint").items():
         for prefix in _KEY_PREFIXES:
             key = key.removeprefix(prefix)
         cleaned[key] = value
     return cleaned
+
+
+def _unused_by_patch_features(key: str) -> bool:
+    """The classifier / DINO projection head (the model is built with num_classes=0) and
+    iBOT's mask token are in released checkpoints but not in the patch-feature model."""
+    return key.startswith("head") or key == "masked_embed"
+
+
+def _vit_shape(model: torch.nn.Module) -> str:
+    """Width, depth and patch grid of a timm ViT, the usual reasons a checkpoint does not fit."""
+    embed = getattr(model, "embed_dim", "?")
+    depth = len(getattr(model, "blocks", ()))
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", "?")
+    return f"embed_dim {embed}, depth {depth}, patch {patch}"
 
 
 class TimmPatchFeatures:
@@ -120,11 +129,8 @@ class TimmPatchFeatures:
                                 "required (no downloads); without one use 'inception'")
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **model_kwargs)
         state = read_vit_state_dict(Path(checkpoint))
-        missing, _ = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("head")]
-        if missing:
-            raise AffinityError(f"feature backend 'timm': {checkpoint} lacks {len(missing)} "
-                                f"weights of {model_name} (first: {missing[0]})")
+        load_checked(model, state, str(checkpoint), f"timm model {model_name!r} "
+                     f"({_vit_shape(model)})", ignore=_unused_by_patch_features)
         self.model = model.to(device).eval()
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)

@@ -24,6 +24,13 @@ import numpy as np
 import torch
 
 from cat_models.affinity.matrix import AffinityError
+from cat_models.checkpoints import (
+    CheckpointError,
+    as_state_dict,
+    compare_state_dict,
+    load_torch_file,
+    load_transformers_checked,
+)
 
 
 class TextEncoder(Protocol):
@@ -85,7 +92,8 @@ class SentenceEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModel.from_pretrained(str(folder)).to(self.device).eval()
+        model = load_transformers_checked(AutoModel, folder, "a text encoder")
+        model = model.to(self.device).eval()
         config_file = folder / "sentence_bert_config.json"
         max_len = json.loads(config_file.read_text()).get("max_seq_length", 256) \
             if config_file.is_file() else 256
@@ -102,6 +110,27 @@ class SentenceEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self._encode(list(texts))
+
+
+def _weights_error(model_name: str, path: Path, exc: Exception) -> CheckpointError:
+    """Why open_clip could not load the file `path` into `model_name`, as one message.
+
+    Runs only after a failed load: reads the file (an unreadable one raises here) and compares
+    its tensors with a freshly built `model_name`.
+    """
+    import open_clip
+
+    state = load_torch_file(path, "open_clip weights")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v
+             for k, v in as_state_dict(state, str(path), "open_clip weights").items()}
+    diff = compare_state_dict(state, open_clip.create_model(model_name, pretrained=None))
+    if diff.ok:
+        return CheckpointError(f"{path}: open_clip could not load it into {model_name!r} "
+                               f"({str(exc).strip().splitlines()[0][:200]})")
+    return CheckpointError(f"{path}: does not match open_clip model {model_name!r}: "
+                           f"{diff.describe()}")
 
 
 class OpenClipEncoder:
@@ -124,7 +153,11 @@ class OpenClipEncoder:
             model = open_clip.create_model(
                 model_name, pretrained=str(pretrained), device=device,
                 cache_dir=str(cache_dir) if cache_dir is not None else None)
-        except RuntimeError as exc:
+        except Exception as exc:  # open_clip lets torch's own load errors through
+            if looks_like_file:
+                raise _weights_error(model_name, Path(pretrained), exc) from None
+            if not isinstance(exc, RuntimeError):
+                raise
             raise AffinityError(f"text backend 'open_clip': cannot load {model_name!r} with "
                                 f"pretrained={pretrained!r} offline ({exc})") from exc
         self.model = model.eval()

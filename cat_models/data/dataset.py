@@ -17,7 +17,14 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from cat_models.data.layouts import DatasetError, DatasetFiles, map_label_ids, read_layout
+from cat_models.data.layouts import (
+    ID_MODES,
+    DatasetError,
+    DatasetFiles,
+    label_ids,
+    map_label_ids,
+    read_layout,
+)
 
 Resolution = int | tuple[int, int]
 
@@ -40,18 +47,28 @@ def _open(path: Path, mode: str) -> Image.Image:
 
 
 def read_label(path: Path, files: DatasetFiles, size_hw: tuple[int, int] | None) -> np.ndarray:
-    """A label map mapped to our ids, optionally resized (nearest) to `size_hw`."""
+    """A label map mapped to our ids, optionally resized (nearest) to `size_hw`.
+
+    Single-channel maps are resized before the id lookup (cheaper, same result for nearest);
+    colour masks are mapped at full size, so a colour only a resize would drop is still found.
+    """
     im = _open(path, "L")
-    if im.mode not in ("L", "P", "I", "I;16"):
-        im = im.convert("L")
-    if size_hw is not None and im.size != (size_hw[1], size_hw[0]):
-        im = im.resize((size_hw[1], size_hw[0]), Image.NEAREST)
-    return map_label_ids(np.asarray(im, dtype=np.int64), files, path)
+    size = None if size_hw is None else (size_hw[1], size_hw[0])
+    if im.mode in ID_MODES:
+        if size is not None and im.size != size:
+            im = im.resize(size, Image.NEAREST)
+        return map_label_ids(label_ids(im, files, path), files, path)
+    raw = label_ids(im, files, path)    # refuses modes the dataset cannot read, naming the file
+    if size is not None and im.size != size:
+        raw = np.asarray(Image.fromarray(raw.astype(np.int32)).resize(size, Image.NEAREST),
+                         dtype=np.int64)
+    return map_label_ids(raw, files, path)
 
 
-def read_image(path: Path, size_hw: tuple[int, int]) -> np.ndarray:
+def read_image(path: Path, size_hw: tuple[int, int] | None) -> np.ndarray:
+    """uint8 [H, W, 3], resized (bicubic) to `size_hw` when given."""
     im = _open(path, "RGB")
-    if im.size != (size_hw[1], size_hw[0]):
+    if size_hw is not None and im.size != (size_hw[1], size_hw[0]):
         im = im.resize((size_hw[1], size_hw[0]), Image.BICUBIC)
     return np.asarray(im, dtype=np.uint8)
 
@@ -193,9 +210,13 @@ def label_histograms(dataset: SegmentationDataset, progress: bool = False) -> np
 
 
 def validate_dataset(dataset: SegmentationDataset, progress: bool = True) -> None:
-    """Read every image and label once; raise `DatasetError` naming the first bad file.
+    """Check every file's header and end (`check_files`), then read every image and label
+    once at the working size; raise `DatasetError` naming the first bad file.
 
     Called by the harness's dataset stage so that bad input fails before any training.
     """
+    from cat_models.data.validation import check_files  # it reads files through this module
+
+    check_files(dataset.files, sample=0)
     for i in tqdm(range(len(dataset)), desc=f"checking {dataset.name}", disable=not progress):
         dataset.load_arrays(dataset.indices[i])

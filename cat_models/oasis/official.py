@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cat_models.checkpoints import as_state_dict, load_checked, load_torch_file
+from cat_models.errors import CheckpointError
 from cat_models.oasis.config import OasisConfig
 from cat_models.oasis.discriminator import OasisDiscriminator
 from cat_models.oasis.generator import OasisGenerator
@@ -62,16 +64,28 @@ def model_from_state_dict(sd: StateDict, resolution: tuple[int, int] | int = (25
                           source: str = "state dict") -> nn.Module:
     try:
         cfg, semantic_nc, kind = config_from_state_dict(sd, resolution, z_dim, base)
+    except KeyError as err:   # a layout key the inference reads is absent
+        raise CheckpointError(f"{source}: not an OASIS state dict (no tensor {err})") from None
     except ValueError as err:
-        raise ValueError(f"{source}: {err}") from err
+        raise CheckpointError(f"{source}: {_depth_hint(sd, resolution) or err}") from None
     model = (OasisGenerator(cfg, semantic_nc) if kind == "G"
              else OasisDiscriminator(cfg, semantic_nc))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{source}: does not match the OASIS {kind} layout; missing keys "
-                         f"{missing[:5]}{'…' if len(missing) > 5 else ''}, unexpected keys "
-                         f"{unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
-    return model
+    what = (f"the OASIS {kind} its tensors describe ({cfg.num_res_blocks} blocks, "
+            f"{semantic_nc - 1} classes)")
+    return load_checked(model, sd, source, what)
+
+
+def _depth_hint(sd: StateDict, resolution: tuple[int, int] | int) -> str:
+    """Why a resolution does not fit the file's depth: the generator starts from a latent map
+    of resolution / 2**(blocks - 1) and the discriminator halves it `blocks` times."""
+    prefix = "body" if "fc.weight" in sd else "body_down"
+    blocks = _count(sd, prefix)
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    if not blocks or (h % 2 ** blocks == 0 and w % 2 ** blocks == 0):
+        return ""
+    return (f"the checkpoint has {blocks} residual blocks, so each side of the resolution must "
+            f"be a multiple of {2 ** blocks} (latent size = resolution / {2 ** (blocks - 1)}); "
+            f"{h}×{w} is not")
 
 
 def load_official_oasis(path: str | Path, resolution: tuple[int, int] | int = (256, 256),
@@ -79,15 +93,16 @@ def load_official_oasis(path: str | Path, resolution: tuple[int, int] | int = (2
                         map_location: str | torch.device = "cpu") -> nn.Module:
     """An `OasisGenerator` (from best_G / best_EMA) or `OasisDiscriminator` (best_D) file.
 
-    `base` supplies the training hyper-parameters (e.g. `preset("official_cityscapes")`).
+    A missing or unreadable file, a resolution the file's depth cannot run at, or tensors that
+    do not fit the layout they imply raise `CheckpointError` naming the file. `base` supplies
+    the training hyper-parameters (e.g. `preset("official_cityscapes")`).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: OASIS checkpoint not found (expected e.g. "
-                                "oasis_ade20k_pretrained/models/best_EMA.pth)")
-    sd = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(sd, dict):
-        raise TypeError(f"{path}: expected a state dict, found {type(sd).__name__}")
+        raise CheckpointError(f"{path}: OASIS checkpoint not found (expected e.g. "
+                              "oasis_ade20k_pretrained/models/best_EMA.pth)")
+    sd = as_state_dict(load_torch_file(path, "OASIS checkpoint", map_location=map_location),
+                       str(path), "OASIS checkpoint")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     return model_from_state_dict(sd, resolution, z_dim, base, source=str(path))
 

@@ -11,8 +11,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from cat_models.errors import InputError
 
-class SegmenterError(ValueError):
+
+class SegmenterError(InputError):
     """A segmenter file, directory or input that cannot be used (the message says why)."""
 
 

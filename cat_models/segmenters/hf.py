@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cat_models.checkpoints import load_transformers_checked
 from cat_models.segmenters.base import SegmenterError, check_images, predict_from_logits
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,7 +53,11 @@ class HFSegmenter:
     def from_pretrained_path(cls, path: str | Path, class_names: list[str] | None = None,
                              input_size: int | tuple[int, int] | None = None,
                              device: str | torch.device = "cpu") -> HFSegmenter:
-        """Load a local transformers checkpoint; `class_names` overrides `config.id2label`."""
+        """Load a local transformers checkpoint; `class_names` overrides `config.id2label`.
+
+        Weights that are unreadable, missing or of other shapes than `config.json` describes
+        raise `CheckpointError` (transformers would re-initialise missing ones silently).
+        """
         from transformers import (
             AutoConfig,
             AutoModelForSemanticSegmentation,
@@ -63,14 +68,15 @@ class HFSegmenter:
         if not (path / "config.json").is_file():
             raise SegmenterError(f"{path}: no config.json; expected a transformers checkpoint "
                                  "directory (save_pretrained output or HF-cache snapshot)")
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        try:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:   # bad JSON, unknown model_type
+            raise SegmenterError(f"{path}: config.json cannot be used "
+                                 f"({str(err).strip().splitlines()[0][:200]})") from None
         universal = config.model_type in {"mask2former", "maskformer", "oneformer"}
         auto = AutoModelForUniversalSegmentation if universal else AutoModelForSemanticSegmentation
-        try:
-            model = auto.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise SegmenterError(f"{path}: transformers could not load a "
-                                 f"{config.model_type} segmentation model ({err})") from err
+        # weights that do not fit config.json fail here, naming the first differing tensors
+        model = load_transformers_checked(auto, path, "a segmentation model")
         names = [config.id2label[i] for i in range(len(config.id2label))]
         if class_names is not None:
             if len(class_names) != len(names):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cat_models.checkpoints import load_checked, load_torch_file
 from cat_models.segmenters.base import SegmenterError, check_images, predict_from_logits
 
 FILE_FORMAT = "cat-harness/small-segmenter"
@@ -134,11 +135,9 @@ class SmallSegmenter(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SmallSegmenter:
+        """A `save` file; an unreadable file or tensors that do not fit raise `CheckpointError`."""
         path = Path(path)
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # any unpickling failure: re-raised with the file named
-            raise SegmenterError(f"{path}: not a readable torch file ({err})") from err
+        blob = load_torch_file(path, "segmenter file")
         if not isinstance(blob, dict) or blob.get("format") != FILE_FORMAT:
             raise SegmenterError(f"{path}: not a SmallSegmenter file (expected "
                                  f"format={FILE_FORMAT!r})")
@@ -148,6 +147,7 @@ class SmallSegmenter(nn.Module):
         arch = dict(blob["arch"])
         arch["widths"] = tuple(arch["widths"])
         seg = cls(SmallSegmenterConfig(**arch), list(blob["class_names"]))
-        seg.load_state_dict(blob["state_dict"])
+        load_checked(seg, blob["state_dict"], str(path),
+                     f"the SmallSegmenter its own header describes (widths {list(arch['widths'])})")
         seg.train_info = dict(blob.get("train_info", {}))
         return seg.to(device).eval()

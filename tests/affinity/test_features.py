@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from cat_models.affinity import AffinityError, class_prototypes, feature_affinity
 from cat_models.affinity.feature_backends import InceptionPatchFeatures, TimmPatchFeatures
 from cat_models.affinity.features import patch_class_weights, prototype_cosine
+from cat_models.errors import CheckpointError
 
 
 class PooledColour:
@@ -108,10 +109,43 @@ def test_timm_vit_from_dino_style_checkpoint(tmp_path):
     torch.testing.assert_close(maps[:, :, 1, 2], tokens[:, 1 * 4 + 2])
     partial = {k: v for k, v in vit.state_dict().items() if not k.startswith("blocks")}
     torch.save(partial, tmp_path / "partial.pt")
-    with pytest.raises(AffinityError, match=r"partial.pt lacks \d+ weights"):
+    n_blocks = sum(1 for k in vit.state_dict() if k.startswith("blocks"))
+    with pytest.raises(CheckpointError, match=rf"partial.pt: does not match timm model "
+                                              rf"'vit_tiny_patch16_224' \(embed_dim 32, depth 1, "
+                                              rf"patch \(8, 8\)\): {n_blocks} missing from the "
+                                              rf"checkpoint \(blocks.0.norm1.weight, "):
         TimmPatchFeatures("vit_tiny_patch16_224", tmp_path / "partial.pt", **kwargs)
     with pytest.raises(AffinityError, match="checkpoint= a local weights file is required"):
         TimmPatchFeatures("vit_tiny_patch16_224", None, **kwargs)
+
+
+def test_timm_checkpoint_of_another_config_names_the_tensors(tmp_path):
+    """Today a raw torch `size mismatch` RuntimeError; now the file, model and tensors."""
+    import timm
+
+    small = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **small)
+    torch.save(vit.state_dict(), tmp_path / "small.pth")
+    wide = small | {"embed_dim": 48, "depth": 1}   # wider and shallower than the file
+    with pytest.raises(CheckpointError) as err:
+        TimmPatchFeatures("vit_tiny_patch16_224", tmp_path / "small.pth", **wide)
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'small.pth'}: does not match timm model "
+                          "'vit_tiny_patch16_224' (embed_dim 48, depth 1, patch (8, 8)): ")
+    assert "cls_token: checkpoint [1, 1, 32] vs model [1, 1, 48]" in msg
+    n_block1 = sum(1 for k in vit.state_dict() if k.startswith("blocks.1."))
+    assert f"{n_block1} unexpected (blocks.1." in msg   # the file's second block
+    # a classifier head in the file is allowed: the patch-feature model has none
+    assert "head" not in msg
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "small.pth").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"cut.pth: timm checkpoint is truncated or "
+                                              r"damaged"):
+        TimmPatchFeatures("vit_tiny_patch16_224", tmp_path / "cut.pth", **small)
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match=r"list.pth: timm checkpoint holds a list, "
+                                              r"expected a state dict"):
+        TimmPatchFeatures("vit_tiny_patch16_224", tmp_path / "list.pth", **small)
 
 
 def test_inception_backend_gives_spatial_maps():

@@ -10,9 +10,14 @@ import torch
 
 from cat_models.affinity import AffinityError, AffinityInputs, estimate_affinity, text_affinity
 from cat_models.affinity.text import prompt_name
-from cat_models.affinity.text_backends import SentenceEncoder, default_sentence_model_path
+from cat_models.affinity.text_backends import (
+    OpenClipEncoder,
+    SentenceEncoder,
+    default_sentence_model_path,
+)
 from cat_models.data import packaged_class_names
 from cat_models.data.synthetic import GROUND_TRUTH, SOURCE_CLASSES, TARGET_CLASSES
+from cat_models.errors import CheckpointError
 
 CITYSCAPES_TO_ADE = {
     "road": {"road"}, "sidewalk": {"sidewalk"}, "building": {"building"}, "wall": {"wall"},
@@ -114,6 +119,36 @@ def test_open_clip_backend_with_local_weights(tiny_open_clip):
     cosine = emb[:2] @ emb[2:].T
     expected = np.exp(cosine / 0.1) / np.exp(cosine / 0.1).sum(0)
     np.testing.assert_allclose(a.values, expected, atol=1e-6)
+
+
+def test_open_clip_weights_of_another_model_name_the_tensors(tiny_open_clip, tmp_path):
+    """Today open_clip's strict load raises torch's `size mismatch`; now file, model, tensors."""
+    import open_clip
+
+    _, weights = tiny_open_clip
+    config = json.loads((weights.parent / "cat-tiny-clip.json").read_text())
+    config["text_cfg"]["width"] = 64
+    (tmp_path / "cat-tiny-clip-wide.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "cat-tiny-clip-wide.json")
+    with pytest.raises(CheckpointError) as err:
+        OpenClipEncoder("cat-tiny-clip-wide", pretrained=weights)
+    msg = str(err.value)
+    assert msg.startswith(f"{weights}: does not match open_clip model 'cat-tiny-clip-wide': ")
+    narrow = torch.load(weights, weights_only=True)
+    wide = open_clip.create_model("cat-tiny-clip-wide", pretrained=None).state_dict()
+    n_diff = sum(1 for k, v in wide.items() if v.shape != narrow[k].shape)
+    assert f"{n_diff} tensor(s) of another shape (positional_embedding: checkpoint [77, 32] " \
+           "vs model [77, 64]; " in msg
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(weights.read_bytes()[:4096])
+    with pytest.raises(CheckpointError, match=r"cut.pt: open_clip weights is truncated or "
+                                              r"damaged"):
+        OpenClipEncoder("cat-tiny-clip", pretrained=cut)
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(CheckpointError, match=r"noise.pt: open_clip weights is not a torch "
+                                              r"checkpoint \(starts with bytes 00 01 02 03"):
+        OpenClipEncoder("cat-tiny-clip", pretrained=noise)
 
 
 def test_open_clip_backend_errors_name_the_problem(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cat_models.errors import CheckpointError
 from cat_models.oasis import OasisDiscriminator, OasisGenerator, load_official_oasis
 from cat_models.oasis.official import model_from_state_dict
 from tests.oasis.conftest import one_hot
@@ -71,10 +72,10 @@ def test_load_official_file_round_trip_and_errors(tmp_path, source_models):
     torch.save({"something": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="bad.pth.*neither"):
         load_official_oasis(tmp_path / "bad.pth")
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(CheckpointError, match="missing.pth: OASIS checkpoint not found"):
         load_official_oasis(tmp_path / "missing.pth")
     bad = dict(g.state_dict())
     bad.pop("conv_img.bias")
     torch.save(bad, tmp_path / "partial.pth")
-    with pytest.raises(ValueError, match="missing keys.*conv_img.bias"):
+    with pytest.raises(CheckpointError, match=r"1 missing from the checkpoint \(conv_img.bias\)"):
         load_official_oasis(tmp_path / "partial.pth", resolution=32, z_dim=cfg.z_dim)

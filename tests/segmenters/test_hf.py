@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
+from cat_models.errors import CheckpointError
 from cat_models.segmenters import HFSegmenter, Segmenter, SegmenterError, load_segmenter
 
 NAMES = ["wall", "floor", "sky", "tree"]
@@ -109,3 +110,52 @@ def test_mask2former_matches_its_semantic_post_processing(tmp_path):
     reference = Mask2FormerImageProcessor().post_process_semantic_segmentation(
         out, target_sizes=[(64, 64)] * 2)
     assert torch.equal(seg.predict(images), torch.stack(reference) + 1)
+
+
+def test_weights_of_another_config_name_the_tensors(tiny_segformer):
+    """Today transformers raises a long `size mismatch` report (or re-initialises missing
+    weights with only a log line); the loader names the folder and the first tensors."""
+    _, path = tiny_segformer
+    config = json.loads((path / "config.json").read_text())
+    config["hidden_sizes"] = [8, 32]           # the second stage is wider than the weights
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        load_segmenter(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: does not match a segmentation model (segformer as its "
+                          "config.json describes it): 25 tensor(s) of another shape (")
+    assert "decode_head.linear_projections.1.proj.weight: checkpoint [16, 16] vs model " \
+           "[16, 32]" in msg and "… 22 more" in msg
+
+
+def test_missing_weights_are_refused_not_reinitialised(tiny_segformer):
+    _, path = tiny_segformer
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(path / "model.safetensors")
+    dropped = sorted(k for k in weights if k.startswith("decode_head.classifier"))
+    save_file({k: v for k, v in weights.items() if k not in dropped}, path / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"2 missing from the checkpoint "
+                                              rf"\({dropped[0]}, {dropped[1]}\)"):
+        HFSegmenter.from_pretrained_path(path)
+
+
+def test_truncated_weights_file_is_named(tiny_segformer):
+    _, path = tiny_segformer
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=rf"{path}: transformers could not load a "
+                                              r"segmentation model \(Error while deserializing"):
+        load_segmenter(path)
+
+
+def test_unreadable_config_is_named(tiny_segformer):
+    _, path = tiny_segformer
+    (path / "config.json").write_text('{"model_type": "segformer", ')
+    with pytest.raises(SegmenterError, match=rf"{path}: config.json cannot be used \("):
+        load_segmenter(path)
+    (path / "config.json").write_text('{"model_type": "no-such-model"}')
+    with pytest.raises(SegmenterError, match=rf"{path}: config.json cannot be used \(.*"
+                                             r"no-such-model"):
+        load_segmenter(path)

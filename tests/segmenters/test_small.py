@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cat_models.errors import CheckpointError
 from cat_models.segmenters import (
     Segmenter,
     SegmenterError,
@@ -70,8 +71,34 @@ def test_load_errors_name_the_file(tmp_path):
         load_segmenter(other)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(SegmenterError, match=r"garbage\.pt: not a readable torch file"):
+    with pytest.raises(CheckpointError, match=r"garbage\.pt: segmenter file is not a torch "
+                                              r"checkpoint \(starts with bytes 6e 6f 74 20"):
         load_segmenter(garbage)
+
+
+def test_truncated_or_mismatched_file_names_the_tensors(tmp_path):
+    seg = SmallSegmenter(SmallSegmenterConfig(num_classes=3), ["x", "y", "z"])
+    path = seg.save(tmp_path / "seg.pt")
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"truncated\.pt: segmenter file is truncated or "
+                                              r"damaged: its zip archive cannot be read"):
+        load_segmenter(truncated)
+    # a header that claims other widths than the tensors have
+    blob = torch.load(path, weights_only=True)
+    blob["arch"]["widths"] = [8, 16, 64]
+    torch.save(blob, tmp_path / "wide.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_segmenter(tmp_path / "wide.pt")
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'wide.pt'}: does not match the SmallSegmenter")
+    assert "(widths [8, 16, 64])" in msg
+    # the bottleneck block (64 instead of 32 channels) and the first decoder block read it
+    assert "net.down.2.0.weight: checkpoint [32, 16, 3, 3] vs model [64, 16, 3, 3]" in msg
+    n_diff = sum(1 for k, v in SmallSegmenter(SmallSegmenterConfig(3, (8, 16, 64)), list("xyz"))
+                 .state_dict().items() if v.shape != seg.state_dict()[k].shape)
+    assert f"{n_diff} tensor(s) of another shape" in msg
 
 
 def test_class_weights_favour_rare_classes(stripes):
