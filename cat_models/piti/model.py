@@ -22,7 +22,8 @@ def empty_mask(batch: int, num_classes: int, height: int, width: int,
 
 def label_mask(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """`cat_models.data` labels [B, H, W] (0 = unlabeled, 1..N) -> the model's mask
-    [B, N + 1, H, W]: class k on channel k - 1, unlabeled pixels all zero, empty channel 0."""
+    [B, N + 1, H, W]: class k on channel k - 1, unlabeled pixels all zero; the
+    empty channel (index N) is 0 everywhere."""
     if labels.dim() == 2:
         labels = labels.unsqueeze(0)
     labels = labels.long()

@@ -47,15 +47,15 @@ from cat_models.piti.diffusion import (
     make_diffusion,
     space_timesteps,
 )
+from cat_models.piti.model import empty_mask
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def empty_mask_like(mask: torch.Tensor) -> torch.Tensor:
-    """The unconditional mask: every pixel labelled with the last ("empty") channel."""
-    empty = torch.zeros_like(mask)
-    empty[:, -1] = 1.0
-    return empty
+    """The unconditional mask of the same shape as `mask` (`cat_models.piti.model.empty_mask`)."""
+    b, c, h, w = mask.shape
+    return empty_mask(b, c - 1, h, w, device=mask.device).to(mask.dtype)
 
 
 def guided_model(model: nn.Module, mask: torch.Tensor, scale: float,
