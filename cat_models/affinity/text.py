@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cat_models.affinity.matrix import AffinityError, AffinityMatrix
-from cat_models.affinity.normalise import normalise_columns
+from cat_models.affinity.normalise import normalise_columns, resolve_nonnegativity
 from cat_models.affinity.registry import AffinityInputs, register_estimator
 from cat_models.affinity.text_backends import make_text_encoder
 
@@ -78,6 +78,7 @@ def text_affinity(
     templates: Sequence[str] | None = None,
     temperature: float | None = None,
     top_k: int | None = None,
+    nonnegativity: str | None = None,
     clip_model: str | None = None,
     clip_pretrained: str | Path | None = None,
     cache_dir: str | Path | None = None,
@@ -108,10 +109,11 @@ def text_affinity(
     source = embed_class_names(source_names, encoder, templates)
     target = embed_class_names(target_names, encoder, templates)
     cosine = source @ target.T
+    mode = resolve_nonnegativity(nonnegativity, temperature)
     return AffinityMatrix(
-        normalise_columns(cosine, temperature, top_k), source_names, target_names, "text",
+        normalise_columns(cosine, temperature, top_k, mode), source_names, target_names, "text",
         {"backend": encoder.name, "templates": list(templates), "temperature": temperature,
-         "top_k": top_k, "nonnegativity": "clip" if temperature is None else "softmax",
+         "top_k": top_k, "nonnegativity": mode,
          "cosine_min": float(cosine.min()), "cosine_max": float(cosine.max())},
     )
 
