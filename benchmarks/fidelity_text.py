@@ -7,7 +7,7 @@ default backend): the column sharpness (mean top weight; 1 / C_S is uniform), th
 agreement with the benchmark's known correspondences (`GROUND_TRUTH`, 8 target classes), and
 the training-free FID / KID / mIoU of the source model behind A (paper Table 3), beside the
 random A of seeds 0-2 and the real-data floor. Text does not look at images, so the few-shot
-set only matters through nothing; `--size/--seed` pick the harness cache's evaluator only.
+set does not enter; `--size/--seed` only select the bench the evaluator is built for.
 """
 
 from __future__ import annotations
