@@ -21,7 +21,7 @@ BASE_METHODS = DEFAULT_ORDER
 COMBINED = ("combination", "average")
 # Estimators that need no stage: 'random' draws A from the trial's seed.
 NO_STAGE = ("random",)
-CODE_VERSION = 2   # bump when a stage's build changes its output for the same inputs
+CODE_VERSION = 3   # bump when a stage's build changes its output for the same inputs
 
 
 class AffinityKey(NamedTuple):

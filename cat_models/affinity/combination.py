@@ -1,4 +1,5 @@
-"""Combining affinity matrices: majority vote (paper §3.1) and averaging (ablation).
+"""Combining affinity matrices: majority vote (paper §3.1), averaging and a weighted vote
+(ablations).
 
 Majority vote: for each target class, every method votes for its highest-affinity source class;
 a source class with at least 2 votes (the most votes, if more than 3 methods) wins. When the
@@ -77,6 +78,34 @@ def average_affinity(matrices: Mapping[str, AffinityMatrix],
                           {"methods": list(matrices), "top_k": top_k})
 
 
+def weighted_vote(matrices: Mapping[str, AffinityMatrix], weights: Mapping[str, float]
+                  ) -> AffinityMatrix:
+    """Binary C_S × C_T matrix: each method's argmax vote counts `weights[method]` (e.g. its
+    training-free mIoU); per target class the source class with the largest total wins (ties:
+    the heavier method's vote). Ablation of the paper's equal-weight vote: one strong method
+    outvotes two weak ones that agree only when its weight exceeds theirs together.
+    """
+    first = _check_same_classes(matrices)
+    missing = sorted(set(matrices) - set(weights))
+    if missing:
+        raise AffinityError(f"weighted_vote: weights: no weight for {missing}")
+    bad = {m: w for m, w in weights.items() if m in matrices and not (np.isfinite(w) and w >= 0)}
+    if bad:
+        raise AffinityError(f"weighted_vote: weights must be finite and >= 0, got {bad}")
+    order = sorted(matrices, key=lambda m: (-weights[m], m))
+    votes = {m: matrices[m].argmax_source() for m in order}
+    values = np.zeros(first.shape)
+    for k in range(first.shape[1]):
+        totals: dict[int, float] = {}
+        for m in order:
+            totals[int(votes[m][k])] = totals.get(int(votes[m][k]), 0.0) + float(weights[m])
+        best = max(totals.values())
+        choice = next(int(votes[m][k]) for m in order if totals[int(votes[m][k])] == best)
+        values[choice, k] = 1.0
+    return AffinityMatrix(values, first.source_names, first.target_names, "weighted_vote", {
+        "methods": list(matrices), "weights": {m: float(weights[m]) for m in matrices}})
+
+
 @register_estimator("combination")
 def estimate_combination(inputs: AffinityInputs,
                          fid_ranking: Sequence[str] | None = None) -> AffinityMatrix:
@@ -88,3 +117,12 @@ def estimate_combination(inputs: AffinityInputs,
 def estimate_average(inputs: AffinityInputs, top_k: int | None = None) -> AffinityMatrix:
     inputs.require("matrices")
     return average_affinity(inputs.matrices, top_k)
+
+
+@register_estimator("weighted_vote")
+def estimate_weighted_vote(inputs: AffinityInputs,
+                           weights: Mapping[str, float] | None = None) -> AffinityMatrix:
+    inputs.require("matrices")
+    if weights is None:
+        raise AffinityError("weighted_vote: pass weights={method: training-free score}")
+    return weighted_vote(inputs.matrices, weights)

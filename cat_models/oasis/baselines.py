@@ -213,13 +213,19 @@ def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 
                         [Stage(None, train_g=train_g)], regulariser=regulariser)
 
 
+def nothing(_: str) -> bool:
+    return False
+
+
 @register("cat")
 def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: bool = True,
         residual: bool = True, freeze_d: int = 3, two_stage: bool = True,
-        stage1_iters: int = 1000, seed: int = 0) -> TransferPlan:
+        stage1_iters: int = 1000, d_warmup: int = 0, seed: int = 0) -> TransferPlan:
     """CAT (paper §3.2). Each switch is independent (Table 4): `affinity` None -> random A;
     `split` scale/shift first convs; `residual` branches; `freeze_d` first k D layers;
-    `two_stage`: stage 1 (stage1_iters) trains A + first convs + residuals, stage 2 all of G."""
+    `two_stage`: stage 1 (stage1_iters) trains A + first convs + residuals, stage 2 all of G.
+    `d_warmup` (beyond the paper; 0 = the paper's schedule): that many iterations first in
+    which only D trains (G frozen), so G never follows the gradients of a random D head."""
     _need(source_g, "cat")
     g = cat_generator(source_g, target_classes, affinity, split=split, residual=residual,
                       seed=seed)
@@ -229,4 +235,8 @@ def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: 
                 else contains_any("condition.affinity", "mlp_shared.0"))
     stages = ([Stage(stage1_iters, stage1_g, train_d), Stage(None, everything, train_d)]
               if two_stage else [Stage(None, everything, train_d)])
+    if d_warmup < 0:
+        raise ValueError(f"cat: d_warmup must be >= 0, got {d_warmup}")
+    if d_warmup:
+        stages.insert(0, Stage(d_warmup, nothing, train_d))
     return TransferPlan("cat", g, d, stages)

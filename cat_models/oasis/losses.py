@@ -106,6 +106,9 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
     Buffers (batch-norm running stats, spectral-norm u/v) follow the live model (OASIS
     `update_EMA` averages them too; copying keeps u/v valid for the averaged weights' scale).
+    The batch-norm statistics are then those of the live weights, not the averaged ones:
+    official OASIS re-estimates them through the EMA before it is evaluated, which
+    `train_oasis(..., bn_refresh_batches=50)` does (`refresh_batch_norm`).
     """
     src = dict(model.named_parameters())
     for name, p in ema.named_parameters():

@@ -171,12 +171,16 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
 
     plan.discriminator.requires_grad_(False)
     state.opt_g.zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    # A stage may freeze all of G (a D warm-up): then G only draws the fake batch.
+    g_trains = any(p.requires_grad for p in plan.generator.parameters())
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp), \
+            torch.set_grad_enabled(g_trains):
         fake = g(labels, z)
         loss_g = generator_loss(plan.discriminator(fake), labels, **balance)
         total_g = loss_g + (plan.regulariser(g) if plan.regulariser is not None else 0.0)
-    total_g.backward()
-    state.opt_g.step()
+    if g_trains:
+        total_g.backward()
+        state.opt_g.step()
     for name, p in plan.discriminator.named_parameters():
         p.requires_grad_(d_trainable[name])
 
@@ -191,12 +195,70 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
     return out
 
 
+# Batches of the training label maps that re-estimate the EMA generator's batch-norm
+# statistics before it is evaluated or saved. Official OASIS `update_EMA` uses 50; the default
+# 0 keeps the live generator's statistics (the behaviour before issue #13), because at the
+# embedded benchmark's scale 50 changed no curve beyond the noise (benchmarks/
+# RESULTS_fidelity.md): pass 50 for the official behaviour.
+BN_REFRESH_BATCHES = 0
+
+
+@torch.no_grad()
+def refresh_batch_norm(generator: nn.Module, data: Sequence[dict], num_classes: int,
+                       batch_size: int, seed: int, batches: int = BN_REFRESH_BATCHES,
+                       device: torch.device | str = "cpu") -> None:
+    """Re-estimate the batch-norm running statistics of `generator` (an EMA copy) from
+    forward passes over `batches` training batches (label maps + fresh z), as official OASIS
+    does before every evaluation.
+
+    Why: the EMA's weights average the last ~1/(1 - decay) steps, but the running statistics
+    it would otherwise carry are the live generator's (copied in `update_ema`), i.e. those of
+    other weights. Once every layer trains (CAT's stage 2), the mismatch grows with each step
+    and the evaluated images degrade. Statistics are a plain average over the batches
+    (momentum 1/(k+1)), identical under DDP (each rank takes its slice of the global batch,
+    `DistributedBatchNorm2d` all-reduces). Only the buffers change; the RNGs are untouched.
+    """
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return
+    rank, size = world()
+    local = batch_size // size
+    z_dim = generator.cfg.z_dim
+    was_training = generator.training
+    momenta = [m.momentum for m in norms]
+    # Train mode also steps spectral norm's power iteration (u, v buffers): keep those as
+    # they were, so only the batch-norm statistics change.
+    bn_buffers = {id(b) for m in norms for b in m.buffers()}
+    kept = [(b, b.clone()) for b in generator.buffers() if id(b) not in bn_buffers]
+    for m in norms:
+        m.reset_running_stats()
+    generator.train()
+    try:
+        for k in range(batches):
+            for m in norms:
+                m.momentum = 1.0 / (k + 1)
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + 999_983 + k)
+            idx = batch_indices(len(data), batch_size, gen)
+            z = torch.randn(batch_size, z_dim, generator=gen)
+            augment = torch.randint(2 ** 62, (batch_size,), generator=gen)
+            part = slice(rank * local, (rank + 1) * local)
+            _, labels = load_batch(data, idx[part], num_classes, device, augment[part])
+            generator(labels, z[part].to(device))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        for b, value in kept:
+            b.copy_(value)
+        generator.train(was_training)
+
+
 def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iterations: int,
                 *, seed: int = 0, device: str | torch.device = "cpu",
                 checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                 resume: str | Path | None = None, on_report: Report | None = None,
                 report_every: int = 10, evaluate_fn: Evaluate | None = None,
-                eval_every: int = 0, report_all_ranks: bool = False) -> TrainState:
+                eval_every: int = 0, report_all_ranks: bool = False,
+                bn_refresh_batches: int = BN_REFRESH_BATCHES) -> TrainState:
     """Train `plan` on `data` (items: {"image": [3,H,W], "label": [H,W]}) up to `iterations`.
 
     `cfg.batch_size` is the global batch; under `torch.distributed` every rank takes its
@@ -208,6 +270,9 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
     Checkpoints go to `checkpoint_dir/latest.pt` every `checkpoint_every` steps and at the
     end, written before that step's report, which then names it under "checkpoint";
     `resume` restores one (same plan) and continues from its step.
+    Before an evaluation, a checkpoint and the return, the EMA's batch-norm statistics are
+    re-estimated from `bn_refresh_batches` training batches (`refresh_batch_norm`; 0 keeps
+    the live generator's statistics, the behaviour before issue #13).
     """
     device = torch.device(device)
     rank, size = world()
@@ -246,10 +311,15 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
         last = state.step == iterations
         evaluating = evaluate_fn is not None and (
             (eval_every and state.step % eval_every == 0) or last)
+        saving = checkpoint_dir is not None and (
+            (checkpoint_every and state.step % checkpoint_every == 0) or last)
+        if evaluating or saving or last:
+            # every rank: under DDP the statistics are all-reduced
+            refresh_batch_norm(state.ema, data, num_classes, cfg.batch_size, seed,
+                               bn_refresh_batches, device)
         if evaluating and rank == 0:
             report.update(evaluate_fn(state.ema, state.step))
-        if checkpoint_dir is not None and rank == 0 and (
-                (checkpoint_every and state.step % checkpoint_every == 0) or last):
+        if saving and rank == 0:
             report["checkpoint"] = str(save_checkpoint(state, Path(checkpoint_dir) /
                                                        "latest.pt", cfg))
         if evaluating or report or (report_every and state.step % report_every == 0) or last:

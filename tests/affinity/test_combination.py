@@ -84,3 +84,28 @@ def test_registry_runs_combination_and_average():
     assert estimate_affinity("average", inputs).method == "average"
     with pytest.raises(AffinityError, match="matrices required"):
         estimate_affinity("combination", AffinityInputs())
+
+
+def test_weighted_vote_lets_a_strong_method_outvote_two_weak_ones():
+    from cat_models.affinity.combination import weighted_vote
+
+    src, tgt = ["a", "b", "c"], ["x", "y"]
+
+    def one_hot(rows):
+        v = np.zeros((3, 2))
+        v[rows, [0, 1]] = 1.0
+        return AffinityMatrix(v, src, tgt, "m")
+
+    mats = {"text": one_hot([0, 1]), "features": one_hot([0, 2]),
+            "segmentation": one_hot([1, 2])}
+    # equal weights: the paper's vote (x -> a by text + features, y -> c by features + seg)
+    equal = weighted_vote(mats, {m: 1.0 for m in mats})
+    np.testing.assert_array_equal(equal.argmax_source(), majority_vote(mats).argmax_source())
+    # segmentation heavier than text and features together: it decides x as well
+    heavy = weighted_vote(mats, {"text": 0.05, "features": 0.45, "segmentation": 0.6})
+    np.testing.assert_array_equal(heavy.argmax_source(), [1, 2])
+    assert heavy.values.sum(axis=0).tolist() == [1.0, 1.0]
+    with pytest.raises(AffinityError, match="no weight for"):
+        weighted_vote(mats, {"text": 1.0})
+    with pytest.raises(AffinityError, match="finite and >= 0"):
+        weighted_vote(mats, {"text": 1.0, "features": -1.0, "segmentation": 1.0})

@@ -52,3 +52,31 @@ def test_bad_scores_are_rejected():
         normalise_columns(np.zeros((0, 3)))
     with pytest.raises(AffinityError, match="NaN or inf"):
         normalise_columns(np.array([[np.inf]]))
+
+
+def test_center_keeps_only_above_average_sources():
+    # All-positive, nearly equal cosines (as sentence embeddings give): clipping leaves the
+    # column nearly uniform, centring keeps the sources above the column mean.
+    cos = np.array([[0.90, 0.50], [0.60, 0.55], [0.55, 0.80], [0.55, 0.55]])
+    clipped = normalise_columns(cos)
+    assert clipped[:, 0].max() < 0.35
+    a = normalise_columns(cos, nonnegativity="center")
+    mean = cos[:, 0].mean()
+    expected = np.clip(cos[:, 0] - mean, 0, None)
+    np.testing.assert_allclose(a[:, 0], expected / expected.sum())
+    assert a[0, 0] > 0.85 and a[3, 0] == 0.0
+    np.testing.assert_allclose(a.sum(0), 1.0)
+    # a constant column has no above-average source: uniform, never NaN
+    np.testing.assert_allclose(normalise_columns(np.full((4, 1), 0.7), nonnegativity="center"),
+                               0.25)
+
+
+def test_nonnegativity_and_temperature_must_agree():
+    np.testing.assert_allclose(normalise_columns(COSINES, temperature=0.5),
+                               normalise_columns(COSINES, 0.5, nonnegativity="softmax"))
+    with pytest.raises(AffinityError, match="'softmax' needs a temperature"):
+        normalise_columns(COSINES, nonnegativity="softmax")
+    with pytest.raises(AffinityError, match="applies to 'softmax' only"):
+        normalise_columns(COSINES, temperature=0.5, nonnegativity="center")
+    with pytest.raises(AffinityError, match="nonnegativity: expected one of"):
+        normalise_columns(COSINES, nonnegativity="abs")

@@ -45,7 +45,7 @@ class PaletteDataset:
 
     class_names: ClassVar[list[str]] = ["w", "x", "y", "z"]
 
-    def __init__(self, labels: torch.Tensor, root) -> None:
+    def __init__(self, labels: torch.Tensor, root, split: str = "val") -> None:
         from cat_models.data.layouts import DatasetFiles
 
         self.labels = labels
@@ -53,7 +53,7 @@ class PaletteDataset:
         self.indices = list(range(len(labels)))
         self.size_hw = tuple(labels.shape[-2:])
         self.files = DatasetFiles(
-            "palette", root, "val", tuple(root / f"{i}.png" for i in self.indices),
+            "palette", root, split, tuple(root / f"{i}.png" for i in self.indices),
             tuple(root / f"{i}.png" for i in self.indices), tuple(self.class_names), (0,))
 
     def __len__(self) -> int:
@@ -115,3 +115,31 @@ def test_bad_generator_output_and_label_maps_are_reported(evaluator, labels, fea
     with pytest.raises(ValueError, match="label 4 but only 3 class names"):
         Evaluator(real, labels, PaletteSegmenter(), feature_net, cache_dir=tmp_path,
                   class_names=["w", "x", "y"])
+
+
+def test_floor_is_held_out_real_images_at_the_same_n(labels, feature_net, tmp_path):
+    real = PaletteDataset(labels, tmp_path)
+    g = torch.Generator().manual_seed(1)
+    other = torch.randint(1, 5, (10, 16, 16), generator=g)
+    held_out = PaletteDataset(other, tmp_path, split="train")
+    ev = Evaluator(real, real, PaletteSegmenter(), feature_net, n_samples=6, cache_dir=tmp_path,
+                   batch_size=3, floor_dataset=held_out)
+    result = ev.evaluate(paint)
+    assert result["n_floor"] == 6   # n_samples of the 10 held-out images
+    # The statistics' own images score 0; other real (painted) maps at the same n do not:
+    # that is the small-n bias the floor shows (large at n = 6) ...
+    assert result["fid"] < 1e-3 and result["fid_floor"] > 50.0
+    # ... and noise-corrupted samples lie above it, KID by many of its std.
+    noisy = ev.evaluate(lambda lab: (paint(lab) + torch.randn(len(lab), 3, 16, 16)
+                                     ).clamp(-1, 1))
+    assert noisy["fid"] > result["fid_floor"] + 20.0
+    assert noisy["kid"] > noisy["kid_floor"] + 3 * noisy["kid_std"]
+    assert noisy["kid_std"] > 0.0 and noisy["kid_floor_std"] >= 0.0
+    assert noisy["fid_floor"] == result["fid_floor"]   # computed once
+
+
+def test_floor_of_the_statistics_own_images_is_refused(labels, feature_net, tmp_path):
+    real = PaletteDataset(labels, tmp_path)
+    with pytest.raises(ValueError, match="floor_dataset holds the images of the real stat"):
+        Evaluator(real, real, PaletteSegmenter(), feature_net, n_samples=6,
+                  cache_dir=tmp_path, floor_dataset=PaletteDataset(labels, tmp_path))

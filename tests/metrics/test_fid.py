@@ -70,6 +70,27 @@ def test_kid_is_seeded_and_leaves_numpy_rng_alone(val_features):
     np.testing.assert_array_equal(np.random.get_state()[1], before)
 
 
+def test_kid_equals_cleanfid_kernel_distance_and_has_a_subset_spread():
+    from cleanfid.fid import kernel_distance
+
+    from cat_models.metrics.fid import kid_with_std
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(40, 64))
+    gen = rng.normal(0.3, 1.0, size=(16, 64))
+    np.random.seed(7)
+    expected = kernel_distance(gen, real, num_subsets=20)
+    assert kid_from_features(gen, real, seed=7, num_subsets=20) == pytest.approx(expected,
+                                                                                rel=1e-12)
+    kid, std = kid_with_std(gen, real, seed=7, num_subsets=20)
+    assert kid == pytest.approx(expected, rel=1e-12)
+    # 16 of 40 real images per subset: the subsets differ, so the estimate has a spread,
+    # and a shift that doubles the distance shows up far outside it.
+    assert 0.0 < std < abs(kid)
+    far, _ = kid_with_std(gen + 0.5, real, seed=7, num_subsets=20)
+    assert far > kid + 3 * std
+
+
 def test_quantise_matches_an_image_writer():
     x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 1.0, 1.7]).view(1, 3, 1, 2)
     q = quantise(x)

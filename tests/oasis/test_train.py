@@ -166,3 +166,79 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
                 assert torch.allclose(param, d_param, rtol=1e-4, atol=1e-6), name
             checked += 1
     assert checked > 100
+
+
+def _params(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def test_d_warmup_trains_the_new_head_before_g_moves():
+    """`d_warmup` steps train D only: G's weights stay at the source's, D's head learns; the
+    step after it is CAT's stage 1 (A and the first convs move)."""
+    torch.set_num_threads(1)
+    cfg = tiny_cfg()
+    data = random_data(8, 3)
+    plan = tiny_plan(cfg, stage1_iters=2, d_warmup=2, freeze_d=1)
+    assert [s.iters for s in plan.stages] == [2, 2, None]
+    g0, d0 = _params(plan.generator), _params(plan.discriminator)
+    train_oasis(plan, data, cfg, 2, seed=0, report_every=0)
+    g1, d1 = _params(plan.generator), _params(plan.discriminator)
+    assert all(torch.equal(g0[n], g1[n]) for n in g0)
+    assert not torch.equal(d0["layer_up_last.weight"], d1["layer_up_last.weight"])
+    assert torch.equal(d0["body_down.0.conv1.0.weight_orig"], d1["body_down.0.conv1.0.weight_orig"])
+    state = train_oasis(plan, data, cfg, 3, seed=0, report_every=0, resume=None)
+    moved = {n for n, p in state.plan.generator.named_parameters() if not torch.equal(p, g0[n])}
+    assert "condition.affinity.weight" in moved and not any("conv_img" in n for n in moved)
+    with pytest.raises(ValueError, match="d_warmup must be >= 0"):
+        tiny_plan(cfg, d_warmup=-1)
+
+
+def test_finetune_starts_from_the_chosen_source_weights():
+    from cat_models.oasis import SourceModel
+    from cat_models.oasis.finetune import finetune_oasis
+
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    g, d, ema = build_generator(cfg, 5), build_discriminator(cfg, 5), build_generator(cfg, 5)
+    source = SourceModel(cfg, [f"s{k}" for k in range(5)], g, d, ema)
+    for weights, expected in (("generator", g), ("ema", ema)):
+        state = finetune_oasis("cat", source, random_data(4, 3), 0, cfg, affinity=A,
+                               source_weights=weights)
+        for module in (state.plan.generator, state.ema):
+            assert torch.equal(module.conv_img.weight, expected.conv_img.weight)
+    with pytest.raises(ValueError, match="source_weights must be one of"):
+        finetune_oasis("cat", source, random_data(4, 3), 0, cfg, affinity=A, source_weights="x")
+
+
+def test_ema_batch_norm_statistics_are_its_own_not_the_live_generators():
+    """Before an evaluation the EMA's batch-norm statistics are re-estimated from training
+    batches through the EMA itself (official OASIS); with 0 batches they stay the live G's."""
+    from cat_models.oasis.train import refresh_batch_norm
+
+    torch.set_num_threads(1)
+    cfg = tiny_cfg()
+    data = random_data(8, 3)
+    seen = []
+
+    def evaluate(ema, step):
+        seen.append({n: b.clone() for n, b in ema.named_buffers() if "running_mean" in n})
+        return {}
+
+    def run(batches):
+        seen.clear()
+        state = train_oasis(tiny_plan(cfg, stage1_iters=1), data, cfg, 3, seed=0,
+                            report_every=0, evaluate_fn=evaluate, eval_every=3,
+                            bn_refresh_batches=batches)
+        return state, dict(seen[0])
+
+    state, refreshed = run(4)
+    live = {n: b for n, b in state.plan.generator.named_buffers() if "running_mean" in n}
+    assert any(not torch.allclose(refreshed[n], live[n]) for n in live)
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    refresh_batch_norm(state.ema, data, 3, cfg.batch_size, seed=0, batches=4)
+    assert torch.equal(torch.get_rng_state(), before)
+    again = {n: b for n, b in state.ema.named_buffers() if "running_mean" in n}
+    assert all(torch.allclose(again[n], refreshed[n]) for n in refreshed)   # deterministic
+    _, kept = run(0)
+    assert all(torch.equal(kept[n], live[n]) for n in live)

@@ -1,0 +1,194 @@
+"""What the fidelity benchmarks share: the harness cache's stage files, the few-shot set, the
+evaluator (with the real-data floor) and the training-free score (issue #13)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESOLUTION = 32
+
+
+def find_one(cache: Path, stage: str, name: str) -> Path:
+    """`<cache>/stages/<stage>/*/<name>`; the newest when several were built."""
+    found = sorted((cache / "stages" / stage).glob(f"*/{name}"),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"{cache}/stages/{stage}: no {name}; run studies/training_free.yaml "
+                         f"with CAT_HARNESS_CACHE={cache} first")
+    if len(found) > 1:
+        print(f"[warn] {stage}: {len(found)} candidates, using the newest")
+    return found[-1]
+
+
+def target_root(cache: Path) -> Path:
+    stage = json.loads(find_one(cache, "dataset-target", "STAGE.json").read_text())
+    return Path(stage["inputs"]["ref"]["root"])
+
+
+class Bench:
+    """Source model, target splits, few-shot set and evaluator from a harness cache."""
+
+    def __init__(self, cache: Path, size: int, seed: int, n_samples: int = 64) -> None:
+        from cat_models.data import kl_greedy_subset, label_histograms, open_dataset
+        from cat_models.metrics.evaluator import Evaluator
+        from cat_models.oasis.source import load_source
+        from cat_models.segmenters import load_segmenter
+
+        self.cache, self.size, self.seed = cache, size, seed
+        self.source = load_source(find_one(cache, "source-model", "source.pt"))
+        root = target_root(cache)
+        plain = open_dataset("folder", root, "train", RESOLUTION)
+        self.test = open_dataset("folder", root, "val", RESOLUTION)
+        self.source_train = open_dataset("folder", root.parent / "source", "train", RESOLUTION)
+        # The harness's few-shot set: KL-greedy (paper §4.1); nested in the size.
+        indices = kl_greedy_subset(label_histograms(plain, progress=False), size, seed)
+        self.subset = plain.subset(indices)   # for the affinity estimators (no augmentation)
+        self.train = open_dataset("folder", root, "train", RESOLUTION,
+                                  augment=True).subset(indices)
+        self.evaluator = Evaluator(
+            self.test, self.test,
+            load_segmenter(find_one(cache, "segmenter-target", "segmenter.pt")),
+            n_samples=n_samples, cache_dir=cache / "fid_stats", seed=0, floor_dataset=plain)
+        self.source_segmenter = find_one(cache, "segmenter-source", "segmenter.pt")
+        f = self.evaluator.floor
+        print(f"[floor] FID {f['fid_floor']:.1f}  KID {f['kid_floor']:.4f} ± "
+              f"{f['kid_floor_std']:.4f} (n={f['n_floor']} held-out real images)", flush=True)
+
+    def score(self, generator) -> dict[str, float]:
+        from cat_models.oasis.sampling import sample_images
+
+        m = self.evaluator.evaluate(lambda labels: sample_images(generator, labels, seed=0))
+        return {k: round(float(m[k]), 5) for k in ("fid", "kid", "kid_std", "miou")}
+
+    def training_free(self, affinity: Any) -> dict[str, float]:
+        from cat_models.oasis.sampling import training_free_generator
+
+        return self.score(training_free_generator(self.source, affinity))
+
+    def affinities(self, wanted: list[str], store: Path | None = None) -> dict[str, Any]:
+        """The harness's estimators and settings on this few-shot set; the combination's
+        tie-break ranks the base methods by training-free FID (paper §3.1). With `store`,
+        matrices are saved to / reloaded from `store/size<n>-seed<s>/` (the source model and
+        the set decide them; delete the folder after rebuilding the cache)."""
+        from cat_models.affinity.matrix import AffinityMatrix
+
+        folder = store / f"size{self.size}-seed{self.seed}" if store else None
+        names = [m for m in ("text", "segmentation", "features", *wanted) if m != "random"]
+        if folder is not None and all((folder / f"{m}.npy").is_file() for m in names):
+            return {m: AffinityMatrix.load(folder / f"{m}.npy") for m in names}
+        out = self._estimate(wanted)
+        if folder is not None:
+            for m, matrix in out.items():
+                matrix.save(folder / f"{m}.npy")
+        return out
+
+    def _estimate(self, wanted: list[str]) -> dict[str, Any]:
+        from cat_models.affinity.registry import AffinityInputs, estimate_affinity
+        from cat_models.segmenters import load_segmenter
+
+        inputs = AffinityInputs(source_names=self.source_train.class_names,
+                                target_names=self.test.class_names,
+                                source_dataset=self.source_train, target_dataset=self.subset,
+                                segmenter=load_segmenter(self.source_segmenter), seed=self.seed)
+        options = {"features": {"backend": "inception",
+                                "backend_options": {"layer": "mixed_7", "input_size": 128},
+                                "max_source_images": 200}}
+        out: dict[str, Any] = {}
+        bases = ("text", "segmentation", "features")
+        for method in bases:
+            out[method] = estimate_affinity(method, inputs, **options.get(method, {}))
+        combos = [m for m in wanted if m not in (*bases, "random")]
+        if combos:
+            self.base_scores = {m: self.training_free(out[m]) for m in bases}
+            ranking = sorted(bases, key=lambda m: self.base_scores[m]["fid"])
+            inputs.matrices = {m: out[m] for m in bases}
+            inputs.fid_ranking = ranking
+            for method in combos:
+                out[method] = estimate_affinity(method, inputs, **(
+                    {"fid_ranking": ranking} if method == "combination" else {}))
+            print(f"[affinity] training-free: {self.base_scores}", flush=True)
+        return out
+
+
+COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def line_panels(panels: list[dict], path: Path, width: int = 330, height: int = 230) -> Path:
+    """A small PNG of line plots side by side, with PIL only (no plotting library here).
+
+    Each panel: {"title", "series": [{"label", "x", "y", "colour" (index), "dash" (bool)}],
+    "hlines": [{"y", "colour" (index or None = black), "label"}]}. The legend of the first
+    panel lists every series label once.
+    """
+    from PIL import Image, ImageDraw
+
+    left, right, top, bottom = 46, 8, 22, 30
+    canvas = Image.new("RGB", (width * len(panels), height + 16 * _legend_rows(panels)),
+                       "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, panel in enumerate(panels):
+        x0 = i * width
+        xs = [x for s in panel["series"] for x in s["x"]]
+        ys = [y for s in panel["series"] for y in s["y"]] + [h["y"] for h in panel.get(
+            "hlines", [])]
+        lo_x, hi_x = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+        lo_y, hi_y = min(ys), max(ys)
+        pad = 0.05 * (hi_y - lo_y or 1)
+        lo_y, hi_y = lo_y - pad, hi_y + pad
+
+        def px(x, y, x0=x0, lo_x=lo_x, hi_x=hi_x, lo_y=lo_y, hi_y=hi_y):
+            return (x0 + left + (x - lo_x) / (hi_x - lo_x) * (width - left - right),
+                    top + (hi_y - y) / (hi_y - lo_y) * (height - top - bottom))
+
+        draw.rectangle([x0 + left, top, x0 + width - right, height - bottom], outline="black")
+        draw.text((x0 + left, 4), panel["title"], fill="black")
+        for t in range(5):
+            y = lo_y + (hi_y - lo_y) * t / 4
+            _, py = px(lo_x, y)
+            draw.line([x0 + left - 3, py, x0 + left, py], fill="black")
+            draw.text((x0 + 2, py - 6), _fmt(y), fill="black")
+            x = lo_x + (hi_x - lo_x) * t / 4
+            qx, _ = px(x, lo_y)
+            draw.line([qx, height - bottom, qx, height - bottom + 3], fill="black")
+            draw.text((qx - 8, height - bottom + 5), f"{x:.0f}", fill="black")
+        for h in panel.get("hlines", []):
+            colour = (0, 0, 0) if h.get("colour") is None else COLOURS[h["colour"] % 10]
+            _, py = px(lo_x, h["y"])
+            for seg in range(int(x0 + left), int(x0 + width - right), 8):
+                draw.line([seg, py, seg + 3, py], fill=colour)
+        for s in panel["series"]:
+            pts = [px(x, y) for x, y in zip(s["x"], s["y"])]
+            colour = COLOURS[s.get("colour", 0) % 10]
+            if s.get("dash"):
+                for a, b in zip(pts[::2], pts[1::2]):
+                    draw.line([a, b], fill=colour, width=2)
+            else:
+                draw.line(pts, fill=colour, width=2)
+            for q in pts:
+                draw.ellipse([q[0] - 2, q[1] - 2, q[0] + 2, q[1] + 2], fill=colour)
+    seen, y = [], height
+    for s in panels[0]["series"] + [h for h in panels[0].get("hlines", []) if h.get("label")]:
+        key = s.get("label")
+        if key and key not in seen:
+            seen.append(key)
+            col = len(seen) - 1
+            cx, cy = 8 + (col % 3) * (width * len(panels) // 3), y + 16 * (col // 3)
+            colour = (0, 0, 0) if s.get("colour") is None else COLOURS[s["colour"] % 10]
+            draw.line([cx, cy + 6, cx + 18, cy + 6], fill=colour, width=3)
+            draw.text((cx + 22, cy), key, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, optimize=True)
+    return path
+
+
+def _legend_rows(panels: list[dict]) -> int:
+    labels = {s.get("label") for s in panels[0]["series"]}
+    labels |= {h.get("label") for h in panels[0].get("hlines", []) if h.get("label")}
+    return -(-len(labels - {None}) // 3) + 1
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 10 else f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3f}"

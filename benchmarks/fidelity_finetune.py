@@ -1,0 +1,156 @@
+"""Does finetuning improve on CAT's training-free start? Per-iteration curves (issue #13, 1).
+
+    python benchmarks/fidelity_finetune.py --cache /work/cache --size 50 --seed 0 \
+        --variants paper,fixed --affinities combination,random --iterations 300 --eval-every 25 \
+        --out /tmp/ft.json [--plot docs/images/fidelity_curves.png]
+
+Runs the comparison straight through `cat_models` (no Ray, no harness trial): the source
+model, the evaluation and source segmenters and the target benchmark come from a harness
+cache (`studies/training_free.yaml` builds all of them); the few-shot subset is the harness's
+(KL-greedy, paper §4.1) and its affinity matrices are estimated here with the harness's
+estimator settings. For each (variant, affinity) it records
+
+* the training-free model (the source EMA behind A, paper Table 3), then
+* `finetune_oasis("cat", ...)` evaluated at iteration 0 (what the loop starts from) and
+  every `--eval-every` iterations: FID, KID ± std, the real-data floor, mIoU.
+
+A *variant* is a set of `cat` recipe options / `OasisConfig` fields (see VARIANTS); "paper" is
+the recipe as the paper describes it and the harness ran it before issue #13. JSON lines go to
+`--out` (appended, so runs can be split across invocations); `--plot` draws every curve found
+in the file. `torch.set_num_threads(--threads)` (default 1): the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# name -> (cat recipe options, OasisConfig fields, finetune_oasis keywords): each one a
+# hypothesis of issue #13. "paper" is the recipe as the paper describes it (and the harness ran
+# it before): G starts from the raw source generator, its new D head is trained together with
+# G from the first step.
+PAPER = {"source_weights": "generator", "bn_refresh_batches": 0}
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    "paper": ({"d_warmup": 0}, {}, PAPER),
+    "g_from_ema": ({"d_warmup": 0}, {}, {**PAPER, "source_weights": "ema"}),
+    "d_warmup": ({"d_warmup": 50}, {}, PAPER),
+    "bn_refresh": ({"d_warmup": 0}, {}, {**PAPER, "bn_refresh_batches": 50}),
+    "labelmix0": ({"d_warmup": 0}, {"lambda_labelmix": 0.0}, PAPER),
+    "lr_g_low": ({"d_warmup": 0}, {"lr_g": 2e-5}, PAPER),
+    "defaults": ({}, {}, {}),   # whatever the library does now
+}
+TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}
+
+
+def main() -> int:
+    from fidelity_common import Bench
+
+    from cat_models.oasis.finetune import finetune_oasis
+    from cat_models.oasis.transfer import random_affinity
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cache", type=Path, default=Path("/work/cache"))
+    p.add_argument("--size", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", default="paper,fixed")
+    p.add_argument("--affinities", default="combination,random")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--stage1", type=int, default=100)
+    p.add_argument("--freeze-d", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--n-samples", type=int, default=64)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra recipe option or OasisConfig field for every run (JSON value)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--select", help="plot only these variant/affinity runs (comma-separated)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    if args.plot_only:
+        return plot(args.out, args.plot, args.select)
+    torch.set_num_threads(args.threads)
+
+    bench = Bench(args.cache, args.size, args.seed, args.n_samples)
+    source, test, data, score = bench.source, bench.test, bench.train, bench.score
+    wanted = args.affinities.split(",")
+    mats = bench.affinities(wanted, args.out.parent / "affinities")
+    extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    cfg_fields = set(source.cfg.to_dict())
+    for variant in args.variants.split(","):
+        options, cfg_over, ft = VARIANTS[variant]
+        options = {**options, **{k: v for k, v in extra.items() if k not in cfg_fields}}
+        cfg_over = {**cfg_over, **{k: v for k, v in extra.items() if k in cfg_fields}}
+        cfg = source.cfg.replace(**{**TRIAL, **cfg_over})
+        for aff in wanted:
+            a = None if aff == "random" else mats[aff]
+            if a is None:   # the harness's random A: the trial's seed
+                a = random_affinity(source.num_classes, test.num_classes, args.seed)
+            start = time.perf_counter()
+            curve = [{"iteration": -1, **bench.training_free(a)}]
+            kw = dict(affinity=a, freeze_d=args.freeze_d, stage1_iters=args.stage1, **options,
+                      **ft)
+
+            s0 = finetune_oasis("cat", source, data, 0, cfg, seed=args.seed, **kw)
+            curve.append({"iteration": 0, **score(s0.ema)})
+
+            def evaluate(ema, step, variant=variant, aff=aff):
+                r = score(ema)
+                print(f"  {variant}/{aff} it {step}: {r}", flush=True)
+                return r
+
+            state = finetune_oasis("cat", source, data, args.iterations, cfg, seed=args.seed,
+                                   evaluate_fn=evaluate, eval_every=args.eval_every,
+                                   report_every=0, **kw)
+            curve += [{k: h[k] for k in ("iteration", "fid", "kid", "kid_std", "miou")}
+                      for h in state.history if "fid" in h]
+            row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
+                   "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
+                   "curve": curve, "seconds": round(time.perf_counter() - start)}
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"[done] {variant}/{aff}: training-free {curve[0]['fid']:.1f} / "
+                  f"{curve[0]['miou']:.3f}, start {curve[1]['fid']:.1f}, best "
+                  f"{min(c['fid'] for c in curve[1:]):.1f}, final {curve[-1]['fid']:.1f} / "
+                  f"{curve[-1]['miou']:.3f} ({row['seconds']} s)", flush=True)
+    if args.plot:
+        plot(args.out, args.plot)
+    return 0
+
+
+def plot(path: Path, out: Path | None, select: str | None = None) -> int:
+    """FID / KID / mIoU vs iteration for every run in `path` (or those whose "variant/affinity"
+    is listed in `select`); each run's training-free value is a dashed line of its colour."""
+    from fidelity_common import line_panels
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if select:
+        keep = select.split(",")
+        rows = [r for r in rows if f"{r['variant']}/{r['affinity']}" in keep]
+    panels = []
+    for key, title in (("fid", "FID (lower is better)"), ("kid", "KID"),
+                       ("miou", "mIoU (higher is better)")):
+        series, hlines = [], []
+        for i, row in enumerate(rows):
+            curve = [c for c in row["curve"] if c["iteration"] >= 0]
+            label = f"{row['variant']} / {row['affinity']} (n={row['size']}, seed {row['seed']})"
+            series.append({"label": label, "colour": i, "x": [c["iteration"] for c in curve],
+                           "y": [c[key] for c in curve]})
+            hlines.append({"y": row["curve"][0][key], "colour": i})
+        floor = rows[0]["floor"] if rows else {}
+        if key in ("fid", "kid") and floor:
+            hlines.append({"y": floor[f"{key}_floor"], "colour": None,
+                           "label": "real-data floor (dashed: training-free)"})
+        panels.append({"title": title, "series": series, "hlines": hlines})
+    if out is not None:
+        print(f"[plot] {line_panels(panels, out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
