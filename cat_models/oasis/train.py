@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from cat_models.data.batching import batch_indices, read_items, step_generator, world
 from cat_models.oasis.baselines import TransferPlan
 from cat_models.oasis.config import OasisConfig
 from cat_models.oasis.losses import discriminator_loss, generator_loss, labelmix_mask, update_ema
@@ -36,39 +37,15 @@ Report = Callable[[dict[str, Any]], None]
 Evaluate = Callable[[nn.Module, int], dict[str, Any]]
 
 
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
-def batch_indices(n: int, batch: int, gen: torch.Generator) -> torch.Tensor:
-    """Global batch indices for one step: a random draw without replacement when possible."""
-    if batch <= n:
-        return torch.randperm(n, generator=gen)[:batch]
-    return torch.randint(0, n, (batch,), generator=gen)
-
-
 def load_batch(data: Sequence[dict], indices: torch.Tensor, num_classes: int,
                device: torch.device, seeds: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images [B,3,H,W], one-hot labels [B,C+1,H,W]) for dataset items `indices`.
 
-    Datasets augment (crops, flips) from torch's global RNG: item k is read under `seeds[k]`
-    in a fork of it, so a batch depends neither on what ran in this process before nor on
-    how the global batch is split over DDP ranks.
+    Items are read by `cat_models.data.batching.read_items` (seeded per item).
     """
-    items = []
-    for i, seed in zip(indices, seeds, strict=True):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            items.append(data[int(i)])
-    images = torch.stack([it["image"] for it in items]).to(device)
-    labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long().to(device)
+    images, labels = read_items(data, indices, seeds)
+    images, labels = images.to(device), labels.to(device)
     if int(labels.max()) > num_classes:
         raise ValueError(f"training data: label {int(labels.max())} exceeds the model's "
                          f"{num_classes} classes (one-hot has {num_classes + 1} channels)")

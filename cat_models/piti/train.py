@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from cat_models.data.batching import batch_indices, read_items, step_generator, world
 from cat_models.piti.diffusion import (
     BASE_SCHEDULE,
     NUM_TIMESTEPS,
@@ -104,23 +105,6 @@ class PitiTrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
-def batch_indices(n: int, batch: int, gen: torch.Generator) -> torch.Tensor:
-    """Global batch indices for one step: a draw without replacement when possible."""
-    if batch <= n:
-        return torch.randperm(n, generator=gen)[:batch]
-    return torch.randint(0, n, (batch,), generator=gen)
 
 
 def resolve_trainable(model: nn.Module, trainable: Trainable) -> list[str]:
@@ -217,20 +201,6 @@ def load_checkpoint(state: PitiTrainState, path: str | Path, device: torch.devic
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def load_items(data: Sequence[dict], indices: torch.Tensor, seeds: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images [B, 3, H, W], labels [B, H, W]); item k is read under `seeds[k]` in a fork of
-    torch's RNG (datasets augment from it), independent of the process and the DDP split."""
-    items = []
-    for i, seed in zip(indices, seeds, strict=True):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            items.append(data[int(i)])
-    images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
-    labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
-    return images, labels
-
-
 def _update_ema(state: PitiTrainState, decay: float) -> None:
     params = dict(state.model.named_parameters())
     with torch.no_grad():
@@ -288,7 +258,7 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
         t = torch.randint(diffusion.num_timesteps, (cfg.batch_size,), generator=gen)
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.uncond_p
         model_seed = int(torch.randint(2 ** 62, (1,), generator=gen)) + rank
-        images, labels = load_items(data, idx[part], augment[part])
+        images, labels = read_items(data, idx[part], augment[part])
         if cfg.image_size is not None and tuple(images.shape[-2:]) != cfg.image_size:
             images = F.interpolate(images, size=cfg.image_size, mode="bicubic",
                                    antialias=True, align_corners=False).clamp(-1, 1)
