@@ -4,13 +4,17 @@ A step's batch is a function of (seed, step) alone: `step_generator` seeds the d
 `batch_indices` picks the global batch, and `read_items` reads each item under its own seed in
 a fork of torch's RNG (datasets augment, i.e. crop and flip, from the global RNG). So a batch
 depends neither on what ran in the process before (Ray reuses worker processes) nor on how the
-global batch is split over DDP ranks (`world`).
+global batch is split over DDP ranks (`world`); `rng_states` / `restore_rng_states` carry
+the global RNGs through a checkpoint.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -45,3 +49,19 @@ def read_items(data: Sequence[dict], indices: torch.Tensor, seeds: torch.Tensor
     images = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
     labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
     return images, labels
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG a training step draws from (torch, numpy, python, CUDA), for a
+    checkpoint: restored by `restore_rng_states`, a resumed run continues the same streams."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"].cpu())
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

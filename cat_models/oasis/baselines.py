@@ -24,12 +24,15 @@ from cat_models.oasis.transfer import (
     reinit_label_inputs,
     replace_d_head,
 )
-
-NamePredicate = Callable[[str], bool]
-
-
-def everything(_: str) -> bool:
-    return True
+from cat_models.recipes import (
+    NamePredicate,
+    RecipeRegistry,
+    everything,
+    nothing,
+    set_trainable,
+    stage_index,
+    under,
+)
 
 
 def contains_any(*parts: str) -> NamePredicate:
@@ -37,7 +40,8 @@ def contains_any(*parts: str) -> NamePredicate:
 
 
 def not_prefixed(prefixes: tuple[str, ...]) -> NamePredicate:
-    return lambda name: not any(name == p or name.startswith(p + ".") for p in prefixes)
+    inside = under(*prefixes)
+    return lambda name: not inside(name)
 
 
 @dataclass
@@ -59,14 +63,7 @@ class TransferPlan:
     options: dict[str, Any] = field(default_factory=dict)
 
     def stage_index(self, step: int) -> int:
-        end = 0
-        for i, stage in enumerate(self.stages):
-            if stage.iters is None:
-                return i
-            end += stage.iters
-            if step < end:
-                return i
-        return len(self.stages) - 1
+        return stage_index(self.stages, step)
 
     def apply_stage(self, step: int) -> int:
         """Set `requires_grad` on G and D for the stage active at `step`; returns its index."""
@@ -76,32 +73,17 @@ class TransferPlan:
         return i
 
 
-def set_trainable(module: nn.Module, predicate: NamePredicate) -> None:
-    for name, p in module.named_parameters():
-        p.requires_grad_(predicate(name))
-
-
-def trainable_names(module: nn.Module) -> set[str]:
-    return {name for name, p in module.named_parameters() if p.requires_grad}
-
-
 Recipe = Callable[..., TransferPlan]
-BASELINES: dict[str, Recipe] = {}
-
-
-def register(name: str) -> Callable[[Recipe], Recipe]:
-    def deco(fn: Recipe) -> Recipe:
-        BASELINES[name] = fn
-        return fn
-    return deco
+# Recipes take (source_g, source_d, target_classes); `cfg` is the model's, passed by build_plan.
+BASELINES = RecipeRegistry("OASIS", positional=3, internal=("cfg",))
+register = BASELINES.register
 
 
 def build_plan(name: str, source_g: OasisGenerator | None, source_d: OasisDiscriminator | None,
                target_classes: int, cfg: OasisConfig | None = None, **options: Any
                ) -> TransferPlan:
     """The plan for recipe `name` (see BASELINES). Source models are copied, never modified."""
-    if name not in BASELINES:
-        raise KeyError(f"OASIS transfer method {name!r} unknown; choose from {sorted(BASELINES)}")
+    recipe = BASELINES.get_recipe(name)
     # New layers are drawn from a fixed seed, so every DDP rank (and a resumed run) builds
     # the same plan without touching the caller's RNG.
     # `seed` is every trial's and `cfg` the model's: passed to the recipes that declare them.
@@ -111,11 +93,11 @@ def build_plan(name: str, source_g: OasisGenerator | None, source_d: OasisDiscri
         raise TypeError(f"transfer method {name!r} takes no option(s) {unknown}; "
                         f"it takes {sorted(takes) or 'none'}")
     kwargs = {k: v for k, v in options.items() if k in takes}
-    if "cfg" in inspect.signature(BASELINES[name]).parameters:
+    if "cfg" in inspect.signature(recipe).parameters:
         kwargs["cfg"] = cfg
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(options.get("seed", 0)))
-        plan = BASELINES[name](source_g, source_d, target_classes, **kwargs)
+        plan = recipe(source_g, source_d, target_classes, **kwargs)
     plan.options = {"method": name, **options}
     return plan
 
@@ -123,10 +105,7 @@ def build_plan(name: str, source_g: OasisGenerator | None, source_d: OasisDiscri
 def recipe_options(name: str) -> list[str]:
     """The keyword options recipe `name` takes (what `build_plan(name, ..., **options)` passes
     on; any other option but `seed` is an error there, so callers validate user input early)."""
-    if name not in BASELINES:
-        raise KeyError(f"OASIS transfer method {name!r} unknown; choose from {sorted(BASELINES)}")
-    params = list(inspect.signature(BASELINES[name]).parameters.values())[3:]
-    return [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "cfg"]
+    return BASELINES.options(name)
 
 
 def _need(source: Any, name: str) -> None:
@@ -211,10 +190,6 @@ def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 
 
     return TransferPlan("cgantransfer", g, replace_d_head(source_d, target_classes),
                         [Stage(None, train_g=train_g)], regulariser=regulariser)
-
-
-def nothing(_: str) -> bool:
-    return False
 
 
 @register("cat")

@@ -7,13 +7,14 @@ presets reproduce the released ADE20K / COCO-Stuff / Cityscapes configurations (
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from cat_models.configs import ConfigData
+
 
 @dataclass(frozen=True)
-class OasisConfig:
+class OasisConfig(ConfigData):
     """Architecture + optimisation settings. `resolution` is (height, width)."""
 
     resolution: tuple[int, int] = (256, 256)
@@ -74,20 +75,6 @@ class OasisConfig:
         n = self.num_res_blocks
         return ([f"body_down.{i}" for i in range(n)] + [f"body_up.{i}" for i in range(n)]
                 + ["layer_up_last"])
-
-    def replace(self, **changes: Any) -> OasisConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> OasisConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"OasisConfig: unknown fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 PRESETS: dict[str, OasisConfig] = {

@@ -14,20 +14,25 @@ of generating a second one, which saves a third of the generator compute.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cat_models.data.batching import batch_indices, read_items, step_generator, world
+from cat_models.data.batching import (
+    batch_indices,
+    read_items,
+    restore_rng_states,
+    rng_states,
+    step_generator,
+    world,
+)
 from cat_models.oasis.baselines import TransferPlan
 from cat_models.oasis.config import OasisConfig
 from cat_models.oasis.losses import discriminator_loss, generator_loss, labelmix_mask, update_ema
@@ -84,9 +89,7 @@ def save_checkpoint(state: TrainState, path: str | Path, cfg: OasisConfig) -> Pa
         "opt_d": state.opt_d.state_dict(), "step": state.step, "history": state.history,
         "config": cfg.to_dict(), "plan": {"name": state.plan.name,
                                           **_plain(state.plan.options)},
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": rng_states(),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -113,12 +116,7 @@ def load_checkpoint(state: TrainState, path: str | Path, device: torch.device) -
     state.opt_d.load_state_dict(payload["opt_d"])
     state.step = int(payload["step"])
     state.history = list(payload.get("history", []))
-    rng = payload["rng"]
-    torch.set_rng_state(rng["torch"].cpu())
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    restore_rng_states(payload["rng"])
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

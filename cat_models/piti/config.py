@@ -13,16 +13,17 @@ classifier-free guidance; an unlabeled pixel is the all-zero vector (see `model.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from cat_models.configs import ConfigData
 
 # Official `create_model`: the channel multipliers implied by the image size.
 DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 
 
 @dataclass(frozen=True)
-class PitiConfig:
+class PitiConfig(ConfigData):
     """One PITI network. Resolutions are square side lengths in pixels."""
 
     resolution: int = 64                 # image side the U-Net denoises
@@ -156,20 +157,6 @@ class PitiConfig:
     def attention_downsample(self) -> tuple[int, ...]:
         """`attention_resolutions` as U-Net downsampling rates (official `attention_ds`)."""
         return tuple(self.resolution // side for side in self.attention_resolutions)
-
-    def replace(self, **changes: Any) -> PitiConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PitiConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"PitiConfig: unknown fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 PRESETS: dict[str, PitiConfig] = {

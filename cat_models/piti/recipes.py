@@ -23,14 +23,13 @@ and to the upsampler, each its own plan.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
+from cat_models import recipes as common
 from cat_models.piti.model import PitiModel
 from cat_models.piti.transfer import (
     cat_model,
@@ -38,24 +37,11 @@ from cat_models.piti.transfer import (
     reinit_mask_input,
     with_prompts,
 )
+from cat_models.recipes import NamePredicate, everything, nothing, set_trainable, under
 
-NamePredicate = Callable[[str], bool]
 # Not given in the paper (its supplementary holds the value); 4 keeps the token count of the
 # embedded 8×8 grid almost unchanged. Swept by studies/prompt_count.yaml.
 DEFAULT_PROMPT_COUNT = 4
-
-
-def everything(_: str) -> bool:
-    return True
-
-
-def nothing(_: str) -> bool:
-    return False
-
-
-def under(*prefixes: str) -> NamePredicate:
-    """Parameters named `prefix` or inside module `prefix` for any of the prefixes."""
-    return lambda name: any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 @dataclass
@@ -79,14 +65,7 @@ class TransferPlan:
         return bool(self.stages)
 
     def stage_index(self, step: int) -> int:
-        end = 0
-        for i, stage in enumerate(self.stages):
-            if stage.iters is None:
-                return i
-            end += stage.iters
-            if step < end:
-                return i
-        return len(self.stages) - 1
+        return common.stage_index(self.stages, step)
 
     def apply_stage(self, step: int) -> int:
         """Set `requires_grad` for the stage active at `step`; returns its index."""
@@ -98,37 +77,15 @@ class TransferPlan:
         return i
 
 
-def set_trainable(module: nn.Module, predicate: NamePredicate) -> None:
-    for name, p in module.named_parameters():
-        p.requires_grad_(predicate(name))
-
-
-def trainable_names(module: nn.Module) -> set[str]:
-    return {name for name, p in module.named_parameters() if p.requires_grad}
-
-
 Recipe = Callable[..., TransferPlan]
-RECIPES: dict[str, Recipe] = {}
-
-
-def register(name: str) -> Callable[[Recipe], Recipe]:
-    def deco(fn: Recipe) -> Recipe:
-        RECIPES[name] = fn
-        return fn
-    return deco
-
-
-def _known(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise KeyError(f"PITI transfer method {name!r} unknown; choose from {sorted(RECIPES)}")
-    return RECIPES[name]
+# Recipes take (source, target_classes, generic); every other parameter is an option.
+RECIPES = common.RecipeRegistry("PITI", positional=3)
+register = RECIPES.register
 
 
 def recipe_options(name: str) -> list[str]:
-    """The keyword options recipe `name` takes (its signature after source, target_classes
-    and generic); `build_plan` refuses any other."""
-    params = list(inspect.signature(_known(name)).parameters.values())[3:]
-    return [p.name for p in params]
+    """The keyword options recipe `name` takes; `build_plan` refuses any other."""
+    return RECIPES.options(name)
 
 
 def build_plan(name: str, source: PitiModel | None, target_classes: int,
@@ -136,7 +93,7 @@ def build_plan(name: str, source: PitiModel | None, target_classes: int,
     """The plan for recipe `name` (see RECIPES). Input models are copied, never modified.
     New parameters are drawn from `seed` (default 0) without touching the caller's RNG, so
     every DDP rank and a resumed run build the same plan."""
-    recipe = _known(name)
+    recipe = RECIPES.get_recipe(name)
     allowed = recipe_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:

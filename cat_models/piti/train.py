@@ -30,21 +30,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cat_models.data.batching import batch_indices, read_items, step_generator, world
+from cat_models.data import batching
 from cat_models.piti.diffusion import (
     BASE_SCHEDULE,
     NUM_TIMESTEPS,
@@ -167,9 +165,7 @@ def save_checkpoint(state: PitiTrainState, path: str | Path, cfg: PitiTrainConfi
         "model": state.model.state_dict(), "ema": state.ema, "trainable": state.trainable,
         "optimizer": state.optimizer.state_dict(), "step": state.step,
         "history": state.history, "config": cfg.to_dict(),
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": batching.rng_states(),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -193,12 +189,7 @@ def load_checkpoint(state: PitiTrainState, path: str | Path, device: torch.devic
     state.optimizer.load_state_dict(payload["optimizer"])
     state.step = int(payload["step"])
     state.history = list(payload.get("history", []))
-    rng = payload["rng"]
-    torch.set_rng_state(rng["torch"].cpu())
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    batching.restore_rng_states(payload["rng"])
 
 
 def _update_ema(state: PitiTrainState, decay: float) -> None:
@@ -209,7 +200,7 @@ def _update_ema(state: PitiTrainState, decay: float) -> None:
 
 
 def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    if world()[1] == 1:
+    if batching.world()[1] == 1:
         return model
     ids = [device.index] if device.type == "cuda" else None
     # Buffers (if any) follow rank 0's, the default; PITI's networks have none that change.
@@ -237,7 +228,7 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
     one. A non-finite loss raises FloatingPointError before the update.
     """
     device = torch.device(device)
-    rank, size = world()
+    rank, size = batching.world()
     if cfg.batch_size % size:
         raise ValueError(f"PitiTrainConfig.batch_size {cfg.batch_size} must divide by the "
                          f"world size {size}")
@@ -252,13 +243,13 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
     start = last_time = time.perf_counter()
     last_step = state.step
     while state.step < iterations:
-        gen = step_generator(seed, state.step)
-        idx = batch_indices(len(data), cfg.batch_size, gen)
+        gen = batching.step_generator(seed, state.step)
+        idx = batching.batch_indices(len(data), cfg.batch_size, gen)
         augment = torch.randint(2 ** 62, (cfg.batch_size,), generator=gen)
         t = torch.randint(diffusion.num_timesteps, (cfg.batch_size,), generator=gen)
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.uncond_p
         model_seed = int(torch.randint(2 ** 62, (1,), generator=gen)) + rank
-        images, labels = read_items(data, idx[part], augment[part])
+        images, labels = batching.read_items(data, idx[part], augment[part])
         if cfg.image_size is not None and tuple(images.shape[-2:]) != cfg.image_size:
             images = F.interpolate(images, size=cfg.image_size, mode="bicubic",
                                    antialias=True, align_corners=False).clamp(-1, 1)
@@ -315,10 +306,10 @@ def _train_step(state: PitiTrainState, net: nn.Module, diffusion: GaussianDiffus
         loss = terms["loss"].mean()
         stats = torch.stack([loss.detach(), terms["mse"].detach().mean(),
                              terms["vb"].detach().mean()])
-        if world()[1] > 1:
+        if batching.world()[1] > 1:
             # every rank sees the same (global) values, so all of them stop together
             dist.all_reduce(stats)
-            stats /= world()[1]
+            stats /= batching.world()[1]
         if not bool(torch.isfinite(stats).all()):
             raise FloatingPointError(f"non-finite loss at iteration {state.step + 1} "
                                      f"(loss {float(stats[0])}, mse {float(stats[1])}, "

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cat_models.oasis import BASELINES, build_plan
-from cat_models.oasis.baselines import trainable_names
+from cat_models.recipes import trainable_names
 
 A = np.full((5, 3), 0.2)
 

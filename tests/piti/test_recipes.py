@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cat_models.piti import RECIPES, build_plan, label_mask, recipe_options
-from cat_models.piti.recipes import DEFAULT_PROMPT_COUNT, trainable_names
+from cat_models.piti.recipes import DEFAULT_PROMPT_COUNT
+from cat_models.recipes import trainable_names
 from tests.piti.tiny_models import NUM_CLASSES, random_labels, tiny_model
 
 CT = 3

@@ -224,8 +224,8 @@ def test_config_errors_name_the_field(monkeypatch):
         tiny_cfg(schedule="cosine")
     with pytest.raises(ValueError, match=r"PitiTrainConfig.image_size: \(height, width\)"):
         tiny_cfg(image_size=(8, 0))
-    from cat_models.piti import train as train_module
-    monkeypatch.setattr(train_module, "world", lambda: (0, 2))   # as under 2 DDP ranks
+    from cat_models.data import batching
+    monkeypatch.setattr(batching, "world", lambda: (0, 2))   # as under 2 DDP ranks
     with pytest.raises(ValueError, match="batch_size 3 must divide by the world size 2"):
         train(tiny_model(), blocky_data(4, NUM_CLASSES), tiny_cfg(batch_size=3), 1,
               trainable=lambda n: True)
