@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from harness.families.base import FinetuneJob, ModelFamily
 from harness.families.oasis import OasisFamily
+from harness.families.piti import PitiFamily
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (OasisFamily(),)}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (OasisFamily(), PitiFamily())}
 
 
 def family(name: str) -> ModelFamily:

@@ -54,6 +54,8 @@ class ModelFamily(ABC):
     RECIPE_SETTINGS: ClassVar[dict[str, str]] = {}
     # The training loop's loss values a trial forwards with each evaluation report.
     LOSS_KEYS: ClassVar[tuple[str, ...]] = ()
+    # Recipes that train nothing (a study reaches them with `training_free: true`).
+    TRAINING_FREE_RECIPES: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def recipes(self) -> list[str]:

@@ -23,7 +23,7 @@ def oasis_trial_config(art: Any, trial: Any, source: Any):
 class OasisFamily(ModelFamily):
     name = "oasis"
     RECIPE_SETTINGS: ClassVar[dict[str, str]] = {"freeze_d": "freeze_d", "stage1_iters": "stage1_iterations"}
-    LOSS_KEYS = ("g_total", "d_total")
+    LOSS_KEYS: ClassVar[tuple[str, ...]] = ("g_total", "d_total")
 
     def recipes(self) -> list[str]:
         from cat_models.oasis.baselines import BASELINES
