@@ -50,6 +50,7 @@ SWITCHES: dict[str, Switch] = {
     "split": Switch("Split"),
     "fix_decoder": Switch("FixDec"),                                      # paper Table 5
     "prompts": Switch("Prompts"),
+    "prompt_count": Switch("Prompts", lambda v: _set(v) and float(v) > 0),   # PITI's option
     "affinity": Switch("CAT", lambda v: _set(v) and v != "random"),       # A from classes
     "training_free": Switch("Training-free"),                             # paper Table 3
 }
