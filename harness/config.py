@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from harness.schema_backends import (
     AffinityBackends,
@@ -23,6 +23,7 @@ from harness.schema_backends import (
     TimmFeatures,
 )
 from harness.schema_base import Strict, known_name
+from harness.schema_piti import PITI_IGNORES, PITI_SEARCHABLE, PitiPretrainSpec, PitiSpec
 from harness.schema_search import (
     Choice,
     FloatRange,
@@ -36,10 +37,30 @@ from harness.schema_search import (
 from harness.schema_training import SEARCHABLE, UNSEARCHABLE, TrainingSpec
 
 # Re-exported: the schema's sections live in harness/schema_*.py; users import `harness.config`.
-__all__ = ["SEARCHABLE", "UNSEARCHABLE", "AffinityBackends", "Choice", "FloatRange", "Grid",
-           "InceptionFeatures", "IntRange", "LogUniform", "SchedulerSpec", "SearchSpec",
-           "SegmentationBackend", "SpaceValue", "Strict", "Study", "StudyError",
-           "TextBackend", "TimmFeatures", "TrainingSpec"]
+__all__ = [
+    "PITI_SEARCHABLE",
+    "SEARCHABLE",
+    "UNSEARCHABLE",
+    "AffinityBackends",
+    "Choice",
+    "FloatRange",
+    "Grid",
+    "InceptionFeatures",
+    "IntRange",
+    "LogUniform",
+    "PitiPretrainSpec",
+    "PitiSpec",
+    "SchedulerSpec",
+    "SearchSpec",
+    "SegmentationBackend",
+    "SpaceValue",
+    "Strict",
+    "Study",
+    "StudyError",
+    "TextBackend",
+    "TimmFeatures",
+    "TrainingSpec",
+]
 
 
 class StudyError(ValueError):
@@ -97,18 +118,25 @@ def affinity_methods() -> list[str]:
     return available_estimators()
 
 
-def baselines() -> list[str]:
-    """Transfer methods a study may use: the OASIS recipe registry's (`baselines.register`)."""
-    from cat_models.oasis.baselines import BASELINES
+def baselines(model: str = "oasis") -> list[str]:
+    """Transfer methods a study of `model` may use: its family's recipe registry
+    (`cat_models.oasis.baselines`, `cat_models.piti.recipes`)."""
+    from harness.families import family
 
-    return list(BASELINES)
+    return family(model).recipes()
+
+
+def _model_of(info: ValidationInfo) -> str:
+    """The study's model family (`parse_study` passes it as validation context)."""
+    return (info.context or {}).get("model", "oasis")
 
 
 class MethodSpec(Strict):
     """One row of a comparison: a transfer method (CAT or a baseline) and its switches.
 
-    `options` are passed to the model family's transfer builder (e.g. the CAT ablation switches
-    `two_stage`, `residual`; see the README); `affinity` names the estimator that initialises A.
+    `baseline` is a recipe of the study's model family; `options` are passed to it (e.g. the
+    OASIS CAT switches `two_stage`, `residual`, the PITI ones `prompt_count`, `fix_decoder`,
+    `use_affinity`; see the README); `affinity` names the estimator that initialises A.
     """
 
     label: str | None = None
@@ -118,8 +146,18 @@ class MethodSpec(Strict):
 
     @field_validator("baseline")
     @classmethod
-    def _known_baseline(cls, v: str) -> str:
-        return known_name(v, baselines(), "method")
+    def _known_baseline(cls, v: str, info: ValidationInfo) -> str:
+        from harness.families import FAMILIES
+
+        model = _model_of(info)
+        known = baselines(model)
+        others = [name for name, fam in FAMILIES.items() if name != model
+                  and v in fam.recipes()]
+        if v not in known and others:
+            raise ValueError(f"method {v!r} is a {others[0]} recipe, but the study's model is "
+                             f"{model!r}: a study uses one model family (its `model`); "
+                             f"{model} methods are {known}")
+        return known_name(v, known, "method")
 
     @field_validator("affinity")
     @classmethod
@@ -128,16 +166,17 @@ class MethodSpec(Strict):
 
     @model_validator(mode="after")
     def _cat_needs_affinity(self) -> MethodSpec:
-        if self.baseline == "cat" and self.affinity is None:
+        without_a = self.options.get("use_affinity") is False   # PITI's "w/o CAT" rows
+        if self.baseline == "cat" and self.affinity is None and not without_a:
             raise ValueError("method 'cat' needs `affinity` (e.g. combination, or random)")
         if self.label is None:
             self.label = self.baseline if self.affinity is None else f"{self.baseline}-{self.affinity}"
         return self
 
     @model_validator(mode="after")
-    def _known_options(self) -> MethodSpec:
+    def _known_options(self, info: ValidationInfo) -> MethodSpec:
         # An option the recipe does not declare fails when the plan is built: say so now.
-        known = [k for k in method_options(self.baseline) if k != "affinity"]
+        known = [k for k in method_options(self.baseline, _model_of(info)) if k != "affinity"]
         unknown = sorted(set(self.options) - set(known))
         if unknown:
             raise ValueError(f"options {unknown} are not options of {self.baseline!r}; "
@@ -149,11 +188,11 @@ class MethodSpec(Strict):
         return self
 
 
-def method_options(baseline: str) -> list[str]:
+def method_options(baseline: str, model: str = "oasis") -> list[str]:
     """The recipe's own options, less `seed` (the trial's, from the study's `seeds`)."""
-    from cat_models.oasis.baselines import recipe_options
+    from harness.families import family
 
-    return [k for k in recipe_options(baseline) if k != "seed"]
+    return [k for k in family(model).recipe_options(baseline) if k != "seed"]
 
 
 class EvaluationSpec(Strict):
@@ -193,6 +232,7 @@ class Study(Strict):
     model: Literal["oasis", "piti"] = "oasis"
     resolution: Annotated[int, Field(ge=32, le=512)] | tuple[int, int] = 32
     oasis: OasisSpec = OasisSpec()
+    piti: PitiSpec = PitiSpec()
     benchmark: BenchmarkSpec = BenchmarkSpec()
     source: SourceSpec = SourceSpec()
     target: TargetSpec = TargetSpec()
@@ -215,9 +255,34 @@ class Study(Strict):
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise ValueError(f"method labels must be unique; repeated: {dupes}")
+        return self
+
+    @model_validator(mode="after")
+    def _one_family(self) -> Study:
+        """The blocks and searched keys of the other family are errors, not ignored."""
+        other = "piti" if self.model == "oasis" else "oasis"
+        block = getattr(self, other)
+        if block != type(block)():     # defaults (e.g. a dumped study's) are not a choice
+            raise ValueError(f"`{other}` is set but the study's model is {self.model!r}: a "
+                             "study uses one model family (set `model`, and that family's "
+                             "block only)")
+        wrong = PITI_SEARCHABLE if self.model == "oasis" else PITI_IGNORES
+        bad = sorted(set(self.search.space) & set(wrong))
+        if bad:
+            raise ValueError(f"search.space: {bad} are not settings of {self.model!r} trials"
+                             + (" (they are PITI's; set model: piti)" if self.model == "oasis"
+                                else " (OASIS's discriminator / generator settings)"))
         if self.model == "piti":
-            raise ValueError("model 'piti' is not available yet (the PITI family has not "
-                             "landed); use 'oasis'")
+            from harness.families import family
+
+            for i, m in enumerate(self.methods):
+                if "prompt_count" in self.search.space and "prompt_count" in m.options:
+                    raise ValueError(f"methods.{i}.options.prompt_count fixes what "
+                                     "search.space.prompt_count sweeps; remove one")
+                if m.baseline in family("piti").TRAINING_FREE_RECIPES:
+                    raise ValueError(f"methods.{i}.baseline: {m.baseline!r} trains nothing; "
+                                     "a training-free study sets `training_free: true` and "
+                                     "lists CAT methods (one per affinity)")
         return self
 
     def fingerprint(self) -> str:
@@ -272,7 +337,9 @@ def parse_study(data: Any, origin: str = "<study>") -> Study:
     if not isinstance(data, dict):
         raise StudyError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return Study.model_validate(data)
+        model = data.get("model", "oasis")
+        return Study.model_validate(data, context={"model": model if isinstance(model, str)
+                                                   else "oasis"})
     except ValidationError as err:
         raise StudyError(_format_errors(err, origin)) from None
 
@@ -314,7 +381,7 @@ def check_freeze_d(study: Study, origin: str) -> None:
     its trials build the model)."""
     from cat_models.oasis.config import preset
 
-    if study.source.checkpoint is not None:
+    if study.source.checkpoint is not None or study.model != "oasis":
         return
     try:
         cfg = preset(study.oasis.preset, **study.oasis.overrides)

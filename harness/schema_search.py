@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from harness.schema_base import Strict
+from harness.schema_piti import PITI_SEARCHABLE
 from harness.schema_training import SEARCHABLE
 
 
@@ -78,9 +79,10 @@ class SearchSpec(Strict):
     @field_validator("space")
     @classmethod
     def _known_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(v) - set(SEARCHABLE))
+        known = {*SEARCHABLE, *PITI_SEARCHABLE}
+        unknown = sorted(set(v) - known)
         if unknown:
-            raise ValueError(f"cannot search over {unknown}; searchable: {sorted(SEARCHABLE)}")
+            raise ValueError(f"cannot search over {unknown}; searchable: {sorted(known)}")
         return v
 
     @model_validator(mode="after")

@@ -96,6 +96,10 @@ def stage_source(study: Study, source: DatasetRef, runner: StageRunner,
                  cluster: dict[str, float]) -> tuple[str, str]:
     """(checkpoint path, content hash): the user's checkpoint, or one pretrained here;
     planning, ("", "") while it is not there."""
+    if study.model == "piti":
+        from harness.stages_piti import stage_piti_source
+
+        return stage_piti_source(study, source, runner, cluster)
     log = runner.log
     ckpt = study.source.checkpoint
     if ckpt is not None:

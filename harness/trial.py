@@ -3,9 +3,10 @@
 `run_trial(params, artifacts, report, ...)` is plain Python: it receives the trial's parameters
 (a dict from Ray Tune, turned into a typed `TrialSpec` at once) and the stage artifacts, and
 calls `report(metrics, checkpoint_dir)` at every evaluation. Its parts, one concept each:
-`TrialSpec` (what the trial is: method, few-shot set, training settings), `finetune` (the model
-family's training call with the recipe's options), `MetricsHistory` (the evaluations so far
-and the final summary). Ray is the caller (`harness.trials`), not a dependency: the same function runs
+`TrialSpec` (what the trial is: method, few-shot set, training settings), the model family
+(`harness.families`: its recipes, finetuning call, sampler and training-free transfer; the code
+here never knows which family runs), `MetricsHistory` (the evaluations so far and the final
+summary). Ray is the caller (`harness.trials`), not a dependency: the same function runs
 in a Tune function trainable (one worker) or in every worker of a Ray Train `TorchTrainer`
 (DDP), and in a notebook with `report=print`-like callables.
 
@@ -31,15 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.config import MethodSpec, Study, TrainingSpec, method_options
+from harness.config import MethodSpec, Study, TrainingSpec
+from harness.families import FinetuneJob, ModelFamily, family
 from harness.stages import Artifacts, FewShotSet
 from harness.stages_common import AffinityKey
 
 Report = Callable[[dict[str, Any], str | None], None]
 Evaluate = Callable[[torch.nn.Module, int], dict[str, Any]]
-# Training settings handed to the recipes that declare them (`baselines.recipe_options`):
-# recipe option -> TrainingSpec field.
-RECIPE_SETTINGS = {"freeze_d": "freeze_d", "stage1_iters": "stage1_iterations"}
 
 
 def palette(num_classes: int) -> torch.Tensor:
@@ -85,12 +84,14 @@ class TrialSpec:
     method: MethodSpec
     shot: FewShotSet
     training: TrainingSpec
+    settings: Any = None     # the model family's own (`ModelFamily.trial_settings`)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], study: Study) -> TrialSpec:
         return cls(method_spec(study, params["method"]),
                    FewShotSet(int(params["target_size"]), int(params["seed"])),
-                   study.training.for_trial(params))
+                   study.training.for_trial(params),
+                   family(study.model).trial_settings(study, params))
 
     @property
     def seed(self) -> int:
@@ -104,11 +105,14 @@ def method_spec(study: Study, label: str) -> MethodSpec:
     raise KeyError(f"trial asks for method {label!r}, which the study does not list")
 
 
-def recipe_settings(method: MethodSpec, training: TrainingSpec) -> dict[str, Any]:
+def recipe_settings(method: MethodSpec, training: TrainingSpec,
+                    fam: ModelFamily | None = None) -> dict[str, Any]:
     """The recipe's options: the method's own, plus the training settings its recipe declares
-    (FreezeD depth, stage-1 length) unless the method sets them."""
-    takes = method_options(method.baseline)
-    options = {option: getattr(training, field) for option, field in RECIPE_SETTINGS.items()
+    (the family's `RECIPE_SETTINGS`, e.g. FreezeD depth, stage-1 length) unless the method sets
+    them. `fam` defaults to OASIS."""
+    fam = fam or family("oasis")
+    takes = fam.recipe_options(method.baseline)
+    options = {option: getattr(training, field) for option, field in fam.RECIPE_SETTINGS.items()
                if option in takes}
     return {**options, **method.options}
 
@@ -162,35 +166,10 @@ class MetricsHistory:
                     tolerance=tolerance)}
 
 
-def model_config(art: Artifacts, trial: TrialSpec, source: Any):
-    """The OASIS settings of the trial: the source's architecture, the trial's optimiser."""
-    from harness.stages import oasis_config
-
-    cfg = source.cfg if source is not None else oasis_config(art.study)
-    t = trial.training
-    return cfg.replace(lr_g=t.lr_g, lr_d=t.lr_d, batch_size=t.batch_size,
-                       ema_decay=t.ema_decay or cfg.ema_decay,
-                       lambda_labelmix=t.labelmix_lambda, amp=t.amp)
-
-
-def finetune(art: Artifacts, trial: TrialSpec, source: Any, data: Any, iterations: int,
-             device: str, checkpoint_dir: str | None, restore_file: Path | None,
-             on_report: Callable[[dict[str, Any]], None], evaluate: Evaluate) -> None:
-    """The model family's finetuning call: the recipe with its options, evaluated and
-    checkpointed every `eval_every` / `checkpoint_every` iterations."""
-    from cat_models.oasis.finetune import finetune_oasis
-
-    options = recipe_settings(trial.method, trial.training)
-    if trial.method.baseline == "cat":
-        options["affinity"] = load_affinity(art, trial)
-    eval_every = trial.training.eval_every
-    finetune_oasis(trial.method.baseline, source, data, iterations,
-                   model_config(art, trial, source), seed=trial.seed, device=device,
-                   checkpoint_dir=checkpoint_dir,
-                   checkpoint_every=trial.training.checkpoint_every,
-                   resume=restore_file, on_report=on_report, report_every=eval_every,
-                   evaluate_fn=evaluate, eval_every=eval_every, report_all_ranks=True,
-                   **options)
+def world_rank() -> int:
+    """This process's DDP rank (0 without a process group)."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
@@ -198,25 +177,23 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
               device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
     """Finetune, evaluate and report one trial; returns the last report."""
     from cat_models.metrics.evaluator import Evaluator
-    from cat_models.oasis.sampling import sample_images
-    from cat_models.oasis.train import world
     from cat_models.segmenters import load_segmenter
-    from harness.stages import open_source
 
     if threads:
         torch.set_num_threads(threads)
     study = art.study
     trial = TrialSpec.from_params(params, study)
     spec, seed, size = trial.method, trial.seed, trial.shot.size
-    rank, _ = world()
+    fam = family(study.model)
+    rank = world_rank()
     torch.manual_seed(seed)
     np.random.seed(seed)
 
-    source = open_source(art) if spec.baseline != "scratch" else None
+    source = fam.open_source(art) if fam.needs_source(spec.baseline) else None
     data = art.target_ref.open("train", augment=True).subset(art.subset(trial.shot))
     test = art.target_ref.open("val")
     evaluation = study.evaluation
-    # Only rank 0 evaluates (train_oasis calls `evaluate` there): the other DDP ranks skip
+    # Only rank 0 evaluates (the training loops call `evaluate` there): the other DDP ranks skip
     # loading the segmenter, the Inception and the real statistics.
     evaluator = None
     if rank == 0:
@@ -238,11 +215,11 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
 
     def evaluate(ema: torch.nn.Module, step: int) -> dict[str, Any]:
         def generate(labels: torch.Tensor) -> torch.Tensor:
-            return sample_images(ema, labels.to(device), seed=0).cpu()
+            return fam.sample(ema, labels, 0, trial)
 
         m = evaluator.evaluate(generate)
         if samples is not None:
-            fake = sample_images(ema, grid_labels.to(device), seed=seed).cpu()
+            fake = fam.sample(ema, grid_labels, seed, trial)
             grid = sample_grid(grid_labels, grid_real, fake, test.num_classes)
             save_grid(samples / f"iter_{step:06d}.png", grid)
             if step == iterations:
@@ -258,8 +235,7 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
             return   # loss-only reports stay local; Tune sees evaluations
         metrics = {"iteration": step, "wall_time_s": round(time.perf_counter() - start, 2),
                    "stage": int(r.get("stage", 0)), "done": step == iterations,
-                   "g_total": float(r.get("g_total", math.nan)),
-                   "d_total": float(r.get("d_total", math.nan))}
+                   **{k: float(r.get(k, math.nan)) for k in fam.LOSS_KEYS}}
         if "fid" in r:   # rank 0 holds the evaluation
             metrics.update(fid=r["fid"], kid=r["kid"], miou=r["miou"])
             history.add(step, r["fid"], r["kid"], r["miou"])
@@ -279,24 +255,26 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
         report(metrics, checkpoint)
 
     if study.training_free:
-        return run_training_free(trial, art, source, evaluate, report)
+        return run_training_free(trial, art, fam, source, evaluate, report)
 
+    options = recipe_settings(spec, trial.training, fam)
+    if spec.baseline == "cat":
+        options["affinity"] = load_affinity(art, trial)
     # Checkpoints are written to a scratch folder and handed to Ray, which copies them into
     # the trial's storage (local, shared FS or cloud); rank 0 alone writes them.
     with tempfile.TemporaryDirectory(prefix="cat-trial-") as scratch:
-        finetune(art, trial, source, data, iterations, device,
-                 scratch if rank == 0 else None, restore_file, on_report, evaluate)
+        fam.finetune(FinetuneJob(art, trial, source, data, options, iterations, device,
+                                 scratch if rank == 0 else None, restore_file, on_report,
+                                 evaluate))
     return last
 
 
-def run_training_free(trial: TrialSpec, art: Artifacts, source: Any, evaluate: Evaluate,
-                      report: Report) -> dict[str, Any]:
+def run_training_free(trial: TrialSpec, art: Artifacts, fam: ModelFamily, source: Any,
+                      evaluate: Evaluate, report: Report) -> dict[str, Any]:
     """Paper Table 3: the source generator behind A, no finetuning; one report at iteration 0.
 
     'random' draws A from the trial's seed (uniform, columns normalised), as CAT's random init.
     """
-    from cat_models.oasis.sampling import training_free_generator
-
     spec = trial.method
     if spec.baseline != "cat" or source is None:
         raise ValueError(f"training_free: method {spec.label!r} is not CAT; a training-free "
@@ -306,10 +284,10 @@ def run_training_free(trial: TrialSpec, art: Artifacts, source: Any, evaluate: E
     matrix = load_affinity(art, dataclasses.replace(trial, training=art.study.training))
     if matrix is None:
         rng = np.random.default_rng(trial.seed)
-        values = rng.random((source.num_classes, len(target_names)))
+        values = rng.random((fam.source_classes(source), len(target_names)))
         matrix = values / values.sum(axis=0, keepdims=True)
     start = time.perf_counter()
-    m = evaluate(training_free_generator(source, matrix), 0)
+    m = evaluate(fam.training_free(source, matrix, trial), 0)
     metrics = {"iteration": 0, "wall_time_s": round(time.perf_counter() - start, 2),
                "done": True, "fid": m["fid"], "kid": m["kid"], "miou": m["miou"],
                "final_fid": m["fid"], "final_kid": m["kid"], "final_miou": m["miou"],

@@ -50,6 +50,7 @@ SWITCHES: dict[str, Switch] = {
     "split": Switch("Split"),
     "fix_decoder": Switch("FixDec"),                                      # paper Table 5
     "prompts": Switch("Prompts"),
+    "prompt_count": Switch("Prompts", lambda v: _set(v) and float(v) > 0),   # PITI's option
     "affinity": Switch("CAT", lambda v: _set(v) and v != "random"),       # A from classes
     "training_free": Switch("Training-free"),                             # paper Table 3
 }
@@ -106,7 +107,8 @@ def varying_switches(final: pd.DataFrame, row_axes: list[str],
     """Candidate switch keys that are not row axes and differ between rows (registry order).
 
     `affinity` is the CAT switch only next to other switches (an ablation, paper Table 4);
-    alone it is an ordinary axis (paper Table 1).
+    alone it is an ordinary axis (paper Table 1). PITI's `use_affinity` option is not a
+    column of its own: a row without A names no affinity, so the CAT column already says it.
     """
     def varies(key: str) -> bool:
         if key not in final or key in row_axes:
@@ -114,7 +116,7 @@ def varying_switches(final: pd.DataFrame, row_axes: list[str],
         values = final[key].map(lambda v: SWITCHES[key].is_on(v) if key in SWITCHES else v)
         return values.nunique(dropna=False) > 1
 
-    keys = [k for k in candidates if k != "affinity" and varies(k)
+    keys = [k for k in candidates if k not in ("affinity", "use_affinity") and varies(k)
             and (k in SWITCHES or final[k].dropna().map(_is_bool).all())]
     if keys and "affinity" in candidates and varies("affinity"):
         keys.append("affinity")

@@ -172,3 +172,20 @@ def test_csv_holds_numbers_per_column(tables):
     assert row[f"{G100} FID n"] == 3 and not row[f"{G100} FID best"]
     assert frame.set_index("Method").loc["cat-combination", f"{G25} FID best"]
     assert row["2 stages"] and not row["CAT"]
+
+
+def test_piti_table5_rows_get_fixdec_prompts_and_cat_columns(tmp_path):
+    """The rows of studies/piti_ablation.yaml: prompt_count > 0 is Prompts, an affinity is CAT."""
+    methods = {"finetune-all": {"baseline": "cat", "affinity": None, "options": {
+                   "use_affinity": False, "prompt_count": 0, "fix_decoder": False}},
+               "fixdec": {"baseline": "cat", "affinity": None, "options": {
+                   "use_affinity": False, "prompt_count": 0, "fix_decoder": True}},
+               "fixdec-prompts": {"baseline": "cat", "affinity": None, "options": {
+                   "use_affinity": False, "prompt_count": 4, "fix_decoder": True}},
+               "cat-combination": {"baseline": "cat", "affinity": "combination",
+                                   "options": {"prompt_count": 4, "fix_decoder": True}}}
+    table = study_tables(load_study(write_study(tmp_path, methods=methods)))["main"]
+    assert table.switches == ["fix_decoder", "prompt_count", "affinity"]
+    assert [(r["fix_decoder"], r["prompt_count"], r["affinity"]) for r in table.rows] == [
+        (False, False, False), (True, False, False), (True, True, False), (True, True, True)]
+    assert "| FixDec | Prompts | CAT |" in md(table)

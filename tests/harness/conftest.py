@@ -99,3 +99,34 @@ def tiny_artifacts(harness_cache, tmp_path_factory):
         art = stages.prepare_artifacts(study, source, target, subsets, harness_cache, out,
                                        log.append, {"CPU": 1})
     return study, art
+
+# The tiny PITI study: the same benchmark, a 4-iteration embedded-preset source model, 2-step
+# DDIM sampling, 4-iteration trials (CAT with random A; from GLIDE with a 2-iteration stage 1).
+PITI_STUDY: dict[str, Any] = merge(
+    {k: v for k, v in BASE_STUDY.items() if k not in ("methods", "source")},
+    {"model": "piti",
+     "piti": {"pretrain": {"iterations": 4, "batch_size": 4}, "sampling_steps": 2},
+     "methods": [{"label": "cat-random", "baseline": "cat", "affinity": "random",
+                  "options": {"prompt_count": 2}},
+                 {"baseline": "from_glide"}],
+     "training": {"freeze_d": 0}})
+
+
+@pytest.fixture(scope="session")
+def tiny_piti_artifacts(harness_cache, tmp_path_factory):
+    """(Study, Artifacts) of the tiny PITI study, built by the real stage functions without
+    Ray (datasets, segmenter and statistics are shared with the OASIS study's)."""
+    from harness import stages, stages_common
+    from harness.config import parse_study
+
+    out = tmp_path_factory.mktemp("tiny-piti-out")
+    study = parse_study(merge(PITI_STUDY, {"cache_dir": str(harness_cache),
+                                           "output_dir": str(out)}), "tiny-piti")
+    log: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stages_common, "run_task", run_stage_tasks_inline)
+        source, target = stages.stage_datasets(study, harness_cache, "tiny", log.append)
+        subsets = stages.stage_subsets(study, target, harness_cache, "tiny", log.append)
+        art = stages.prepare_artifacts(study, source, target, subsets, harness_cache, out,
+                                       log.append, {"CPU": 1})
+    return study, art

@@ -1,0 +1,87 @@
+"""The study schema's `piti` block: the PITI architecture, source pretraining, finetuning and
+sampling settings of a `model: piti` study (ignored by OASIS studies, which may not set it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+
+from harness.schema_base import Strict, known_name
+
+# The `piti` settings a study may sweep in `search.space` (trial parameters).
+PITI_SEARCHABLE = ("prompt_count", "guidance_scale", "sampling_steps", "sampler")
+# Training-section fields a PITI trial does not read (OASIS's discriminator and generator
+# settings): searching them in a PITI study is an error.
+PITI_IGNORES = ("lr_g", "lr_d", "freeze_d", "labelmix_lambda")
+
+
+def _train_default(name: str) -> Any:
+    """A default of the library's PITI training settings (`PitiTrainConfig`)."""
+    from cat_models.piti.train import PitiTrainConfig
+
+    return getattr(PitiTrainConfig(), name)
+
+
+class PitiPretrainSpec(Strict):
+    """Source pretraining on the source dataset (`pretrain_piti`); null fields take the
+    library's `PitiTrainConfig` defaults, except the embedded-scale budget below."""
+
+    iterations: Annotated[int, Field(gt=0)] = 800
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    lr: Annotated[float, Field(gt=0)] = 2e-4
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.995
+    uncond_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    seed: int = 0
+
+    def train_config(self) -> dict[str, Any]:
+        """`PitiTrainConfig` fields of the pretraining run."""
+        return {"batch_size": self.batch_size, "lr": self.lr, "ema_decay": self.ema_decay,
+                "uncond_p": self.uncond_p if self.uncond_p is not None
+                else _train_default("uncond_p")}
+
+
+class PitiSpec(Strict):
+    """The PITI model family's settings (see docs/piti.md, "harness")."""
+
+    preset: str = "embedded"                  # cat_models.piti.config.PRESETS
+    overrides: dict[str, Any] = Field(default_factory=dict)   # PitiConfig fields
+    pretrain: PitiPretrainSpec = PitiPretrainSpec()
+    lr: Annotated[float, Field(gt=0)] = 1e-4  # finetuning AdamW learning rate
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.99   # unless training.ema_decay is set
+    uncond_p: Annotated[float, Field(ge=0, le=1)] = 0.2     # classifier-free mask dropout
+    prompt_count: Annotated[int, Field(ge=0)] | None = None  # None: the recipe's default
+    sampler: str = "ddim"
+    sampling_steps: int | str = 25
+    guidance_scale: float = 1.3
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        from cat_models.piti.config import PRESETS
+
+        return known_name(v, sorted(PRESETS), "PITI preset")
+
+    @model_validator(mode="after")
+    def _sampling(self) -> PitiSpec:
+        from cat_models.piti.sampling import SamplerSettings
+
+        try:
+            SamplerSettings(self.sampler, self.sampling_steps, self.guidance_scale)
+        except ValueError as err:   # the library's message names its field; name ours
+            text = str(err).replace("SamplerSettings.steps", "sampling_steps").replace(
+                "SamplerSettings.", "")
+            raise ValueError(text) from None
+        return self
+
+    def config(self, num_classes: int, resolution: int):
+        """The source model's `PitiConfig`: the preset for `num_classes` at `resolution`."""
+        from cat_models.piti.config import preset
+
+        return preset(self.preset, **{"num_classes": num_classes, "resolution": resolution,
+                                      **self.overrides})
+
+    def for_trial(self, params: Mapping[str, Any]) -> PitiSpec:
+        """These settings with a trial's searched values applied."""
+        return self.model_copy(update={k: params[k] for k in PITI_SEARCHABLE if k in params})

@@ -1,0 +1,107 @@
+"""The PITI source-model stage: `pretrain_piti` on the source training split (cached like
+OASIS's, so `--dry-run` reports it), or the user's checkpoint (one written by this stage, or
+the official `base_mask.pt`)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import stages_common as common
+from harness.cache import StageRunner, file_hash, input_hash
+from harness.config import Study, StudyError
+from harness.stages_common import CODE_VERSION, ref_key, set_threads, task_cpus
+from harness.stages_data import DatasetRef
+
+
+def piti_source_inputs(study: Study, source: DatasetRef) -> dict[str, Any]:
+    """The cache key of the PITI source model: data, architecture, pretraining settings."""
+    p = study.piti.pretrain
+    res = study.resolution if isinstance(study.resolution, int) else study.resolution[0]
+    try:   # the class count is the source dataset's (part of `ref`), set when it is built
+        cfg = study.piti.config(1, res).to_dict()
+    except (TypeError, ValueError) as err:
+        raise StudyError(f"piti.overrides: {err}") from None
+    cfg.pop("num_classes")
+    return {"ref": ref_key(source), "cfg": cfg,
+            "train": p.train_config(), "iterations": p.iterations, "seed": p.seed,
+            "code": CODE_VERSION}
+
+
+def _pretrain_piti_task(ref: DatasetRef, inputs: dict, out: str, cpus: float,
+                        device: str) -> str:
+    """Ray task: pretrain the source PITI (resumable from `out`'s folder)."""
+    set_threads(cpus)
+    import torch
+
+    from cat_models.piti.config import PitiConfig
+    from cat_models.piti.model import PitiModel, label_mask
+    from cat_models.piti.train import PitiTrainConfig, pretrain_piti
+    from harness.families.piti import save_source
+
+    data = ref.open("train", augment=True)
+    values = {**inputs["cfg"], "num_classes": data.num_classes}
+    for key in ("channel_mult", "attention_resolutions", "cnn_channels"):
+        values[key] = tuple(values[key])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(inputs["seed"])
+        model = PitiModel(PitiConfig.from_dict(values))
+    cfg = PitiTrainConfig(**inputs["train"])
+    iterations = inputs["iterations"]
+    work = Path(out).parent
+    resume = work / "latest.pt"
+    start = time.perf_counter()
+
+    def progress(r: dict) -> None:
+        done = r["iteration"]
+        eta = (time.perf_counter() - start) / max(1, done) * (iterations - done)
+        print(f"[pretrain-piti] {done}/{iterations}  loss {r.get('loss', 0):.4f}  "
+              f"{r.get('sec_per_iter', 0):.2f} s/it  eta {eta / 60:.1f} min", flush=True)
+
+    state = pretrain_piti(model, data, cfg, iterations,
+                          mask_fn=lambda labels: label_mask(labels, data.num_classes),
+                          seed=inputs["seed"], device=device, checkpoint_dir=work,
+                          checkpoint_every=max(50, iterations // 10),
+                          resume=resume if resume.is_file() else None,
+                          on_report=progress, report_every=max(10, iterations // 20))
+    return str(save_source(state, out))
+
+
+def stage_piti_source(study: Study, source: DatasetRef, runner: StageRunner,
+                      cluster: dict[str, float]) -> tuple[str, str]:
+    """(checkpoint path, content hash) of the PITI source model; planning, ("", "") while it
+    is not there."""
+    log = runner.log
+    ckpt = study.source.checkpoint
+    if ckpt is not None:
+        path = Path(ckpt)
+        if runner.plan:
+            runner.report("source-model (checkpoint)", path.is_file())
+            return (str(path), file_hash(path)) if path.is_file() else ("", "")
+        if not path.is_file():
+            raise StudyError(f"source.checkpoint: {path} is not a file (expected a PITI "
+                             "source-model file or the official base_mask.pt)")
+        digest = file_hash(path)
+        log(f"[stage] source model: using {path} (sha {digest})")
+        return str(path), digest
+    inputs = piti_source_inputs(study, source)
+    work = runner.cache / "work" / f"source-piti-{input_hash(inputs)}"   # resumable
+    gpus = 1.0 if cluster.get("GPU", 0) >= 1 and study.resources.gpus_per_worker > 0 else 0.0
+    cpus = task_cpus(cluster, 8)
+
+    def build(out: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        log(f"[stage] source model: pretraining PITI ({study.piti.preset}) for "
+            f"{inputs['iterations']} iterations on {source.name} as a Ray task "
+            f"({cpus:g} CPU, {gpus:g} GPU)")
+        path = common.run_task(_pretrain_piti_task, source, inputs, str(work / "source.pt"),
+                               cpus, "cuda" if gpus else "cpu", cpus=cpus, gpus=gpus,
+                               name="pretrain-source-piti")
+        shutil.copy2(path, out / "source.pt")
+
+    folder = runner.stage("source-model", inputs, build)
+    if folder is None:
+        return "", ""
+    return str(folder / "source.pt"), file_hash(folder / "source.pt")

@@ -1,0 +1,197 @@
+"""The model-family seam: OASIS trials give the library's own numbers through it; PITI
+trials report FID / KID / mIoU, checkpoint and resume exactly; the study schema takes a
+`piti:` block, one family per study; `--dry-run` of a PITI study lists its source stage."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from harness.config import StudyError, parse_study
+from harness.families import FAMILIES, family
+from harness.trial import TrialSpec, run_trial
+from tests.harness.conftest import BASE_STUDY, PITI_STUDY, merge
+
+
+class Recorder:
+    """Keeps the reports and a copy of each reported checkpoint folder."""
+
+    def __init__(self, keep: Path) -> None:
+        self.keep = keep
+        keep.mkdir(parents=True, exist_ok=True)
+        self.reports: list[dict[str, Any]] = []
+        self.checkpoints: dict[int, Path] = {}
+
+    def __call__(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:
+            dest = self.keep / f"ckpt_{metrics['iteration']:06d}"
+            shutil.copytree(checkpoint, dest)
+            self.checkpoints[metrics["iteration"]] = dest
+
+
+def _run(art, tmp: Path, name: str, params: dict, restore: Path | None = None) -> Recorder:
+    rec = Recorder(tmp / f"{name}-kept")
+    run_trial(dict(params), art, rec, trial_dir=tmp / name, restore=restore, threads=1)
+    return rec
+
+
+# ----------------------------------------------------------------------------- OASIS
+def test_oasis_trial_equals_the_library_path(tiny_artifacts, tmp_path):
+    """run_trial through the seam == finetune_oasis called directly with the same settings."""
+    from cat_models.metrics.evaluator import Evaluator
+    from cat_models.oasis.finetune import finetune_oasis
+    from cat_models.oasis.sampling import sample_images
+    from cat_models.segmenters import load_segmenter
+    from harness.stages_common import open_source
+
+    study, art = tiny_artifacts
+    params = {"method": "freezed", "target_size": 20, "seed": 0}
+    seam = _run(art, tmp_path, "seam", params)
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    source = open_source(art)
+    data = art.target_ref.open("train", augment=True).subset(art.subset(TrialSpec.from_params(
+        params, study).shot))
+    test = art.target_ref.open("val")
+    evaluator = Evaluator(test, test, load_segmenter(art.eval_segmenter), feature_net=None,
+                          n_samples=min(study.evaluation.n_samples, len(test)),
+                          cache_dir=art.stats_cache, seed=0)
+    t = study.training
+    cfg = source.cfg.replace(lr_g=t.lr_g, lr_d=t.lr_d, batch_size=t.batch_size,
+                             ema_decay=t.ema_decay or source.cfg.ema_decay,
+                             lambda_labelmix=t.labelmix_lambda, amp=t.amp)
+    direct: list[dict] = []
+
+    def evaluate(ema, step):
+        m = evaluator.evaluate(lambda labels: sample_images(ema, labels, seed=0))
+        return {"fid": float(m["fid"]), "kid": float(m["kid"]), "miou": float(m["miou"])}
+
+    finetune_oasis("freezed", source, data, t.iterations, cfg, seed=0, device="cpu",
+                   on_report=lambda r: direct.append(r) if "fid" in r else None,
+                   report_every=t.eval_every, evaluate_fn=evaluate, eval_every=t.eval_every,
+                   freeze_d=t.freeze_d)
+    assert [r["iteration"] for r in seam.reports] == [r["iteration"] for r in direct] == [2, 4]
+    for key in ("fid", "kid", "miou", "g_total", "d_total"):
+        assert [r[key] for r in seam.reports] == [float(r[key]) for r in direct], key
+
+
+def test_families_derive_their_recipes_from_the_library_registries():
+    from cat_models.oasis.baselines import BASELINES
+    from cat_models.piti.recipes import RECIPES, recipe_options
+
+    assert family("oasis").recipes() == list(BASELINES)
+    assert family("piti").recipes() == list(RECIPES)
+    assert family("piti").recipe_options("cat") == recipe_options("cat")
+    assert set(FAMILIES) == {"oasis", "piti"}
+
+
+# ----------------------------------------------------------------------------- PITI trials
+PITI_PARAMS = {"method": "cat-random", "target_size": 20, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def piti_straight(tiny_piti_artifacts, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("piti-trial")
+    return tmp, _run(tiny_piti_artifacts[1], tmp, "straight", PITI_PARAMS)
+
+
+def test_piti_trial_reports_metrics_and_checkpoints(piti_straight, tiny_piti_artifacts):
+    tmp, rec = piti_straight
+    assert [r["iteration"] for r in rec.reports] == [2, 4]
+    for r in rec.reports:
+        assert np.isfinite(r["fid"]) and r["fid"] > 0 and np.isfinite(r["kid"])
+        assert 0 <= r["miou"] <= 1 and np.isfinite(r["loss"])
+    last = rec.reports[-1]
+    assert last["done"] and last["final_fid"] == last["fid"]
+    assert last["source_ckpt_hash"] == tiny_piti_artifacts[1].source_hash
+    assert sorted(rec.checkpoints) == [2, 4]
+    for folder in rec.checkpoints.values():
+        assert {p.name for p in folder.iterdir()} >= {"latest.pt", "history.json", "stage.json"}
+    assert (tmp / "straight" / "samples" / "final.png").is_file()
+
+
+def test_piti_resume_repeats_the_next_steps_exactly(piti_straight, tiny_piti_artifacts,
+                                                    tmp_path):
+    _, straight = piti_straight
+    resumed = _run(tiny_piti_artifacts[1], tmp_path, "resumed", PITI_PARAMS,
+                   restore=straight.checkpoints[2])
+    assert [r["iteration"] for r in resumed.reports] == [4]
+    for key in ("loss", "mse", "vb", "fid", "kid", "miou", "best_fid"):
+        assert resumed.reports[0][key] == straight.reports[-1][key], key
+
+
+def test_piti_from_glide_trains_in_two_stages(tiny_piti_artifacts, tmp_path):
+    rec = _run(tiny_piti_artifacts[1], tmp_path, "glide",
+               {"method": "from_glide", "target_size": 20, "seed": 0})
+    assert [(r["iteration"], r["stage"]) for r in rec.reports] == [(2, 0), (4, 1)]
+
+
+def test_piti_training_free_scores_the_source_behind_a(tiny_piti_artifacts, tmp_path):
+    import dataclasses
+
+    study, art = tiny_piti_artifacts
+    free = parse_study(merge(study.model_dump(mode="json"), {"training_free": True}))
+    rec = _run(dataclasses.replace(art, study=free), tmp_path, "free", PITI_PARAMS)
+    (r,) = rec.reports
+    assert r["iteration"] == 0 and r["done"] and np.isfinite(r["fid"]) and 0 <= r["miou"] <= 1
+
+
+# ----------------------------------------------------------------------------- schema
+def test_schema_takes_a_piti_block_and_derives_methods_from_its_recipes():
+    study = parse_study(merge(PITI_STUDY, {
+        "methods": [{"baseline": "cat", "affinity": "random"},
+                    {"label": "prompts", "baseline": "cat", "options": {"use_affinity": False}}],
+        "piti": {"sampler": "dpmsolver++", "sampling_steps": 10, "guidance_scale": 2.0},
+        "search": {"space": {"prompt_count": {"grid": [0, 4]},
+                             "guidance_scale": {"grid": [1.0, 1.3]}}}}))
+    assert study.model == "piti" and study.piti.sampler == "dpmsolver++"
+    spec = study.piti.for_trial({"prompt_count": 0, "guidance_scale": 1.0})
+    assert (spec.prompt_count, spec.guidance_scale, spec.sampling_steps) == (0, 1.0, 10)
+    assert [m.label for m in study.methods] == ["cat-random", "prompts"]
+    with pytest.raises(StudyError, match="prompt_count fixes what search.space.prompt_count"):
+        parse_study(merge(study.model_dump(mode="json"), {"methods": [
+            {"baseline": "cat", "affinity": "random", "options": {"prompt_count": 1}}]}))
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"methods": [{"baseline": "freezed"}]}, (r"methods\.0\.baseline.*'freezed' is a oasis "
+     r"recipe, but the study's model is 'piti': a study uses one model family")),
+    ({"oasis": {"preset": "bench64"}}, r"`oasis` is set but the study's model is 'piti'"),
+    ({"methods": [{"baseline": "cat", "affinity": "random", "options": {"split": True}}]},
+     (r"options \['split'\] are not options of 'cat'; it takes \['use_affinity', "
+     r"'prompt_count', 'fix_decoder'\]")),
+    ({"search": {"space": {"lr_d": {"grid": [1e-4]}}}},
+     r"search.space: \['lr_d'\] are not settings of 'piti' trials"),
+    ({"piti": {"sampler": "euler"}}, r"piti: .*sampler.*'euler' unknown"),
+    ({"methods": [{"baseline": "training_free", "affinity": "random"}]},
+     r"methods\.0\.baseline: 'training_free' trains nothing"),
+])
+def test_schema_refuses_mixed_families_and_unknown_recipe_options(changes, message):
+    with pytest.raises(StudyError, match=message):
+        parse_study(merge(PITI_STUDY, changes), "piti.yaml")
+
+
+def test_an_oasis_study_refuses_piti_settings():
+    with pytest.raises(StudyError, match=r"\['prompt_count'\] are not settings of 'oasis' "
+                                         r"trials \(they are PITI's"):
+        parse_study(merge(BASE_STUDY, {"search": {"space": {"prompt_count": 4}}}))
+    with pytest.raises(StudyError, match=r"`piti` is set but the study's model is 'oasis'"):
+        parse_study(merge(BASE_STUDY, {"piti": {"sampling_steps": 4}}))
+
+
+def test_dry_run_of_a_piti_study_lists_the_piti_source_stage(tiny_piti_artifacts,
+                                                            harness_cache):
+    from harness.stages import planned_stages
+
+    study, _ = tiny_piti_artifacts
+    assert dict(planned_stages(study, harness_cache))["source-model"] is True
+    longer = parse_study(merge(study.model_dump(mode="json"),
+                               {"piti": {"pretrain": {"iterations": 5}}}))
+    assert dict(planned_stages(longer, harness_cache))["source-model"] is False

@@ -1,0 +1,54 @@
+"""A PITI trial through Ray: two DDP workers (gloo) under Ray Train's TorchTrainer, as OASIS's
+multi-worker trials run; rank 0 evaluates and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import trials
+from harness.config import parse_study
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "HF_HUB_OFFLINE": "1",
+                                       "PYTHONPATH": str(REPO)}})
+    yield ray.cluster_resources()
+    ray.shutdown()
+
+
+@pytest.mark.timeout(300)
+def test_two_worker_ddp_piti_trial_through_torchtrainer(cluster, tiny_piti_artifacts,
+                                                        tmp_path):
+    study, art = tiny_piti_artifacts
+    data = study.model_dump(mode="json")
+    data["methods"] = [m for m in data["methods"] if m["label"] == "cat-random"]
+    data["resources"] = {**data["resources"], "workers_per_trial": 2, "cpus_per_worker": 0.9,
+                         "max_failures": 0}
+    two = parse_study(data)
+    grid = trials.run_trials(two, dataclasses.replace(art, study=two), tmp_path, cluster,
+                             False, lambda _: None)
+    (result,) = list(grid)
+    assert result.error is None, result.error
+    rows = [json.loads(line)
+            for line in (Path(result.path) / "result.json").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [2, 4]
+    assert all(math.isfinite(r["fid"]) and 0 <= r["miou"] <= 1 and math.isfinite(r["loss"])
+               for r in rows)
+    assert rows[-1]["final_fid"] == rows[-1]["fid"] and rows[-1]["method"] == "cat-random"
+    kept = [Path(r["checkpoint_path"]) for r in rows]
+    assert all((p / "latest.pt").is_file() and (p / "stage.json").is_file() for p in kept)
+    assert list(tmp_path.glob("train-*/checkpoint_*"))
