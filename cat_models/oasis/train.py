@@ -14,6 +14,7 @@ of generating a second one, which saves a third of the generator compute.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,10 @@ from cat_models.oasis.norms import clone_module
 
 Report = Callable[[dict[str, Any]], None]
 Evaluate = Callable[[nn.Module, int], dict[str, Any]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite: training cannot recover, and a retry repeats it."""
 
 
 def world() -> tuple[int, int]:
@@ -241,6 +246,10 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
             mask = labelmix_mask(labels, gen)
         losses = train_step(state, g, d, images, labels, z[part].to(device), mask, cfg,
                             d_trainable)
+        bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
+        if bad:
+            raise NonFiniteLossError(f"non-finite loss at iteration {state.step + 1} "
+                                     f"({', '.join(f'{k} = {losses[k]}' for k in bad)})")
         state.step += 1
         report: dict[str, Any] = {}
         last = state.step == iterations
