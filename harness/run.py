@@ -38,9 +38,32 @@ def study_dir(study: Study, output: Path | None) -> Path:
     return (output or study.output_dir) / study.name
 
 
+def check_yaml_syntax(path: str) -> None:
+    """A YAML syntax error as one line (file, line, column, problem), before the schema."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return                           # load_study names a missing file
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise StudyError(f"{path}: not valid YAML{where}: {err.problem or err.context}"
+                         ) from None
+    except yaml.YAMLError as err:
+        raise StudyError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        raise StudyError(f"{path}: the study file is empty (a study needs at least `name` "
+                         "and `methods`; see studies/README.md)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_yaml_syntax(args.study)
         study = load_study(args.study, args.overrides)
         from harness.pipeline import run_study
 
