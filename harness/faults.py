@@ -6,6 +6,8 @@
 * `CAT_FAULT_NAN=<method label>@<iteration>`: that method's trials fill the generator's
   weights with NaN before that iteration, so its loss is NaN there (the training loop must
   stop with "non-finite loss at iteration N").
+* `CAT_FAULT_STEP_DELAY_S=<seconds>`: every training step waits that long first, so a test
+  can kill a trial between two checkpoints.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENV_VARS = ("CAT_FAULT_DIR", "CAT_FAULT_NAN")
+ENV_VARS = ("CAT_FAULT_DIR", "CAT_FAULT_NAN", "CAT_FAULT_STEP_DELAY_S")
 
 
 def trial_started(trial_dir: str | None, params: dict[str, Any], rank: int | None = None,
@@ -29,14 +31,16 @@ def trial_started(trial_dir: str | None, params: dict[str, Any], rank: int | Non
         with open(Path(folder) / "starts.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
     nan = os.environ.get("CAT_FAULT_NAN")
-    if nan:
-        label, _, iteration = nan.rpartition("@")
-        if params.get("method") == label:
-            poison_at(int(iteration))
+    delay = float(os.environ.get("CAT_FAULT_STEP_DELAY_S", "0"))
+    if nan or delay:
+        label, _, iteration = (nan or "").rpartition("@")
+        poison = int(iteration) if nan and params.get("method") == label else None
+        wrap_train_step(poison, delay)
 
 
-def poison_at(iteration: int) -> None:
-    """Make the OASIS training step of `iteration` (1-based) start from NaN weights."""
+def wrap_train_step(nan_at: int | None, delay: float = 0.0) -> None:
+    """Make the OASIS training step of iteration `nan_at` (1-based) start from NaN weights,
+    and every step wait `delay` seconds."""
     import torch
 
     from cat_models.oasis import train
@@ -44,7 +48,8 @@ def poison_at(iteration: int) -> None:
     real = getattr(train.train_step, "__wrapped__", train.train_step)
 
     def step(state, g, d, *args, **kwargs):
-        if state.step + 1 == iteration:
+        time.sleep(delay)
+        if state.step + 1 == nan_at:
             with torch.no_grad():
                 for p in state.plan.generator.parameters():
                     p.fill_(float("nan"))
