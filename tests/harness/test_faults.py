@@ -234,7 +234,8 @@ def test_killed_ddp_worker_restores_from_the_last_checkpoint(cluster, tiny_artif
     (result,) = list(grid)
     assert result.error is None, result.error
     rows = _rows(Path(result.path))
-    assert rows[-1]["iteration"] == 10 and rows[-1]["done"] is True
+    # (Ray Train's reports reach Tune without `done`: train_worker drops it on purpose)
+    assert rows[-1]["iteration"] == 10 and "final_fid" in rows[-1]
     starts = [s for s in _starts(fault_dir) if s["trial"] == Path(result.path).name]
     rank1 = [s["restored"] for s in starts if s["rank"] == 1]
     assert rank1 == [False, True]                  # the worker group restarted from a checkpoint
