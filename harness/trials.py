@@ -79,10 +79,25 @@ def guarded(trial_dir: str | None, fn: Callable[[], Any]) -> Any:
                                       "fail the same way)")
     try:
         return fn()
-    except deterministic_errors() as err:
-        if marker is not None:
-            marker.write_text(f"{type(err).__name__}: {first_line(err)}\n")
+    except Exception as err:
+        cause = deterministic_cause(err)
+        if cause is not None and marker is not None:
+            marker.write_text(f"{type(cause).__name__}: {first_line(cause)}\n")
         raise
+
+
+def deterministic_cause(err: BaseException) -> BaseException | None:
+    """`err`, or the exception it wraps (Ray Train's TrainingFailedError, a RayTaskError),
+    if that is a deterministic error; else None."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, deterministic_errors()):
+            return cause
+        seen.add(id(cause))
+        inner = getattr(cause, "cause", None) or cause.__cause__
+        cause = inner if isinstance(inner, BaseException) else None
+    return None
 
 
 class DeterministicTrialError(RuntimeError):

@@ -301,3 +301,18 @@ def test_unreachable_address_fails_in_bounded_time(tmp_path):
                                 "127.0.0.1:1 after 3 s")
     assert "Traceback" not in proc.stderr
     assert seconds < 200      # stages of the tiny study + 3 s, not Ray's endless retries
+
+
+def test_too_little_free_space_stops_before_anything_runs(tmp_path, capsys, monkeypatch):
+    """Disk full: the free space of the output folder's disk, measured, against the minimum
+    (raised here above any real disk's free space)."""
+    from harness import checks
+
+    monkeypatch.setattr(checks, "MIN_FREE_MB", 2**40)
+    path = write_study(tmp_path / "tiny.yaml", tiny_study(tmp_path / "cache", tmp_path / "out"))
+    assert main([str(path)]) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: {path}: output folder {tmp_path / 'out' / 'tiny'}: "
+                                "only ") and "MB free" in errors[0]
+    assert not (tmp_path / "out").exists()
