@@ -23,3 +23,9 @@ class CheckpointError(InputError):
 
 class CorruptArtifactError(InputError):
     """A cached artifact whose content is not what was written (truncated, half-written)."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite ("non-finite loss at iteration N"): the run
+    cannot recover, and a retry from the same checkpoint repeats it. Every family's loop
+    raises it before the update, so the weights stay finite."""

@@ -4,6 +4,11 @@
 `build(tmp_dir)` only when no completed folder for those inputs exists. Building happens in a
 temporary sibling that is renamed into place when done, so an interrupted build never leaves a
 half-written artifact that a later run would trust.
+
+The completion marker `STAGE.json` records the inputs and `hash_files` of the finished folder;
+every use of a cached folder (building or planning) checks those files with `verify_files`
+first. A folder whose files are missing, truncated or changed since, or that has no marker, is
+rebuilt, with one line saying which file and why: a damaged artifact is never used.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cat_models.data.cache import file_hash as _library_file_hash
+from cat_models.data.cache import hash_files, verify_file, verify_files
+from cat_models.errors import CorruptArtifactError
+
 MARKER = "STAGE.json"
 
 
@@ -25,13 +34,8 @@ def input_hash(inputs: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (for checkpoints given by path)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(chunk):
-            h.update(data)
-    return h.hexdigest()[:16]
+# One content hash for the whole project: the library's (also used by `hash_files`).
+file_hash = _library_file_hash
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,31 @@ def stage_dir(cache: Path, name: str, inputs: Any) -> Path:
 
 
 def is_cached(cache: Path, name: str, inputs: Any) -> bool:
-    return (stage_dir(cache, name, inputs) / MARKER).is_file()
+    return check_folder(stage_dir(cache, name, inputs)) is None
+
+
+def recorded_hashes(folder: Path) -> dict[str, str]:
+    """The `{file: hash}` the folder's marker recorded (raises for a damaged marker)."""
+    marker = folder / MARKER
+    verify_file(marker)
+    hashes = json.loads(marker.read_text()).get("files")
+    if hashes is None:
+        # a folder built before hashes were recorded: check each artifact's structure
+        return {name: None for name in hash_files(folder) if name != MARKER}
+    return hashes
+
+
+def check_folder(folder: Path) -> str | None:
+    """None if `folder` is a finished, intact stage folder; else why not (one line)."""
+    if not folder.is_dir():
+        return "not built"
+    if not (folder / MARKER).is_file():
+        return f"{folder}: no completion marker {MARKER} (an interrupted build)"
+    try:
+        verify_files(folder, recorded_hashes(folder))
+    except CorruptArtifactError as err:
+        return str(err)
+    return None
 
 
 def cached_stage(
@@ -58,18 +86,23 @@ def cached_stage(
     log: Callable[[str], None] = print,
 ) -> StageResult:
     final = stage_dir(cache, name, inputs)
-    if (final / MARKER).is_file():
+    problem = check_folder(final)
+    if problem is None:
         log(f"[stage] {name}: cached ({final})")
         return StageResult(name, final, True, 0.0)
-    log(f"[stage] {name}: building ...")
+    if final.exists():
+        log(f"[stage] {name}: rebuilding: {problem}")
+    else:
+        log(f"[stage] {name}: building ...")
     tmp = final.with_name(final.name + f".tmp-{time.time_ns()}")
     tmp.mkdir(parents=True)
     start = time.perf_counter()
     try:
         build(tmp)
-        (tmp / MARKER).write_text(json.dumps({"stage": name, "inputs": inputs}, default=str,
+        (tmp / MARKER).write_text(json.dumps({"stage": name, "inputs": inputs,
+                                              "files": hash_files(tmp)}, default=str,
                                              indent=1, sort_keys=True))
-        if final.exists():  # a stale, unmarked folder from an interrupted run
+        if final.exists():  # a stale, unmarked or damaged folder
             shutil.rmtree(final)
         tmp.rename(final)
     finally:
@@ -106,7 +139,10 @@ class StageRunner:
         if not self.plan:
             return cached_stage(self.cache, name, inputs, build, log or self.log).path
         folder = stage_dir(self.cache, name, inputs)
-        cached = (folder / MARKER).is_file()
+        problem = check_folder(folder)
+        cached = problem is None
+        if folder.exists() and not cached:   # said once, before the plan's table
+            self.log(f"[plan] {name}: will be rebuilt: {problem}")
         self.report(group or name, cached)
         return folder if cached else None
 

@@ -37,7 +37,7 @@ def print_plan(study: Study, study_file: str, out: Path, cache: Path,
         log("[plan] resolved study (defaults filled in):\n" +
             "\n".join(f"    {line}" for line in text.splitlines()))
     log(f"[plan] outputs: {out}   cache: {cache}")
-    for name, cached in planned_stages(study, cache):
+    for name, cached in planned_stages(study, cache, log=log):
         log(f"[plan]   stage {name:<36} {'cached' if cached else 'will run'}")
     axes = study_tune.swept_axes(study)
     if study.search.algorithm == "grid":
@@ -53,6 +53,16 @@ def print_plan(study: Study, study_file: str, out: Path, cache: Path,
     log(f"[plan] resources per trial: {r.workers_per_trial} worker(s) × "
         f"{r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU; "
         f"max concurrent: {r.max_concurrent_trials or 'what the cluster holds'}")
+
+
+def planned_subsets(study: Study, cache: Path) -> dict:
+    """The few-shot subsets if their stage is cached (so a dry run checks those images)."""
+    from harness.cache import StageRunner
+    from harness.stages_data import planned_ref, stage_subsets
+
+    runner = StageRunner(cache, lambda _: None, plan=True)
+    return stage_subsets(study, planned_ref(study, cache, "target"), cache, "<plan>",
+                         runner=runner)
 
 
 def progress_env(isatty: bool | None = None) -> dict[str, str]:
@@ -85,6 +95,8 @@ def write_resolved(study: Study, out: Path, axes: list[str], source_file: str) -
 def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
     import ray
 
+    from harness import faults
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # Workers find our packages through the repo root on PYTHONPATH (a plain local install
@@ -92,7 +104,8 @@ def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
     repo = str(Path(__file__).resolve().parents[1])
     env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
                         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-                        "RAY_TRAIN_V2_ENABLED": "1", **progress_env()}}
+                        "RAY_TRAIN_V2_ENABLED": "1", **progress_env(),
+                        **{k: os.environ[k] for k in faults.ENV_VARS if k in os.environ}}}
     if address:
         # A `ray start --head` on this machine turns token authentication on as soon as
         # ~/.ray/auth_token exists; a driver given an address must then present the token.
@@ -100,9 +113,13 @@ def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
                 os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
                 or (Path.home() / ".ray" / "auth_token").is_file()):
             os.environ["RAY_AUTH_MODE"] = "token"
+        wait_for_address(address)
         ctx = ray.init(address=address, runtime_env=env, log_to_driver=True)
         log(f"[ray] joined cluster at {address}")
     else:
+        from harness import ray_session
+
+        ray_session.clean_stale(log)
         ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", runtime_env=env,
                        log_to_driver=True)
     url = getattr(ctx, "dashboard_url", None)
@@ -110,6 +127,41 @@ def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
         hint = dashboard_token_hint()
         log(f"[ray] dashboard: http://{url}" + (f"  ({hint})" if hint else ""))
     return ray.cluster_resources()
+
+
+def ray_session_dir() -> str | None:
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return None if node is None else node.get_session_dir_path()
+
+
+def wait_for_address(address: str) -> None:
+    """Fail in bounded time when nothing listens at `address` (`CAT_CONNECT_TIMEOUT_S`, 30 s).
+
+    Ray itself retries an unreachable GCS without limit, printing a time-out every ~40 s.
+    """
+    import socket
+
+    if address == "auto":
+        return                    # Ray finds the local cluster (or says there is none)
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(f"--address {address}: expected host:port, ray://host:port or auto")
+    limit = float(os.environ.get("CAT_CONNECT_TIMEOUT_S", "30"))
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(5.0, limit)):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise StudyError(f"--address {address}: no Ray cluster answers at "
+                                 f"{host}:{port} after {limit:g} s ({err.strerror or err}); "
+                                 "start one (`ray start --head`) or fix the address "
+                                 "(CAT_CONNECT_TIMEOUT_S sets the wait)") from None
+        time.sleep(1.0)
 
 
 def dashboard_token_hint() -> str | None:
@@ -164,20 +216,31 @@ def run_study(study: Study, study_file: str, out: Path, address: str | None = No
     cache = cache_root(study.cache_dir)
     out = out.resolve()
     os.environ.update(progress_env())   # the driver's own bars (dataset checks, statistics)
+    from harness.checks import check_inputs, check_subset_images
+
     print_plan(study, study_file, out, cache, resolved=dry_run)
     if dry_run:
+        # every input check of a run, on what exists now (cached subsets included)
+        check_inputs(study, cache, study_file, out, planned_subsets(study, cache), log)
+        log("[plan] inputs checked: datasets, source checkpoint, named files, output folder")
         return None
     start = time.perf_counter()
+    check_inputs(study, cache, study_file, out, None, log)
     write_resolved(study, out, study_tune.swept_axes(study), study_file)
 
     from harness.stages import stage_datasets, stage_subsets
 
     source, target = stage_datasets(study, cache, study_file, log)
     subsets = stage_subsets(study, target, cache, study_file, log)
+    check_subset_images(study, target, subsets, study_file)
 
     import ray
 
+    from harness import ray_session
+
     cluster = init_ray(address, out)
+    if not address:
+        ray_session.record(ray_session_dir())
     try:
         if address:
             cluster = wait_for_resources(study, cluster)
@@ -186,18 +249,29 @@ def run_study(study: Study, study_file: str, out: Path, address: str | None = No
         from harness.trials import run_trials
 
         artifacts = prepare_artifacts(study, source, target, subsets, cache, out, log, cluster)
+        if not address:
+            ray_session.record(ray_session_dir())   # the workers started since
         grid = run_trials(study, artifacts, out, cluster, resume, log)
     finally:
         ray.shutdown()
+        if not address:
+            ray_session.forget()
 
     from harness.analysis import analyze_study
+    from harness.trials import trial_outcomes
 
+    outcome = getattr(grid, "outcome", None) or trial_outcomes(grid)
+    if outcome["interrupted"]:
+        log(f"[analysis] partial: {outcome['interrupted']} of {len(grid)} trial(s) were "
+            "interrupted; the tables mark their cells with † (their last evaluation)")
     outputs = analyze_study(out, log=log)
     summary = {
         "study": study.name,
         "output_dir": str(out),
         "trials": len(grid),
-        "failed_trials": grid.num_errors,
+        "finished_trials": outcome["finished"],
+        "failed_trials": outcome["failed"],
+        "interrupted_trials": outcome["interrupted"],
         "minutes": round((time.perf_counter() - start) / 60, 1),
         "outputs": outputs.as_dict(),
     }

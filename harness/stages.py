@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import stages_common as common
-from harness.cache import StageRunner, file_hash, input_hash
+from harness.cache import StageRunner, file_hash, input_hash, recorded_hashes
 from harness.config import Study, StudyError
 from harness.stages_affinity import publish_affinities, stage_affinities
 from harness.stages_common import (
@@ -130,7 +130,8 @@ def stage_source(study: Study, source: DatasetRef, runner: StageRunner,
     folder = runner.stage("source-model", inputs, build)
     if folder is None:
         return "", ""
-    return str(folder / "source.pt"), file_hash(folder / "source.pt")
+    return str(folder / "source.pt"), recorded_hashes(folder)["source.pt"] or file_hash(
+        folder / "source.pt")
 
 
 # ----------------------------------------------------------------------------- segmenters
@@ -289,10 +290,11 @@ def prepare_artifacts(study: Study, source: DatasetRef, target: DatasetRef,
     return art
 
 
-def planned_stages(study: Study, cache: Path) -> list[tuple[str, bool]]:
+def planned_stages(study: Study, cache: Path, log: Log = lambda _: None
+                   ) -> list[tuple[str, bool]]:
     """(stage, cached?) for `--dry-run`: the run's own stage functions with a planning runner,
-    which builds nothing and starts no Ray task."""
-    runner = StageRunner(cache, lambda _: None, plan=True)
+    which builds nothing and starts no Ray task (`log` gets its lines on damaged folders)."""
+    runner = StageRunner(cache, log, plan=True)
     source, target = stage_datasets(study, cache, "<plan>", runner=runner)
     subsets = stage_subsets(study, target, cache, "<plan>", runner=runner)
     prepare_artifacts(study, source, target, subsets, cache, Path(), runner.log, {},

@@ -15,10 +15,12 @@ Tune experiment without rerunning finished trials.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,95 @@ def _device(gpus: float) -> str:
 
 
 def _restore_dir(checkpoint: Any, scratch: str) -> str | None:
-    """Copy a Ray checkpoint's files to a local folder run_trial can read."""
+    """Copy a Ray checkpoint's files to a local folder run_trial can read, checked first: a
+    damaged `latest.pt` stops the trial with its path (not a zip error from deep in torch)."""
     if checkpoint is None:
         return None
-    return checkpoint.to_directory(scratch)
+    from cat_models.data.cache import verify_file
+    from cat_models.errors import CheckpointError, CorruptArtifactError
+
+    folder = checkpoint.to_directory(scratch)
+    try:
+        verify_file(Path(folder) / "latest.pt")
+    except CorruptArtifactError as err:
+        where = getattr(checkpoint, "path", folder)
+        raise CheckpointError(f"{where}/latest.pt: trial checkpoint to restore from is damaged "
+                              f"({str(err).split(': cached artifact is ', 1)[-1]}); delete "
+                              "that checkpoint folder to restart the trial from the one "
+                              "before") from None
+    return folder
+
+
+# Errors that come back on every retry (the input or the trial's own numbers are at fault):
+# the trial fails at once instead of being retried `max_failures` times.
+DETERMINISTIC_MARKER = "deterministic_error.txt"
+
+
+def deterministic_errors() -> tuple[type[BaseException], ...]:
+    from cat_models.errors import InputError
+    from cat_models.errors import NonFiniteLossError
+
+    return (InputError, StudyError, NonFiniteLossError)
+
+
+def guarded(trial_dir: str | None, fn: Callable[[], Any]) -> Any:
+    """Run `fn`; a deterministic error is recorded in the trial folder, so a retry Tune starts
+    raises it again at once (Tune offers no per-error retry policy)."""
+    marker = Path(trial_dir) / DETERMINISTIC_MARKER if trial_dir else None
+    if marker is not None and marker.is_file():
+        raise DeterministicTrialError(marker.read_text().strip() + " (not retried: it would "
+                                      "fail the same way)")
+    try:
+        return fn()
+    except Exception as err:
+        cause = deterministic_cause(err)
+        if cause is not None and marker is not None:
+            marker.write_text(f"{type(cause).__name__}: {first_line(cause)}\n")
+        raise
+
+
+def deterministic_cause(err: BaseException) -> BaseException | None:
+    """`err`, or the exception it wraps (Ray Train's TrainingFailedError, a RayTaskError),
+    if that is a deterministic error; else None."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, deterministic_errors()):
+            return cause
+        seen.add(id(cause))
+        inner = getattr(cause, "cause", None) or cause.__cause__
+        cause = inner if isinstance(inner, BaseException) else None
+    return None
+
+
+class DeterministicTrialError(RuntimeError):
+    """A retry of a trial whose earlier attempt failed deterministically."""
+
+
+def first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def error_cause(err: BaseException | None) -> str:
+    """`Type: message` of the exception behind Ray's wrappers (`ray::ImplicitFunc.train()
+    (pid=…)` headers, Train's TrainingFailedError), first line."""
+    cause: BaseException | None = err
+    seen = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        inner = getattr(cause, "cause", None) or cause.__cause__
+        if inner is None or not isinstance(inner, BaseException):
+            break
+        cause = inner
+    if cause is None:
+        return ""
+    text = str(cause).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("ray::"):     # the header of an unpicklable cause
+        tail = [ln for ln in lines if not ln.startswith((" ", "ray::", "Traceback"))]
+        return tail[-1] if tail else lines[-1]
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
@@ -59,11 +146,17 @@ def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
         else:
             tune.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))
 
-    with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
-        restore = _restore_dir(tune.get_checkpoint(), scratch)
-        run_trial(params, artifacts, report, trial_dir=ctx.get_trial_dir(), restore=restore,
-                  device=_device(res.gpus_per_worker),
-                  threads=max(1, int(res.cpus_per_worker)))
+    def run() -> None:
+        from harness import faults
+
+        with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
+            restore = _restore_dir(tune.get_checkpoint(), scratch)
+            faults.trial_started(ctx.get_trial_dir(), params, restored=restore is not None)
+            run_trial(params, artifacts, report, trial_dir=ctx.get_trial_dir(),
+                      restore=restore, device=_device(res.gpus_per_worker),
+                      threads=max(1, int(res.cpus_per_worker)))
+
+    guarded(ctx.get_trial_dir(), run)
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -82,8 +175,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         # driver before TorchTrainer frees its workers' placement group (the CPUs then leak).
         ray.train.report({k: v for k, v in metrics.items() if k != "done"}, checkpoint=checkpoint)
 
+    from harness import faults
+
     with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
         restore = _restore_dir(ray.train.get_checkpoint(), scratch)
+        faults.trial_started(loop_config["trial_dir"], loop_config["params"],
+                             rank=ray.train.get_context().get_world_rank(),
+                             restored=restore is not None)
         run_trial(loop_config["params"], artifacts, report, trial_dir=loop_config["trial_dir"],
                   restore=restore, device=_device(res.gpus_per_worker),
                   threads=max(1, int(res.cpus_per_worker)))
@@ -115,7 +213,7 @@ def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> N
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=res.max_failures)),
     )
-    trainer.fit()
+    guarded(ctx.get_trial_dir(), trainer.fit)
 
 
 def trainable(study: Study, artifacts: Artifacts, storage: str) -> Callable:
@@ -176,15 +274,21 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
     concurrency = study_tune.max_concurrency(study, cluster)
     key = trials_fingerprint(study, artifacts)
     marker = out / "trials.json"
-    old = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
-    if resume and old is not None and old != key:
-        log("[trials] warning: the study or its artifacts changed since this experiment ran; "
-            "--resume keeps its finished trials as they are (rerun without --resume to start "
-            "a new experiment and keep the old one aside)")
+    old = json.loads(marker.read_text()) if marker.is_file() else {}
+    # an experiment recorded before the study key was kept apart: its study is not known to
+    # differ, so it is kept (a study is only replaced when it really changed)
+    same_study = old.get("study", key["study"]) == key["study"]
+    if resume and old and not same_study:
+        log("[trials] warning: the study changed since this experiment ran; --resume keeps "
+            "its finished trials as they are (rerun without --resume to start a new "
+            "experiment and keep the old one aside)")
     if not resume and tune.Tuner.can_restore(path):
-        if old == key:
-            log(f"[stage] trials: the experiment at {path} ran this same study on the same "
-                "artifacts: its finished trials are reused, unfinished ones continue")
+        if same_study:
+            changed = old.get("artifacts") not in (None, key["artifacts"])
+            log(f"[stage] trials: the experiment at {path} ran this same study: its finished "
+                "trials are reused, unfinished ones continue"
+                + ("; note: stage artifacts were rebuilt since (the finished trials were "
+                   "trained on the earlier ones)" if changed else ""))
             resume = True
         elif "://" not in path:
             aside = f"{path}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -192,7 +296,7 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
             log(f"[trials] the study changed since the experiment at {path}: it was moved to "
                 f"{aside} and a new one starts")
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": key, "experiment": path}, indent=1))
+    marker.write_text(json.dumps({**key, "experiment": path}, indent=1))
     if resume:
         if not tune.Tuner.can_restore(path):
             raise StudyError(f"--resume: no Tune experiment to restore at {path}")
@@ -221,27 +325,67 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
                 verbose=int(os.environ.get("CAT_TUNE_VERBOSE", "1"))),
         )
     link_experiment(study, out, log)
-    grid = tuner.fit()
-    log(f"[trials] {grid.num_terminated} finished, {grid.num_errors} failed ({path})")
+    with quiet_restore_hint():
+        grid = tuner.fit()
+    outcome = trial_outcomes(grid)
+    log(f"[trials] {outcome['finished']} finished, {outcome['failed']} failed"
+        + (f", {outcome['interrupted']} interrupted" if outcome["interrupted"] else "")
+        + f" ({path})")
     for result in grid:
         if result.error is not None:
-            log(f"[trials] failed trial {result.path}: {str(result.error).splitlines()[0]}")
+            log(f"[trials] failed trial {Path(result.path).name}: {error_cause(result.error)}")
+    grid.outcome = outcome
     return grid
 
 
-def trials_fingerprint(study: Study, artifacts: Artifacts) -> str:
-    """What decides the trials' results: the study minus where/how it runs, and the artifacts."""
+def trial_outcomes(grid: Any) -> dict[str, int]:
+    """finished (reported its last iteration) / failed / interrupted (stopped mid-run by
+    Ctrl-C: neither finished nor failed) trials of a `ResultGrid`."""
+    counts = {"finished": 0, "failed": 0, "interrupted": 0}
+    for result in grid:
+        if result.error is not None:
+            counts["failed"] += 1
+        elif (result.metrics or {}).get("done") is True or any(
+                k.startswith("final_") for k in (result.metrics or {})):
+            counts["finished"] += 1
+        else:
+            counts["interrupted"] += 1
+    return counts
+
+
+class _NoRestoreHint:
+    """Drops Ray Tune's `Tuner.restore(path=..., trainable=...)` hint: the harness prints its
+    own `--resume` command line instead."""
+
+    def filter(self, record: Any) -> bool:
+        return "restore(" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_restore_hint() -> Iterator[None]:
+    logger, hint = logging.getLogger("ray.tune.tune"), _NoRestoreHint()
+    logger.addFilter(hint)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hint)
+
+
+def trials_fingerprint(study: Study, artifacts: Artifacts) -> dict[str, str]:
+    """What decides the trials' results: `study` (the study minus where/how it runs; a change
+    there starts a new experiment) and `artifacts` (the stage artifacts' content, noted only:
+    a rebuilt artifact does not replace finished trials)."""
     from harness.cache import file_hash, input_hash
 
     spec = study.model_dump(mode="json")
     for key in ("description", "output_dir", "storage_path", "cache_dir", "resources"):
         spec.pop(key, None)
-    return input_hash({"study": spec, "source": artifacts.source_hash,
-                       "subsets": {str(s): idx for s, idx in artifacts.subsets.items()},
-                       "segmenter": str(artifacts.eval_segmenter),
-                       "affinities": {str(k): file_hash(p)
-                                      for k, p in artifacts.affinities.items()},
-                       "code": CODE_VERSION})
+    arts = {"source": artifacts.source_hash,
+            "subsets": {str(s): idx for s, idx in artifacts.subsets.items()},
+            "affinities": {str(k): file_hash(p) for k, p in artifacts.affinities.items()}}
+    study_key = input_hash({"study": spec, "code": CODE_VERSION})
+    return {"study": study_key, "artifacts": input_hash(arts),
+            "fingerprint": input_hash([study_key, input_hash(arts)])}
 
 
 def trial_dirname(trial: Any) -> str:

@@ -14,6 +14,7 @@ of generating a second one, which saves a third of the generator compute.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from cat_models.data.batching import (
     step_generator,
     world,
 )
+from cat_models.errors import NonFiniteLossError
 from cat_models.oasis.baselines import TransferPlan
 from cat_models.oasis.config import OasisConfig
 from cat_models.oasis.losses import discriminator_loss, generator_loss, labelmix_mask, update_ema
@@ -281,6 +283,10 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
             mask = labelmix_mask(labels, gen)
         losses = train_step(state, g, d, images, labels, z[part].to(device), mask, cfg,
                             d_trainable)
+        bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
+        if bad:
+            raise NonFiniteLossError(f"non-finite loss at iteration {state.step + 1} "
+                                     f"({', '.join(f'{k} = {losses[k]}' for k in bad)})")
         state.step += 1
         report: dict[str, Any] = {}
         last = state.step == iterations

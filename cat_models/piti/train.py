@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cat_models.data import batching
+from cat_models.errors import NonFiniteLossError
 from cat_models.piti.diffusion import (
     BASE_SCHEDULE,
     NUM_TIMESTEPS,
@@ -225,7 +226,7 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
     rank 0 (every rank with `report_all_ranks`). Checkpoints go to `checkpoint_dir/latest.pt`
     every `checkpoint_every` steps and at the end, written before that step's report is sent
     (the report names it under "checkpoint" and is in its history); `resume` continues from
-    one. A non-finite loss raises FloatingPointError before the update.
+    one. A non-finite loss raises NonFiniteLossError before the update.
     """
     device = torch.device(device)
     rank, size = batching.world()
@@ -311,7 +312,7 @@ def _train_step(state: PitiTrainState, net: nn.Module, diffusion: GaussianDiffus
             dist.all_reduce(stats)
             stats /= batching.world()[1]
         if not bool(torch.isfinite(stats).all()):
-            raise FloatingPointError(f"non-finite loss at iteration {state.step + 1} "
+            raise NonFiniteLossError(f"non-finite loss at iteration {state.step + 1} "
                                      f"(loss {float(stats[0])}, mse {float(stats[1])}, "
                                      f"vb {float(stats[2])})")
         loss.backward()

@@ -135,3 +135,184 @@ def test_trial_larger_than_cluster_names_the_field(tmp_path):
     gpus = parse_study(merge(data, {"resources": {"gpus_per_worker": 1}}), "tiny.yaml")
     with pytest.raises(StudyError, match=r"^tiny\.yaml: resources: one trial needs 2 GPU"):
         check_fits(gpus, {"CPU": 8.0, "GPU": 1.0}, "tiny.yaml")
+
+
+# ----------------------------------------------------------------------------- bad input table
+def _folder_dataset(root: Path, n_train: int = 3, n_val: int = 2) -> Path:
+    """A 2-class custom dataset (ADE20K layout + classes.txt), 32×32 px."""
+    import numpy as np
+    from PIL import Image
+
+    for split, n in (("training", n_train), ("validation", n_val)):
+        for i in range(n):
+            img = root / "images" / split / f"im{i}.jpg"
+            ann = root / "annotations" / split / f"im{i}.png"
+            img.parent.mkdir(parents=True, exist_ok=True)
+            ann.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((32, 32, 3), 60 + 40 * i, np.uint8)).save(img)
+            lab = np.zeros((32, 32), np.uint8)
+            lab[:16] = 1
+            lab[16:] = 2
+            Image.fromarray(lab).save(ann)
+    (root / "classes.txt").write_text("meadow\nriver\n")
+    return root
+
+
+def _source_checkpoint(path: Path, resolution: int = 32, wrong_tensor: bool = False) -> Path:
+    import torch
+
+    from cat_models.oasis import build_discriminator, build_generator, preset
+    from cat_models.oasis.source import save_source
+
+    names = ["sky", "grass"]
+    cfg = preset("bench64", resolution=(resolution, resolution), channels_g=2, channels_d=2,
+                 spade_hidden=4, z_dim=2, num_res_blocks=4)
+    torch.manual_seed(0)
+    save_source(path, cfg, names, build_generator(cfg, 2), build_discriminator(cfg, 2),
+                build_generator(cfg, 2))
+    if wrong_tensor:
+        payload = torch.load(path, weights_only=False)
+        name = next(iter(payload["G"]))
+        payload["G"][name] = torch.zeros(*payload["G"][name].shape[:-1], 7)
+        torch.save(payload, path)
+    return path
+
+
+def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
+    """(study changes, field prefix, message part) for one bad input; files made under tmp."""
+    data = _folder_dataset(tmp / "data")
+    target = {"target": {"dataset": {"kind": "folder", "root": str(data)}},
+              "target_sizes": [2]}
+    ann = data / "annotations" / "training"
+    if case == "yaml-syntax":
+        return {"__raw__": "name: [unclosed\n"}, "", "not valid YAML at line 2, column 1"
+    if case == "empty-file":
+        return {"__raw__": "# nothing yet\n"}, "", "the study file is empty"
+    if case == "size-larger-than-pool":
+        return {**target, "target_sizes": [2, 9]}, "target_sizes", "[9] exceed the 3 images"
+    if case == "missing-dataset-folder":
+        return ({"target": {"dataset": {"kind": "folder", "root": str(tmp / "nowhere")}}},
+                "target.dataset", "dataset root folder does not exist")
+    if case == "image-without-label":
+        (ann / "im1.png").unlink()
+        return target, "target.dataset", "image has no label map"
+    if case == "label-id-out-of-range":
+        import numpy as np
+        from PIL import Image
+
+        Image.fromarray(np.full((32, 32), 7, np.uint8)).save(ann / "im0.png")
+        return target, "target.dataset", "label id 7 is outside the 2 classes"
+    if case == "unreadable-image":
+        (data / "images" / "training" / "im0.jpg").write_bytes(b"not an image at all")
+        return target, "target.dataset", "unreadable file"
+    if case == "rgb-label-png":
+        import numpy as np
+        from PIL import Image
+
+        rgb = np.zeros((32, 32, 3), np.uint8)
+        rgb[..., 0] = 1
+        Image.fromarray(rgb).save(ann / "im2.png")
+        return target, "target.dataset", "RGB label map"
+    if case == "missing-classes-txt":
+        (data / "classes.txt").unlink()
+        return target, "target.dataset", "missing classes.txt"
+    if case == "missing-checkpoint":
+        return ({"source": {"checkpoint": str(tmp / "none.pt")}}, "source.checkpoint",
+                "source checkpoint not found")
+    if case == "not-a-checkpoint":
+        (tmp / "rand.pt").write_bytes(bytes(range(256)) * 16)
+        return ({"source": {"checkpoint": str(tmp / "rand.pt")}}, "source.checkpoint",
+                "source checkpoint is not a torch checkpoint")
+    if case == "wrong-architecture-checkpoint":
+        path = _source_checkpoint(tmp / "wrong.pt", wrong_tensor=True)
+        return ({"source": {"checkpoint": str(path)}}, "source.checkpoint",
+                "tensor(s) of another shape (")
+    if case == "wrong-resolution-checkpoint":
+        path = _source_checkpoint(tmp / "s64.pt", resolution=64)
+        return ({"source": {"checkpoint": str(path)}}, "source.checkpoint",
+                "source checkpoint was trained at 64×64")
+    if case == "output-under-a-file":
+        (tmp / "plain-file").write_text("x")
+        return ({"output_dir": str(tmp / "plain-file" / "out")}, "output folder",
+                "is a file, not a folder")
+    raise AssertionError(case)
+
+
+BAD_INPUTS = ["yaml-syntax", "empty-file", "size-larger-than-pool", "missing-dataset-folder",
+              "image-without-label", "label-id-out-of-range", "unreadable-image",
+              "rgb-label-png", "missing-classes-txt", "missing-checkpoint", "not-a-checkpoint",
+              "wrong-architecture-checkpoint", "wrong-resolution-checkpoint",
+              "output-under-a-file"]
+
+
+def _bad_study(tmp_path: Path, case: str) -> tuple[Path, str, str]:
+    changes, field, message = _break(case, tmp_path)
+    path = tmp_path / "bad.yaml"
+    if "__raw__" in changes:
+        path.write_text(changes["__raw__"])
+    else:
+        write_study(path, merge(tiny_study(tmp_path / "cache", tmp_path / "out"), changes))
+    return path, field, message
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_dry_run_refuses_bad_input_naming_file_and_field(tmp_path, capsys, case):
+    """`--dry-run` runs the real run's input checks: exit 2, one line naming file and field."""
+    path, field, message = _bad_study(tmp_path, case)
+    keep = tmp_path / "out" / "tiny" / "earlier-result.txt"       # nothing earlier is lost
+    keep.parent.mkdir(parents=True)
+    keep.write_text("kept")
+    code = main([str(path), "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith(f"error: {path}: {field}" if field else f"error: {path}: "), err
+    assert message in err, err
+    assert keep.read_text() == "kept"
+    assert not (tmp_path / "cache" / "stages").exists()
+
+
+@pytest.mark.parametrize("case", ["missing-classes-txt", "wrong-architecture-checkpoint",
+                                  "output-under-a-file"])
+def test_real_run_stops_on_bad_input_before_ray(tmp_path, case):
+    path, field, message = _bad_study(tmp_path, case)
+    proc = subprocess.run([sys.executable, "-m", "harness.run", str(path)], cwd=REPO,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and message in errors[0] and f"{path}: {field}" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert "[ray]" not in proc.stdout and "[stage]" not in proc.stdout  # before Ray, stages
+
+
+def test_unreachable_address_fails_in_bounded_time(tmp_path):
+    path = write_study(tmp_path / "tiny.yaml", tiny_study(tmp_path / "cache", tmp_path / "out"))
+    env = {**subprocess_env(), "CAT_CONNECT_TIMEOUT_S": "3"}
+    start = __import__("time").monotonic()
+    proc = subprocess.run([sys.executable, "-m", "harness.run", str(path),
+                           "--address", "127.0.0.1:1"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240, check=False)
+    seconds = __import__("time").monotonic() - start
+    assert proc.returncode != 0
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert errors[0].startswith("error: --address 127.0.0.1:1: no Ray cluster answers at "
+                                "127.0.0.1:1 after 3 s")
+    assert "Traceback" not in proc.stderr
+    assert seconds < 200      # stages of the tiny study + 3 s, not Ray's endless retries
+
+
+def test_too_little_free_space_stops_before_anything_runs(tmp_path, capsys, monkeypatch):
+    """Disk full: the free space of the output folder's disk, measured, against the minimum
+    (raised here above any real disk's free space)."""
+    from harness import checks
+
+    monkeypatch.setattr(checks, "MIN_FREE_MB", 2**40)
+    path = write_study(tmp_path / "tiny.yaml", tiny_study(tmp_path / "cache", tmp_path / "out"))
+    assert main([str(path)]) == 2
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: {path}: output folder {tmp_path / 'out' / 'tiny'}: "
+                                "only ") and "MB free" in errors[0]
+    assert not (tmp_path / "out").exists()

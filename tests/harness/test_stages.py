@@ -159,7 +159,7 @@ def test_interrupted_build_leaves_nothing_trusted(tmp_path):
     assert not result.cached and len(calls) == 1
     assert result.path == stage_dir(cache, "demo", inputs)
     marker = json.loads((result.path / "STAGE.json").read_text())
-    assert marker == {"stage": "demo", "inputs": inputs}
+    assert marker == {"stage": "demo", "inputs": inputs, "files": {}}   # no artifact files
     assert cached_stage(cache, "demo", inputs, calls.append, log=lambda _: None).cached
     assert len(calls) == 1
 

@@ -1,0 +1,140 @@
+"""A study's input checks, run before Ray starts and by `--dry-run` (the same calls).
+
+Datasets (`cat_models.data.check_dataset`: every file's header and end, the few-shot subsets
+and a sample fully decoded), target sizes against the training pool, the source checkpoint
+(`cat_models.oasis.source.check_source`: file, format, resolution, every tensor), the segmenter
+and backend files the study names, and the output folder (writable, room left). Each failure
+is one `StudyError` (or the library's `InputError`) naming the file or field.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from cat_models.errors import InputError
+from harness.config import Study, StudyError
+
+Log = Callable[[str], None]
+MIN_FREE_MB = 200   # less free space than this in the output / cache folder stops the run
+
+
+def check_inputs(study: Study, cache: Path, origin: str, out: Path,
+                 subsets: dict | None = None, log: Log = print) -> None:
+    """Every input check of a run; `subsets` are the few-shot indices when known."""
+    from cat_models.data import check_dataset
+    from harness.stages_data import planned_ref
+
+    indices = sorted({i for idx in (subsets or {}).values() for i in idx})
+    pools = {}
+    for role in ("source", "target"):
+        ref = planned_ref(study, cache, role)
+        if ref.name.startswith("synthetic") and not Path(ref.root).is_dir():
+            log(f"[check] {role} dataset: the embedded benchmark, drawn by the run")
+            continue
+        for split in ("train", "val"):
+            chosen = indices if (role, split) == ("target", "train") else ()
+            try:
+                result = check_dataset(ref.kind, ref.root, split, indices=chosen)
+            except InputError as err:
+                raise StudyError(f"{origin}: {role}.dataset: {err}") from None
+            pools[(role, split)] = result.pairs
+        log(f"[check] {role} dataset {ref.root}: {pools[(role, 'train')]} training and "
+            f"{pools[(role, 'val')]} validation pairs")
+    pool = pools.get(("target", "train"))
+    too_big = [s for s in study.target_sizes if pool is not None and s > pool]
+    if too_big:
+        raise StudyError(f"{origin}: target_sizes: {too_big} exceed the {pool} images of the "
+                         f"target training split ({planned_ref(study, cache, 'target').root})")
+    check_source_checkpoint(study, cache, origin, log)
+    check_files(study, origin)
+    check_output(out, origin)
+    check_output(cache, origin, what="cache folder")
+
+
+def check_subset_images(study: Study, target, subsets: dict, origin: str) -> None:
+    """Decode every image of the few-shot subsets (once they are drawn) with the checks of
+    `check_dataset` (the benchmark, drawn by the run, is checked here the first time)."""
+    from cat_models.data import check_dataset
+
+    indices = sorted({i for idx in subsets.values() for i in idx})
+    try:
+        check_dataset(target.kind, target.root, "train", indices=indices, sample=0)
+    except InputError as err:
+        raise StudyError(f"{origin}: target.dataset: {err}") from None
+
+
+def check_source_checkpoint(study: Study, cache: Path, origin: str, log: Log) -> None:
+    if study.source.checkpoint is None:
+        return
+    from cat_models.data.layouts import read_layout
+    from cat_models.oasis.source import check_source
+    from harness.stages_data import planned_ref
+
+    path = Path(study.source.checkpoint)
+    names = None
+    if path.is_dir():   # an official release folder takes the source dataset's class names
+        ref = planned_ref(study, cache, "source")
+        try:
+            names = list(read_layout(ref.kind, ref.root, "train").class_names)
+        except InputError as err:
+            raise StudyError(f"{origin}: source.dataset: {err}") from None
+    try:
+        cfg = check_source(path, study.resolution, class_names=names)
+    except InputError as err:
+        raise StudyError(f"{origin}: source.checkpoint: {err}") from None
+    log(f"[check] source checkpoint {path}: OASIS {cfg.resolution[0]}×{cfg.resolution[1]}")
+
+
+def named_files(study: Study) -> dict[str, str]:
+    """field -> path of every file or folder the study names (besides datasets, source)."""
+    b = study.affinity_backends
+    found = {"evaluation.segmenter": study.evaluation.segmenter,
+             "evaluation.fid_feature_net": study.evaluation.fid_feature_net,
+             "affinity_backends.segmentation.segmenter": b.segmentation.segmenter,
+             "affinity_backends.text.sentence_model": b.text.sentence_model,
+             "affinity_backends.features.checkpoint": getattr(b.features, "checkpoint", None)}
+    defaults = {"evaluation.segmenter": "small", "evaluation.fid_feature_net": "default"}
+    return {k: v for k, v in found.items() if v and v != defaults.get(k)}
+
+
+def check_files(study: Study, origin: str) -> None:
+    """The named files exist; segmenters are loaded (their own checks say what is wrong)."""
+    needed = {m.affinity for m in study.methods}
+    for field, value in named_files(study).items():
+        if field == "affinity_backends.segmentation.segmenter" and not (
+                needed & {"segmentation", "combination", "average"}):
+            continue
+        path = Path(value)
+        if not path.exists():
+            raise StudyError(f"{origin}: {field}: {path} does not exist")
+        if field.endswith("segmenter"):
+            from cat_models.segmenters import load_segmenter
+
+            try:
+                load_segmenter(path)
+            except InputError as err:
+                raise StudyError(f"{origin}: {field}: {err}") from None
+
+
+def check_output(folder: Path, origin: str, what: str = "output folder") -> None:
+    """`folder` (or its nearest existing parent) is a writable folder with room left."""
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StudyError(f"{origin}: {what} {folder}: {probe} is a file, not a folder")
+    try:   # a probe file in the nearest existing folder: a dry run creates nothing
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".cat-write-test-") as f:
+            f.write(b"x" * 4096)
+            f.flush()
+    except OSError as err:
+        raise StudyError(f"{origin}: {what} {folder} is not writable "
+                         f"({err.strerror or err})") from None
+    free_mb = shutil.disk_usage(probe).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise StudyError(f"{origin}: {what} {folder}: only {free_mb:.0f} MB free "
+                         f"(a study needs at least {MIN_FREE_MB} MB for checkpoints and results)")
