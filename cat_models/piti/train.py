@@ -106,6 +106,11 @@ class PitiTrainConfig:
         return dataclasses.asdict(self)
 
 
+# Source pretraining of the `embedded` preset from scratch on the embedded benchmark (32 px,
+# 2 CPU cores). Measured in benchmarks/RESULTS_piti.md (source quality).
+PRETRAIN_SETTINGS = PitiTrainConfig(batch_size=8, lr=1e-3, ema_decay=0.999, uncond_p=0.2)
+
+
 def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
