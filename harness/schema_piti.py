@@ -17,29 +17,30 @@ PITI_SEARCHABLE = ("prompt_count", "guidance_scale", "sampling_steps", "sampler"
 PITI_IGNORES = ("lr_g", "lr_d", "freeze_d", "labelmix_lambda")
 
 
-def _train_default(name: str) -> Any:
-    """A default of the library's PITI training settings (`PitiTrainConfig`)."""
-    from cat_models.piti.train import PitiTrainConfig
+def _pretrain_default(name: str) -> Any:
+    """A default of the library's PITI source-pretraining settings (`PRETRAIN_SETTINGS`)."""
+    from cat_models.piti.train import PRETRAIN_SETTINGS
 
-    return getattr(PitiTrainConfig(), name)
+    return getattr(PRETRAIN_SETTINGS, name)
 
 
 class PitiPretrainSpec(Strict):
     """Source pretraining on the source dataset (`pretrain_piti`); null fields take the
-    library's `PitiTrainConfig` defaults, except the embedded-scale budget below."""
+    library's `PRETRAIN_SETTINGS` (`cat_models.piti.train`, where they are measured), the
+    iteration count is the embedded-scale budget."""
 
     iterations: Annotated[int, Field(gt=0)] = 800
-    batch_size: Annotated[int, Field(gt=0)] = 8
-    lr: Annotated[float, Field(gt=0)] = 2e-4
-    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.995
+    batch_size: Annotated[int, Field(gt=0)] | None = None
+    lr: Annotated[float, Field(gt=0)] | None = None
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None
     uncond_p: Annotated[float, Field(gt=0, le=1)] | None = None
     seed: int = 0
 
     def train_config(self) -> dict[str, Any]:
         """`PitiTrainConfig` fields of the pretraining run."""
-        return {"batch_size": self.batch_size, "lr": self.lr, "ema_decay": self.ema_decay,
-                "uncond_p": self.uncond_p if self.uncond_p is not None
-                else _train_default("uncond_p")}
+        names = ("batch_size", "lr", "ema_decay", "uncond_p")
+        return {n: getattr(self, n) if getattr(self, n) is not None else _pretrain_default(n)
+                for n in names}
 
 
 class PitiSpec(Strict):

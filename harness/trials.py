@@ -64,8 +64,7 @@ DETERMINISTIC_MARKER = "deterministic_error.txt"
 
 
 def deterministic_errors() -> tuple[type[BaseException], ...]:
-    from cat_models.errors import InputError
-    from cat_models.errors import NonFiniteLossError
+    from cat_models.errors import InputError, NonFiniteLossError
 
     return (InputError, StudyError, NonFiniteLossError)
 

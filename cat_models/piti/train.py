@@ -106,6 +106,16 @@ class PitiTrainConfig:
         return dataclasses.asdict(self)
 
 
+# Source pretraining of the `embedded` preset from scratch on the embedded benchmark (32 px,
+# 2 CPU cores; benchmarks/RESULTS_piti.md, source quality). lr 1e-3: measured better than
+# PITI's finetuning 3.5e-5 from scratch (ε-MSE after 150 steps 0.135 vs 0.755,
+# docs/piti_diffusion.md). Batch 8: the step the preset is sized for (~1-1.5 s on 2 idle
+# cores). EMA 0.995 is not measured against others: a ~200-step horizon, so that after the
+# ~600-900 steps that fit in 15 min the initial weights keep < 5 % of the average (0.999 would
+# keep 40 % after 900). uncond_p 0.2: PITI's second stage (guided sampling needs it > 0).
+PRETRAIN_SETTINGS = PitiTrainConfig(batch_size=8, lr=1e-3, ema_decay=0.995, uncond_p=0.2)
+
+
 def resolve_trainable(model: nn.Module, trainable: Trainable) -> list[str]:
     """Names of the parameters to train, in the model's order; unknown names are an error."""
     names = [n for n, _ in model.named_parameters()]

@@ -1,0 +1,161 @@
+"""Are the embedded source PITI's samples recognisable, and how fast do they get there?
+
+    python benchmarks/piti_source_quality.py --segmenter SEG.pt [--iterations 1500]
+        [--eval-every 250] [--set model_channels=48 ...] [--train lr=1e-3 --train batch_size=8]
+        [--sampler ddim --steps 25 --guidance 1.3] [--n 48] [--fid] [--save CKPT.pt]
+        [--load CKPT.pt] [--grid docs/images/piti_source_samples.png] [--data-root DIR]
+
+Pretrains the `embedded` PITI preset (fields replaced with `--set`) from scratch on the source
+training split of the embedded benchmark (32 px) with `pretrain_piti` (settings replaced with
+`--train`, default `PRETRAIN_SETTINGS`), and every `--eval-every` steps scores the EMA model the
+way `benchmarks/source_quality.py` scores OASIS: the mIoU that a segmenter trained on real
+source images finds in samples drawn for the first `--n` validation label maps (fixed noise).
+The last evaluation also scores a freshly initialised model and, with `--fid`, FID/KID against
+the real validation images. `--load` skips training and scores a saved checkpoint. Prints one
+JSON line per evaluation and a markdown row of the curve at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def _pairs(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def main() -> int:
+    from cat_models.data import open_dataset
+    from cat_models.data.synthetic import ensure_benchmark
+    from cat_models.metrics.miou import miou
+    from cat_models.piti import build_piti, label_mask, preset
+    from cat_models.piti.sampling import SamplerSettings, sample_images
+    from cat_models.piti.train import PRETRAIN_SETTINGS, PitiTrainState, pretrain_piti
+    from cat_models.segmenters import load_segmenter
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--segmenter", type=Path, required=True,
+                   help="a segmenter trained on real source images (stage segmenter-source)")
+    p.add_argument("--iterations", type=int, default=1500)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="PitiConfig fields of the embedded preset")
+    p.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
+                   help="PitiTrainConfig fields of PRETRAIN_SETTINGS")
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--steps", default="25")
+    p.add_argument("--guidance", type=float, default=1.3)
+    p.add_argument("--n", type=int, default=48)
+    p.add_argument("--fid", action="store_true", help="FID/KID of the final model too")
+    p.add_argument("--save", type=Path)
+    p.add_argument("--load", type=Path)
+    p.add_argument("--grid", type=Path)
+    p.add_argument("--data-root", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    steps = int(args.steps) if args.steps.isdigit() else args.steps
+    settings = SamplerSettings(args.sampler, steps, args.guidance)
+    root = args.data_root or ensure_benchmark(None, 64, 0, 1200, 600).source_root
+    train = open_dataset("folder", root, "train", 32, augment=True)
+    val = open_dataset("folder", root, "val", 32)
+    segmenter = load_segmenter(args.segmenter)
+    n = min(args.n, len(val))
+    labels = torch.stack([torch.as_tensor(val[i]["label"]) for i in range(n)]).long()
+    classes = train.num_classes
+    cfg = preset("embedded", num_classes=classes, **_pairs(args.set))
+    tcfg = PRETRAIN_SETTINGS.replace(**_pairs(args.train))
+
+    def mask_fn(lab: torch.Tensor) -> torch.Tensor:
+        return label_mask(lab, classes)
+
+    def generate(model: torch.nn.Module, lab: torch.Tensor) -> torch.Tensor:
+        return sample_images(model, mask_fn(lab), settings=settings, seed=0, batch_size=16)
+
+    def evaluate(model: torch.nn.Module, step: int) -> dict:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            images = generate(model, labels)
+            predicted = segmenter.predict(images)
+        return {"miou": miou(predicted, labels, classes)["miou"],
+                "eval_s": time.perf_counter() - t0}
+
+    start = time.perf_counter()
+    curve: list[tuple[int, float]] = []
+    times: list[float] = []
+
+    def report(r: dict) -> None:
+        if "sec_per_iter" in r and "miou" not in r:
+            times.append(r["sec_per_iter"])
+        if "miou" in r:
+            curve.append((r["iteration"], r["miou"]))
+        keep = ("iteration", "loss", "mse", "miou", "sec_per_iter", "eval_s")
+        print(json.dumps({k: round(r[k], 4) for k in keep if k in r}
+                         | {"seconds": round(time.perf_counter() - start)}), flush=True)
+
+    if args.load:
+        payload = torch.load(args.load, map_location="cpu", weights_only=False)
+        model = build_piti(cfg, seed=args.seed)
+        model.load_state_dict(payload["model"])
+        state = PitiTrainState(model, list(payload["ema"]), payload["ema"],
+                               torch.optim.SGD(model.parameters(), lr=0.0))
+        ema = state.ema_model()
+    else:
+        model = build_piti(cfg, seed=args.seed)
+        print(f"parameters: {sum(p.numel() for p in model.parameters()):,}", flush=True)
+        state = pretrain_piti(model, train, tcfg, args.iterations, mask_fn=mask_fn,
+                              seed=args.seed, on_report=report, report_every=25,
+                              evaluate_fn=evaluate, eval_every=args.eval_every,
+                              checkpoint_dir=args.save.parent if args.save else None)
+        if args.save and args.save.name != "latest.pt":
+            (args.save.parent / "latest.pt").replace(args.save)
+        ema = state.ema_model()
+        train_s = time.perf_counter() - start
+    rows = [("pretrained (EMA)", ema)]
+    if args.fid or args.load:
+        rows.append(("random init", build_piti(cfg, seed=args.seed + 1).eval()))
+    if args.fid:
+        from cat_models.metrics.evaluator import Evaluator
+
+        evaluator = Evaluator(val, val, segmenter, n_samples=n, batch_size=16)
+        for name, m in rows:
+            r = evaluator.evaluate(lambda lab, m=m: generate(m, lab))
+            print(f"| {name} | {r['fid']:.1f} | {r['kid']:.3f} | {r['miou']:.1%} |", flush=True)
+    elif args.load:
+        for name, m in rows:
+            print(f"| {name} | mIoU {evaluate(m, 0)['miou']:.1%} |", flush=True)
+    if args.grid:
+        from harness.trial import sample_grid, save_grid
+
+        k = 10
+        real = torch.stack([torch.as_tensor(val[i]["image"]) for i in range(k)])
+        save_grid(args.grid, sample_grid(labels[:k], real, generate(ema, labels[:k]), classes),
+                  scale=3)
+        print(f"sample grid: {args.grid}")
+    if not args.load:
+        mean = sum(times) / max(1, len(times))
+        print(f"\nconfig {cfg.to_dict()}\ntrain {tcfg.to_dict()}\nsampler {settings}")
+        print(f"{args.iterations} iterations, {train_s:.0f} s wall incl. evaluations, "
+              f"{mean:.3f} s/iteration (training only, mean of reports)")
+        print("| " + " | ".join(f"{it:,}" for it, _ in curve) + " |")
+        print("|" + "---:|" * len(curve))
+        print("| " + " | ".join(f"{m:.1%}" for _, m in curve) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
