@@ -103,19 +103,11 @@ def stage_source(study: Study, source: DatasetRef, runner: StageRunner,
     log = runner.log
     ckpt = study.source.checkpoint
     if ckpt is not None:
-        path = Path(ckpt)
-        if runner.plan:
-            runner.report("source-model (checkpoint)", path.exists())
-            return (str(path), checkpoint_hash(path)) if path.exists() else ("", "")
-        if not path.exists():
-            raise StudyError(f"source.checkpoint: {path} does not exist")
-        digest = checkpoint_hash(path)
-        log(f"[stage] source model: using {path} (sha {digest})")
-        return str(path), digest
+        return common.user_source(Path(ckpt), log, runner.plan, runner.report, Path.exists,
+                                  checkpoint_hash, f"source.checkpoint: {ckpt} does not exist")
     inputs = source_inputs(study, source)
     work = runner.cache / "work" / f"source-{input_hash(inputs)}"   # resumable
-    gpus = 1.0 if cluster.get("GPU", 0) >= 1 and study.resources.gpus_per_worker > 0 else 0.0
-    cpus = task_cpus(cluster, 8)
+    cpus, gpus = common.source_task_resources(study, cluster)
 
     def build(out: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,28 @@ def task_cpus(cluster: dict[str, float], cap: int) -> float:
     return float(max(1, min(int(cluster.get("CPU", 1)) - 1, cap)))
 
 
+def source_task_resources(study: Study, cluster: dict[str, float]) -> tuple[float, float]:
+    """(CPUs, GPUs) of a source-pretraining task: a GPU when the cluster has one and the
+    study's trials use GPUs, otherwise the CPUs `task_cpus` leaves."""
+    gpus = 1.0 if cluster.get("GPU", 0) >= 1 and study.resources.gpus_per_worker > 0 else 0.0
+    return task_cpus(cluster, 8), gpus
+
+
+def user_source(path: Path, log: Callable[[str], None], plan: bool,
+                report: Callable[[str, bool], None], present: Callable[[Path], bool],
+                digest: Callable[[Path], str], missing: str) -> tuple[str, str]:
+    """(path, content hash) of the user's `source.checkpoint`; planning, ("", "") when it is
+    not there; running, `StudyError(missing)` then."""
+    if plan:
+        report("source-model (checkpoint)", present(path))
+        return (str(path), digest(path)) if present(path) else ("", "")
+    if not present(path):
+        raise StudyError(missing)
+    sha = digest(path)
+    log(f"[stage] source model: using {path} (sha {sha})")
+    return str(path), sha
+
+
 def set_threads(cpus: float) -> None:
     import torch
 

@@ -12,7 +12,7 @@ from typing import Any
 from harness import stages_common as common
 from harness.cache import StageRunner, file_hash, input_hash
 from harness.config import Study, StudyError
-from harness.stages_common import CODE_VERSION, ref_key, set_threads, task_cpus
+from harness.stages_common import CODE_VERSION, ref_key, set_threads
 from harness.stages_data import DatasetRef
 
 
@@ -76,20 +76,13 @@ def stage_piti_source(study: Study, source: DatasetRef, runner: StageRunner,
     log = runner.log
     ckpt = study.source.checkpoint
     if ckpt is not None:
-        path = Path(ckpt)
-        if runner.plan:
-            runner.report("source-model (checkpoint)", path.is_file())
-            return (str(path), file_hash(path)) if path.is_file() else ("", "")
-        if not path.is_file():
-            raise StudyError(f"source.checkpoint: {path} is not a file (expected a PITI "
-                             "source-model file or the official base_mask.pt)")
-        digest = file_hash(path)
-        log(f"[stage] source model: using {path} (sha {digest})")
-        return str(path), digest
+        return common.user_source(
+            Path(ckpt), log, runner.plan, runner.report, Path.is_file, file_hash,
+            f"source.checkpoint: {ckpt} is not a file (expected a PITI source-model file or "
+            "the official base_mask.pt)")
     inputs = piti_source_inputs(study, source)
     work = runner.cache / "work" / f"source-piti-{input_hash(inputs)}"   # resumable
-    gpus = 1.0 if cluster.get("GPU", 0) >= 1 and study.resources.gpus_per_worker > 0 else 0.0
-    cpus = task_cpus(cluster, 8)
+    cpus, gpus = common.source_task_resources(study, cluster)
 
     def build(out: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)

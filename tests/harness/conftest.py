@@ -77,6 +77,19 @@ def run_stage_tasks_inline(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
     return fn(*args)
 
 
+def build_artifacts(study, cache, out):
+    """The study's Artifacts, built by the real stage functions, Ray tasks run inline."""
+    from harness import stages, stages_common
+
+    log: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stages_common, "run_task", run_stage_tasks_inline)
+        source, target = stages.stage_datasets(study, cache, "tiny", log.append)
+        subsets = stages.stage_subsets(study, target, cache, "tiny", log.append)
+        return stages.prepare_artifacts(study, source, target, subsets, cache, out,
+                                        log.append, {"CPU": 1})
+
+
 @pytest.fixture(scope="session")
 def harness_cache(tmp_path_factory) -> Path:
     """One stage cache for the session (stages are content-addressed, so sharing is safe)."""
@@ -86,19 +99,11 @@ def harness_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_artifacts(harness_cache, tmp_path_factory):
     """(Study, Artifacts) of the tiny study, built by the real stage functions without Ray."""
-    from harness import stages, stages_common
     from harness.config import parse_study
 
     out = tmp_path_factory.mktemp("tiny-out")
     study = parse_study(tiny_study(harness_cache, out), "tiny")
-    log: list[str] = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(stages_common, "run_task", run_stage_tasks_inline)
-        source, target = stages.stage_datasets(study, harness_cache, "tiny", log.append)
-        subsets = stages.stage_subsets(study, target, harness_cache, "tiny", log.append)
-        art = stages.prepare_artifacts(study, source, target, subsets, harness_cache, out,
-                                       log.append, {"CPU": 1})
-    return study, art
+    return study, build_artifacts(study, harness_cache, out)
 
 # The tiny PITI study: the same benchmark, a 4-iteration embedded-preset source model, 2-step
 # DDIM sampling, 4-iteration trials (CAT with random A; from GLIDE with a 2-iteration stage 1).
@@ -116,17 +121,23 @@ PITI_STUDY: dict[str, Any] = merge(
 def tiny_piti_artifacts(harness_cache, tmp_path_factory):
     """(Study, Artifacts) of the tiny PITI study, built by the real stage functions without
     Ray (datasets, segmenter and statistics are shared with the OASIS study's)."""
-    from harness import stages, stages_common
     from harness.config import parse_study
 
     out = tmp_path_factory.mktemp("tiny-piti-out")
     study = parse_study(merge(PITI_STUDY, {"cache_dir": str(harness_cache),
                                            "output_dir": str(out)}), "tiny-piti")
-    log: list[str] = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(stages_common, "run_task", run_stage_tasks_inline)
-        source, target = stages.stage_datasets(study, harness_cache, "tiny", log.append)
-        subsets = stages.stage_subsets(study, target, harness_cache, "tiny", log.append)
-        art = stages.prepare_artifacts(study, source, target, subsets, harness_cache, out,
-                                       log.append, {"CPU": 1})
-    return study, art
+    return study, build_artifacts(study, harness_cache, out)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local 2-CPU Ray for one test module (Ray Train V2, offline, this checkout importable)."""
+    import ray
+
+    repo = Path(__file__).resolve().parents[2]
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "HF_HUB_OFFLINE": "1",
+                                       "PYTHONPATH": str(repo)}})
+    yield ray.cluster_resources()
+    ray.shutdown()

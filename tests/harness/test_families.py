@@ -4,35 +4,17 @@ trials report FID / KID / mIoU, checkpoint and resume exactly; the study schema 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from trial_recording import Recorder
 
 from harness.config import StudyError, parse_study
 from harness.families import FAMILIES, family
 from harness.trial import TrialSpec, run_trial
 from tests.harness.conftest import BASE_STUDY, PITI_STUDY, merge
-
-
-class Recorder:
-    """Keeps the reports and a copy of each reported checkpoint folder."""
-
-    def __init__(self, keep: Path) -> None:
-        self.keep = keep
-        keep.mkdir(parents=True, exist_ok=True)
-        self.reports: list[dict[str, Any]] = []
-        self.checkpoints: dict[int, Path] = {}
-
-    def __call__(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
-        self.reports.append(dict(metrics))
-        if checkpoint is not None:
-            dest = self.keep / f"ckpt_{metrics['iteration']:06d}"
-            shutil.copytree(checkpoint, dest)
-            self.checkpoints[metrics["iteration"]] = dest
 
 
 def _run(art, tmp: Path, name: str, params: dict, restore: Path | None = None) -> Recorder:

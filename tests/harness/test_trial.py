@@ -4,14 +4,13 @@ resuming from a reported checkpoint."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from trial_recording import Recorder
 
 from harness.stages import FewShotSet
 from harness.trial import method_spec, palette, run_trial, sample_grid
@@ -20,23 +19,6 @@ PARAMS = {"method": "no-cat", "target_size": 20, "seed": 0}
 FINAL_KEYS = {"final_fid", "final_kid", "final_miou", "best_fid", "best_kid", "best_miou",
               "best_iteration", "iters_to_convergence", "fid_feature_net", "miou_segmenter",
               "source_ckpt_hash", "method", "target_size", "seed"}
-
-
-class Recorder:
-    """A `report` callable that keeps the metrics and copies each checkpoint folder when it is
-    reported (run_trial's own folder is scratch space, as Ray copies it at report time)."""
-
-    def __init__(self, keep: Path) -> None:
-        self.keep = keep
-        self.reports: list[dict[str, Any]] = []
-        self.checkpoints: dict[int, Path] = {}
-
-    def __call__(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
-        self.reports.append(dict(metrics))
-        if checkpoint is not None:
-            dest = self.keep / f"ckpt_{metrics['iteration']:06d}"
-            shutil.copytree(checkpoint, dest)
-            self.checkpoints[metrics["iteration"]] = dest
 
 
 def _run(art, tmp: Path, name: str, params=PARAMS, restore: Path | None = None) -> Recorder:

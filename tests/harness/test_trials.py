@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -21,18 +20,6 @@ from harness.config import parse_study
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 COMPARED = ("fid", "kid", "miou", "g_total", "d_total")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    import ray
-
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "HF_HUB_OFFLINE": "1",
-                                       "PYTHONPATH": str(REPO)}})
-    yield ray.cluster_resources()
-    ray.shutdown()
 
 
 def _one_method(study, **changes):
