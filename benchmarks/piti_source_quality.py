@@ -18,67 +18,39 @@ JSON line per evaluation and a markdown row of the curve at the end.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import time
 from pathlib import Path
 
 import torch
-
-
-def _pairs(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+from source_curve import add_curve_arguments, evaluation_data, parse_pairs
 
 
 def main() -> int:
-    from cat_models.data import open_dataset
-    from cat_models.data.synthetic import ensure_benchmark
     from cat_models.metrics.miou import miou
     from cat_models.piti import build_piti, label_mask, preset
     from cat_models.piti.sampling import SamplerSettings, sample_images
     from cat_models.piti.train import PRETRAIN_SETTINGS, PitiTrainState, pretrain_piti
-    from cat_models.segmenters import load_segmenter
 
     p = argparse.ArgumentParser()
-    p.add_argument("--segmenter", type=Path, required=True,
-                   help="a segmenter trained on real source images (stage segmenter-source)")
-    p.add_argument("--iterations", type=int, default=1500)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="PitiConfig fields of the embedded preset")
+    add_curve_arguments(p, n=48, threads=2)
     p.add_argument("--train", action="append", default=[], metavar="FIELD=VALUE",
                    help="PitiTrainConfig fields of PRETRAIN_SETTINGS")
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--steps", default="25")
     p.add_argument("--guidance", type=float, default=1.3)
-    p.add_argument("--n", type=int, default=48)
     p.add_argument("--fid", action="store_true", help="FID/KID of the final model too")
     p.add_argument("--save", type=Path)
     p.add_argument("--load", type=Path)
     p.add_argument("--grid", type=Path)
-    p.add_argument("--data-root", type=Path)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     steps = int(args.steps) if args.steps.isdigit() else args.steps
     settings = SamplerSettings(args.sampler, steps, args.guidance)
-    root = args.data_root or ensure_benchmark(None, 64, 0, 1200, 600).source_root
-    train = open_dataset("folder", root, "train", 32, augment=True)
-    val = open_dataset("folder", root, "val", 32)
-    segmenter = load_segmenter(args.segmenter)
-    n = min(args.n, len(val))
-    labels = torch.stack([torch.as_tensor(val[i]["label"]) for i in range(n)]).long()
+    train, val, segmenter, labels = evaluation_data(args, 32)
     classes = train.num_classes
-    cfg = preset("embedded", num_classes=classes, **_pairs(args.set))
-    tcfg = PRETRAIN_SETTINGS.replace(**_pairs(args.train))
+    cfg = preset("embedded", num_classes=classes, **parse_pairs(args.set))
+    tcfg = PRETRAIN_SETTINGS.replace(**parse_pairs(args.train))
 
     def mask_fn(lab: torch.Tensor) -> torch.Tensor:
         return label_mask(lab, classes)
@@ -131,7 +103,7 @@ def main() -> int:
     if args.fid:
         from cat_models.metrics.evaluator import Evaluator
 
-        evaluator = Evaluator(val, val, segmenter, n_samples=n, batch_size=16)
+        evaluator = Evaluator(val, val, segmenter, n_samples=len(labels), batch_size=16)
         for name, m in rows:
             r = evaluator.evaluate(lambda lab, m=m: generate(m, lab))
             print(f"| {name} | {r['fid']:.1f} | {r['kid']:.3f} | {r['miou']:.1%} |", flush=True)

@@ -13,49 +13,29 @@ FID: the mIoU a segmenter trained on real source images finds in samples drawn f
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import time
-from pathlib import Path
 
 import torch
+from source_curve import add_curve_arguments, evaluation_data, parse_pairs
 
 
 def main() -> int:
-    from cat_models.data import open_dataset
-    from cat_models.data.synthetic import ensure_benchmark
     from cat_models.metrics.miou import miou
     from cat_models.oasis.baselines import build_plan
     from cat_models.oasis.config import PRESETS, preset
     from cat_models.oasis.sampling import sample_images
     from cat_models.oasis.train import train_oasis
-    from cat_models.segmenters import load_segmenter
 
     p = argparse.ArgumentParser()
-    p.add_argument("--segmenter", type=Path, required=True,
-                   help="a segmenter trained on real source images (stage segmenter-source)")
-    p.add_argument("--iterations", type=int, default=1500)
-    p.add_argument("--eval-every", type=int, default=250)
+    add_curve_arguments(p, n=96, threads=1)
     p.add_argument("--preset", default="bench32", choices=sorted(PRESETS))
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
-    p.add_argument("--data-root", type=Path)
     p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--n", type=int, default=96)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = ast.literal_eval(value)
-    cfg = preset(args.preset, resolution=(args.resolution, args.resolution), **overrides)
-    root = args.data_root or ensure_benchmark(None, 64, 0, 1200, 600).source_root
-    train = open_dataset("folder", root, "train", args.resolution, augment=True)
-    val = open_dataset("folder", root, "val", args.resolution)
-    segmenter = load_segmenter(args.segmenter)
-    n = min(args.n, len(val))
-    labels = torch.stack([torch.as_tensor(val[i]["label"]) for i in range(n)]).long()
+    cfg = preset(args.preset, resolution=(args.resolution, args.resolution),
+                 **parse_pairs(args.set))
+    train, val, segmenter, labels = evaluation_data(args, args.resolution)
 
     def evaluate(ema, step):
         with torch.no_grad():
