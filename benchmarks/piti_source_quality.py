@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from source_curve import add_curve_arguments, evaluation_data, parse_pairs
+from source_curve import add_curve_arguments, evaluation_data, parse_pairs, print_curve
 
 
 def main() -> int:
@@ -123,9 +123,7 @@ def main() -> int:
         print(f"\nconfig {cfg.to_dict()}\ntrain {tcfg.to_dict()}\nsampler {settings}")
         print(f"{args.iterations} iterations, {train_s:.0f} s wall incl. evaluations, "
               f"{mean:.3f} s/iteration (training only, mean of reports)")
-        print("| " + " | ".join(f"{it:,}" for it, _ in curve) + " |")
-        print("|" + "---:|" * len(curve))
-        print("| " + " | ".join(f"{m:.1%}" for _, m in curve) + " |")
+        print_curve(curve)
     return 0
 
 

@@ -17,7 +17,7 @@ import json
 import time
 
 import torch
-from source_curve import add_curve_arguments, evaluation_data, parse_pairs
+from source_curve import add_curve_arguments, evaluation_data, parse_pairs, print_curve
 
 
 def main() -> int:
@@ -55,9 +55,7 @@ def main() -> int:
     train_oasis(plan, train, cfg, args.iterations, seed=args.seed, on_report=report,
                 report_every=0, evaluate_fn=evaluate, eval_every=args.eval_every)
     print(f"\nlr_g {cfg.lr_g:g}, lr_d {cfg.lr_d:g}, batch {cfg.batch_size}, seed {args.seed}")
-    print("| " + " | ".join(f"{it:,}" for it, _ in curve) + " |")
-    print("|" + "---:|" * len(curve))
-    print("| " + " | ".join(f"{m:.1%}" for _, m in curve) + " |")
+    print_curve(curve)
     return 0
 
 

@@ -51,3 +51,10 @@ def evaluation_data(args: argparse.Namespace, resolution: int):
     n = min(args.n, len(val))
     labels = torch.stack([torch.as_tensor(val[i]["label"]) for i in range(n)]).long()
     return train, val, segmenter, labels
+
+
+def print_curve(curve: list[tuple[int, float]]) -> None:
+    """The mIoU curve [(iteration, mIoU)] as a markdown table row (for RESULTS_*.md)."""
+    print("| " + " | ".join(f"{it:,}" for it, _ in curve) + " |")
+    print("|" + "---:|" * len(curve))
+    print("| " + " | ".join(f"{m:.1%}" for _, m in curve) + " |")
