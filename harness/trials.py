@@ -11,6 +11,22 @@
 Checkpoints ride on the evaluation reports (every `checkpoint_every` iterations); a failed trial
 is retried from its last checkpoint (`resources.max_failures`), and `--resume` restores the whole
 Tune experiment without rerunning finished trials.
+
+Deterministic errors (`deterministic_errors()`: bad input, a non-finite loss) are never retried,
+as a retry fails the same way. Neither Ray 2.60 layer has a per-error retry rule: Tune's
+`TuneController._process_trial_failure` retries any trial error while
+`Trial.should_recover()` (failures ≤ `FailureConfig.max_failures`), and Ray Train V2's
+`DefaultFailurePolicy` retries every `WorkerGroupError` up to its own `max_failures` (the policy
+is chosen internally, `create_failure_policy`, not by the user). What neither retries is a
+trainable that returns. So the trial *ends* instead of raising (`guarded`): its last report is
+`{FAILURE_KEY: "Type: message", <metric>: nan}` and `error.txt` in its folder holds the
+traceback. Tune records the trial as TERMINATED; the harness counts it as failed
+(`failure_of`), prints the cause, and the analysis marks it (it reads `error.txt`). A Ray Train
+worker that hits one records it in `DETERMINISTIC_MARKER` and returns, so the worker group is
+not restarted either; its driver turns the marker into the failure report. A kept consequence:
+`--resume` does not rerun such a trial (a finished trial to Tune); after fixing its cause, a
+changed study starts a new experiment, and the same study reruns it once `OUT/tune` is moved
+aside.
 """
 
 from __future__ import annotations
@@ -58,31 +74,54 @@ def _restore_dir(checkpoint: Any, scratch: str) -> str | None:
     return folder
 
 
-# Errors that come back on every retry (the input or the trial's own numbers are at fault):
-# the trial fails at once instead of being retried `max_failures` times.
+# A trial that fails deterministically ends with this key in its last report (and Tune's
+# `error.txt` in its folder); for a multi-worker trial the workers leave the cause in the
+# marker file for their driver.
+FAILURE_KEY = "trial_error"
 DETERMINISTIC_MARKER = "deterministic_error.txt"
+ERROR_FILE = "error.txt"      # Tune's own name: the analysis and a user look there
 
 
 def deterministic_errors() -> tuple[type[BaseException], ...]:
+    """Errors that come back on every retry (the input or the trial's own numbers are at
+    fault), so a retry would only cost a process start and a second traceback."""
     from cat_models.errors import InputError, NonFiniteLossError
 
-    return (InputError, StudyError, NonFiniteLossError)
+    return (InputError, StudyError, NonFiniteLossError, WorkerFailedError)
 
 
-def guarded(trial_dir: str | None, fn: Callable[[], Any]) -> Any:
-    """Run `fn`; a deterministic error is recorded in the trial folder, so a retry Tune starts
-    raises it again at once (Tune offers no per-error retry policy)."""
-    marker = Path(trial_dir) / DETERMINISTIC_MARKER if trial_dir else None
-    if marker is not None and marker.is_file():
-        raise DeterministicTrialError(marker.read_text().strip() + " (not retried: it would "
-                                      "fail the same way)")
+def guarded(trial_dir: str | None, fn: Callable[[], Any],
+            report: Callable[[dict[str, Any]], None], metric: str) -> None:
+    """Run `fn` (a trial); a deterministic error ends the trial with a failure report
+    instead of propagating, so neither Tune nor Ray Train retries it (see the module doc)."""
     try:
-        return fn()
+        fn()
     except Exception as err:
         cause = deterministic_cause(err)
-        if cause is not None and marker is not None:
-            marker.write_text(f"{type(cause).__name__}: {first_line(cause)}\n")
-        raise
+        if cause is None:
+            raise
+        end_failed(trial_dir, cause, report, metric, err)
+
+
+def end_failed(trial_dir: str | None, cause: BaseException,
+               report: Callable[[dict[str, Any]], None], metric: str,
+               err: BaseException) -> None:
+    """The trial's last report: `{FAILURE_KEY: "Type: message", metric: nan}` (a searcher
+    sees no value: Optuna records a NaN objective as a failed trial), and `error.txt` with
+    the traceback."""
+    import math
+    import traceback
+
+    if isinstance(cause, WorkerFailedError):
+        line, trace = cause.cause_line, cause.trace
+    else:
+        line = f"{type(cause).__name__}: {first_line(cause)}"
+        trace = "".join(traceback.format_exception(err))
+    if trial_dir is not None:
+        (Path(trial_dir) / ERROR_FILE).write_text(
+            f"{line}\n(not retried: a deterministic error fails every retry the same way)\n\n"
+            f"{trace}")
+    report({FAILURE_KEY: line, metric: math.nan})
 
 
 def deterministic_cause(err: BaseException) -> BaseException | None:
@@ -97,10 +136,6 @@ def deterministic_cause(err: BaseException) -> BaseException | None:
         inner = getattr(cause, "cause", None) or cause.__cause__
         cause = inner if isinstance(inner, BaseException) else None
     return None
-
-
-class DeterministicTrialError(RuntimeError):
-    """A retry of a trial whose earlier attempt failed deterministically."""
 
 
 def first_line(err: BaseException) -> str:
@@ -155,7 +190,7 @@ def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
                       restore=restore, device=_device(res.gpus_per_worker),
                       threads=max(1, int(res.cpus_per_worker)))
 
-    guarded(ctx.get_trial_dir(), run)
+    guarded(ctx.get_trial_dir(), run, tune.report, artifacts.study.search.metric)
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -176,14 +211,32 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     from harness import faults
 
-    with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
-        restore = _restore_dir(ray.train.get_checkpoint(), scratch)
-        faults.trial_started(loop_config["trial_dir"], loop_config["params"],
-                             rank=ray.train.get_context().get_world_rank(),
-                             restored=restore is not None)
-        run_trial(loop_config["params"], artifacts, report, trial_dir=loop_config["trial_dir"],
-                  restore=restore, device=_device(res.gpus_per_worker),
-                  threads=max(1, int(res.cpus_per_worker)))
+    marker = Path(loop_config["trial_dir"]) / DETERMINISTIC_MARKER
+    if marker.is_file():
+        return        # a restarted worker group after one rank failed deterministically
+    try:
+        with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
+            restore = _restore_dir(ray.train.get_checkpoint(), scratch)
+            faults.trial_started(loop_config["trial_dir"], loop_config["params"],
+                                 rank=ray.train.get_context().get_world_rank(),
+                                 restored=restore is not None)
+            run_trial(loop_config["params"], artifacts, report,
+                      trial_dir=loop_config["trial_dir"], restore=restore,
+                      device=_device(res.gpus_per_worker),
+                      threads=max(1, int(res.cpus_per_worker)))
+    except Exception as err:
+        cause = deterministic_cause(err)
+        if cause is None:
+            raise
+        # Returning (not raising) keeps Ray Train from restarting the worker group; the
+        # driver turns the marker into the trial's failure report.
+        import traceback
+
+        rank = ray.train.get_context().get_world_rank()
+        part = marker.with_name(f"{marker.name}.{rank}")     # ranks may fail together
+        part.write_text(f"{type(cause).__name__}: {first_line(cause)}\n"
+                        + "".join(traceback.format_exception(err)))
+        os.replace(part, marker)
 
 
 def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> None:
@@ -212,7 +265,27 @@ def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> N
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=res.max_failures)),
     )
-    guarded(ctx.get_trial_dir(), trainer.fit)
+    marker = Path(ctx.get_trial_dir()) / DETERMINISTIC_MARKER
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except Exception:
+            if not marker.is_file():
+                raise          # a worker died and Ray Train gave up: Tune retries the driver
+        if marker.is_file():
+            cause, _, trace = marker.read_text().partition("\n")
+            raise WorkerFailedError(cause, trace)
+
+    guarded(ctx.get_trial_dir(), fit, tune.report, artifacts.study.search.metric)
+
+
+class WorkerFailedError(RuntimeError):
+    """A deterministic error of a Ray Train worker, as its marker file recorded it."""
+
+    def __init__(self, cause: str, trace: str) -> None:
+        super().__init__(cause)
+        self.cause_line, self.trace = cause, trace
 
 
 def trainable(study: Study, artifacts: Artifacts, storage: str) -> Callable:
@@ -331,8 +404,9 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
         + (f", {outcome['interrupted']} interrupted" if outcome["interrupted"] else "")
         + f" ({path})")
     for result in grid:
-        if result.error is not None:
-            log(f"[trials] failed trial {Path(result.path).name}: {error_cause(result.error)}")
+        cause = failure_of(result)
+        if cause is not None:
+            log(f"[trials] failed trial {Path(result.path).name}: {cause}")
     grid.outcome = outcome
     return grid
 
@@ -342,7 +416,7 @@ def trial_outcomes(grid: Any) -> dict[str, int]:
     Ctrl-C: neither finished nor failed) trials of a `ResultGrid`."""
     counts = {"finished": 0, "failed": 0, "interrupted": 0}
     for result in grid:
-        if result.error is not None:
+        if failure_of(result) is not None:
             counts["failed"] += 1
         elif (result.metrics or {}).get("done") is True or any(
                 k.startswith("final_") for k in (result.metrics or {})):
@@ -350,6 +424,14 @@ def trial_outcomes(grid: Any) -> dict[str, int]:
         else:
             counts["interrupted"] += 1
     return counts
+
+
+def failure_of(result: Any) -> str | None:
+    """Why a trial of a `ResultGrid` failed (`Type: message`), or None: Tune's error (retries
+    used up) or the failure report of a deterministic error (`FAILURE_KEY`)."""
+    if result.error is not None:
+        return error_cause(result.error)
+    return (result.metrics or {}).get(FAILURE_KEY)
 
 
 class _NoRestoreHint:
