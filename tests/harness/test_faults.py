@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -27,7 +28,8 @@ from harness.config import parse_study
 from tests.harness.conftest import subprocess_env, tiny_study, write_study
 
 REPO = Path(__file__).resolve().parents[2]
-DELAY_S = 0.4          # per training step: a 10-iteration trial trains for ~4 s
+DELAY_S = 0.4          # per training step: a 6-iteration trial trains for ~2.4 s
+ITERATIONS = 6         # evaluations and checkpoints every 2; the kill lands after the first
 
 
 # ----------------------------------------------------------------------------- corrupt cache
@@ -163,20 +165,20 @@ def _rows(trial_dir: Path) -> list[dict]:
 def _study(study, methods: tuple[str, ...], **changes):
     data = study.model_dump(mode="json")
     data["methods"] = [m for m in data["methods"] if m["label"] in methods]
-    data["training"].update(iterations=10, eval_every=2, checkpoint_every=2)
+    data["training"].update(iterations=ITERATIONS, eval_every=2, checkpoint_every=2)
     for key, value in changes.items():
         data[key] = {**data[key], **value}
     return parse_study(data)
 
 
-def _kill_when(fault_dir: Path, out: Path, rank: int | None, min_iteration: int,
+def _kill_when(fault_dir: Path, out: Path, label: str, rank: int | None, min_iteration: int,
                killed: list[dict]) -> threading.Thread:
-    """Background killer: SIGKILL the trial process (or DDP worker `rank`) once the trial has
-    reported `min_iteration` (a checkpoint is there)."""
+    """Background killer: SIGKILL the process of `label`'s trial (or its DDP worker `rank`)
+    once that trial has reported `min_iteration` (a checkpoint is there)."""
     def run() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not killed:
-            for trial in out.glob("tune/train_*"):
+            for trial in out.glob(f"tune/train_*_{label}_*"):
                 if any(r.get("iteration", 0) >= min_iteration for r in _rows(trial)):
                     target = [s for s in _starts(fault_dir) if s["trial"] == trial.name
                               and s["rank"] == rank]
@@ -192,89 +194,248 @@ def _kill_when(fault_dir: Path, out: Path, rank: int | None, min_iteration: int,
     return thread
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(400)
-def test_killed_trial_process_is_retried_from_its_checkpoint(cluster, tiny_artifacts,
-                                                             fault_dir, tmp_path):
+def _faulty_experiment(cluster, tiny_artifacts, fault_dir, out: Path, rank: int | None,
+                       **resources) -> dict:
+    """One experiment, two faults, both trials at once: the no-cat trial's process (or its
+    DDP worker `rank`) is killed after its checkpoint at iteration 2, the freezed trial's loss
+    turns NaN at iteration 3 (CAT_FAULT_NAN). `max_failures=1`: one retry is allowed to
+    either."""
+    from harness.pipeline import write_resolved
+
     study, art = tiny_artifacts
-    one = _study(study, ("no-cat",), resources={"max_failures": 1})
+    both = _study(study, ("no-cat", "freezed"), resources={"max_failures": 1, **resources})
+    write_resolved(both, out, ["method"], "tiny")
     killed: list[dict] = []
-    thread = _kill_when(fault_dir, tmp_path, None, 4, killed)
-    grid = trials.run_trials(one, dataclasses.replace(art, study=one), tmp_path, cluster,
-                             False, lambda _: None)
+    thread = _kill_when(fault_dir, out, "no-cat", rank, 2, killed)
+    lines: list[str] = []
+    begin = time.time()
+    artifacts = dataclasses.replace(art, study=both)
+    grid = trials.run_trials(both, artifacts, out, cluster, False, lines.append)
     thread.join(5)
     assert killed, "the trial finished before it could be killed"
-    (result,) = list(grid)
-    assert result.error is None
-    trial = Path(result.path)
-    rows = _rows(trial)
+    by_method = {r.config["method"]: r for r in grid}
+    starts = {m: [s for s in _starts(fault_dir) if s["trial"] == Path(r.path).name
+                  and s["time"] >= begin] for m, r in by_method.items()}
+    return {"study": both, "artifacts": artifacts, "grid": grid, "by_method": by_method, "lines": lines,
+            "killed": killed, "starts": starts, "out": out}
+
+
+@pytest.fixture(scope="module")
+def in_process_faults(cluster, tiny_artifacts, fault_dir, tmp_path_factory) -> dict:
+    return _faulty_experiment(cluster, tiny_artifacts, fault_dir,
+                              tmp_path_factory.mktemp("in-process"), None)
+
+
+@pytest.fixture(scope="module")
+def ddp_faults(cluster, tiny_artifacts, fault_dir, tmp_path_factory) -> dict:
+    return _faulty_experiment(cluster, tiny_artifacts, fault_dir,
+                              tmp_path_factory.mktemp("ddp"), 1, workers_per_trial=2,
+                              cpus_per_worker=0.45)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_killed_trial_process_is_retried_from_its_checkpoint(in_process_faults):
+    run = in_process_faults
+    result = run["by_method"]["no-cat"]
+    assert result.error is None and trials.failure_of(result) is None
+    rows = _rows(Path(result.path))
     iterations = [r["iteration"] for r in rows]
-    assert iterations[-1] == 10 and rows[-1]["done"] is True
-    assert {2, 4} <= set(iterations)                            # reports before the kill kept
+    assert iterations[-1] == ITERATIONS and rows[-1]["done"] is True
+    after = run["killed"][0]["after"]                           # reports before the kill kept
+    assert after >= 2 and set(range(2, after + 1, 2)) <= set(iterations)
     redone = [i for i, n in Counter(iterations).items() if n > 1]
-    assert len(redone) <= one.training.checkpoint_every // one.training.eval_every
-    starts = [s for s in _starts(fault_dir) if s["trial"] == trial.name]
+    training = run["study"].training
+    assert len(redone) <= training.checkpoint_every // training.eval_every
+    starts = run["starts"]["no-cat"]
     assert [s["restored"] for s in starts] == [False, True]     # retried once, from a checkpoint
-    assert starts[0]["pid"] == killed[0]["pid"] != starts[1]["pid"]
+    assert starts[0]["pid"] == run["killed"][0]["pid"] != starts[1]["pid"]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(500)
-def test_killed_ddp_worker_restores_from_the_last_checkpoint(cluster, tiny_artifacts,
-                                                             fault_dir, tmp_path):
-    study, art = tiny_artifacts
-    two = _study(study, ("no-cat",), resources={"workers_per_trial": 2, "cpus_per_worker": 0.9,
-                                                "max_failures": 1})
-    killed: list[dict] = []
-    thread = _kill_when(fault_dir, tmp_path, 1, 4, killed)
-    grid = trials.run_trials(two, dataclasses.replace(art, study=two), tmp_path, cluster,
-                             False, lambda _: None)
-    thread.join(5)
-    assert killed, "the trial finished before its worker could be killed"
-    (result,) = list(grid)
+def test_killed_ddp_worker_restores_from_the_last_checkpoint(ddp_faults):
+    result = ddp_faults["by_method"]["no-cat"]
     assert result.error is None, result.error
     rows = _rows(Path(result.path))
     # (Ray Train's reports reach Tune without `done`: train_worker drops it on purpose)
-    assert rows[-1]["iteration"] == 10 and "final_fid" in rows[-1]
-    starts = [s for s in _starts(fault_dir) if s["trial"] == Path(result.path).name]
-    rank1 = [s["restored"] for s in starts if s["rank"] == 1]
+    assert rows[-1]["iteration"] == ITERATIONS and "final_fid" in rows[-1]
+    rank1 = [s["restored"] for s in ddp_faults["starts"]["no-cat"] if s["rank"] == 1]
     assert rank1 == [False, True]                  # the worker group restarted from a checkpoint
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
-def test_non_finite_loss_fails_its_trial_without_retry_and_the_table_marks_it(
-        cluster, tiny_artifacts, fault_dir, tmp_path):
+@pytest.mark.parametrize("path", ["in-process", "ddp"])
+def test_non_finite_loss_fails_its_trial_once_and_the_table_marks_it(in_process_faults,
+                                                                     ddp_faults, path):
     from harness.analysis import analyze_study
-    from harness.pipeline import write_resolved
 
-    study, art = tiny_artifacts
-    both = _study(study, ("no-cat", "freezed"), resources={"max_failures": 2})
-    write_resolved(both, tmp_path, ["method"], "tiny")
+    run = in_process_faults if path == "in-process" else ddp_faults
+    failed = run["by_method"]["freezed"]
+    cause = "NonFiniteLossError: non-finite loss at iteration 3"
+    assert trials.failure_of(failed).startswith(cause)
+    assert run["grid"].outcome == {"finished": 1, "failed": 1, "interrupted": 0}
+    summary = [x for x in run["lines"] if x.startswith("[trials] failed trial")]
+    assert len(summary) == 1 and cause in summary[0] and "ray::" not in summary[0]
+    assert Path(failed.path).name in summary[0]
+    # started exactly once (each rank once): neither Tune nor Ray Train retried it, although
+    # max_failures=1 would allow one retry
+    ranks = [s["rank"] for s in run["starts"]["freezed"]]
+    assert sorted(ranks, key=str) == ([None] if path == "in-process" else [0, 1])
+    error_text = (Path(failed.path) / "error.txt").read_text()
+    assert error_text.startswith(cause) and "not retried" in error_text
+    assert "Traceback" in error_text
+    rows = _rows(Path(failed.path))
+    assert rows[0]["iteration"] == 2                            # its report before the NaN
+    assert rows[-1][trials.FAILURE_KEY].startswith(cause) and math.isnan(rows[-1]["fid"])
+    analyze_study(run["out"], log=lambda _: None)
+    table = (run["out"] / "analysis" / "tables" / "main.md").read_text()
+    freezed_row = next(x for x in table.splitlines() if x.startswith("| freezed"))
+    nocat_row = next(x for x in table.splitlines() if x.startswith("| no-cat"))
+    assert "†" in freezed_row and "†" not in nocat_row
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_deterministic_failure_without_starting_it(cluster, fault_dir,
+                                                                    in_process_faults):
+    run = in_process_faults
     lines: list[str] = []
-    grid = trials.run_trials(both, dataclasses.replace(art, study=both), tmp_path, cluster,
-                             False, lines.append)
-    by_method = {r.config["method"]: r for r in grid}
-    assert by_method["no-cat"].error is None
-    assert _rows(Path(by_method["no-cat"].path))[-1]["iteration"] == 10
-    failed = by_method["freezed"]
-    assert failed.error is not None
+    begin = time.time()
+    grid = trials.run_trials(run["study"], run["artifacts"], run["out"], cluster, True,
+                             lines.append)
+    assert grid.outcome == {"finished": 1, "failed": 1, "interrupted": 0}
+    assert [s for s in _starts(fault_dir) if s["time"] >= begin] == []   # nothing ran again
     summary = [x for x in lines if x.startswith("[trials] failed trial")]
     assert len(summary) == 1 and "NonFiniteLossError: non-finite loss at iteration 3" in \
-        summary[0] and "ray::" not in summary[0]
-    assert grid.outcome == {"finished": 1, "failed": 1, "interrupted": 0}
-    starts = [s for s in _starts(fault_dir) if s["trial"] == Path(failed.path).name]
-    # the retry Tune starts stops at once (it would fail the same way): no training again
-    error_text = (Path(failed.path) / "error.txt").read_text()
-    assert "not retried" in error_text or len(starts) == 1
-    assert len([s for s in starts if not s["restored"]]) <= 1
-    analyze_study(tmp_path, log=lambda _: None)
-    table = (tmp_path / "analysis" / "tables" / "main.md").read_text()
-    freezed_row = next(x for x in table.splitlines() if x.startswith("| freezed"))
-    assert "†" in freezed_row or "—" in freezed_row or "nan" in freezed_row.lower()
+        summary[0]
 
 
-# ----------------------------------------------------------------------------- driver killed
+# ----------------------------------------------------------------------------- the driver
+# One YAML for the driver tests, each run in its own output folder (`--output`), all on the
+# shared stage cache: 2 trials of 4 iterations, one at a time, so a fault can land after the
+# first trial finished and while the second runs.
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _summary(stdout: str) -> dict:
+    """The summary JSON `harness.run` prints last."""
+    lines = stdout.splitlines()
+    first = max(i for i, line in enumerate(lines) if line == "{")
+    last = next(i for i in range(first, len(lines)) if lines[i] == "}")
+    return json.loads("\n".join(lines[first:last + 1]))
+
+
+def _table_rows(out: Path) -> dict[str, str]:
+    table = (out / "analysis" / "tables" / "main.md").read_text()
+    return {row.split("|")[1].strip(): row for row in table.splitlines()
+            if row.startswith("| ") and row.split("|")[1].strip() in ("no-cat", "freezed")}
+
+
+def _finished(out: Path) -> dict[str, bytes]:
+    return {t.name: (t / "result.json").read_bytes() for t in out.glob("tune/train_*")
+            if any(r.get("done") for r in _rows(t))}
+
+
+def _wait_for(condition, driver: subprocess.Popen, limit_s: float = 300) -> bool:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and driver.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _run(args: list[str], env: dict, logs: Path, **kwargs) -> subprocess.Popen:
+    """`python -m harness.run ARGS` in the background, its output in files (a pipe nobody
+    reads while the test waits would fill and block the driver)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "harness.run", *args], cwd=REPO,
+                                env=env, stdout=stdout, stderr=stderr, **kwargs)
+
+
+def _output(logs: Path) -> tuple[str, str]:
+    return (logs / "stdout").read_text(), (logs / "stderr").read_text()
+
+
+@pytest.fixture(scope="module")
+def driver_study(harness_cache, tiny_artifacts, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("driver")
+    data = tiny_study(harness_cache, folder / "out",
+                      training={"iterations": 4, "eval_every": 2, "checkpoint_every": 2},
+                      resources={"max_concurrent_trials": 1})
+    return write_study(folder / "tiny.yaml", data)
+
+
+@pytest.fixture(scope="module")
+def reference_run(cluster, driver_study, tmp_path_factory) -> Path:
+    """The same YAML and cache, uninterrupted, on the module's Ray (`--address`)."""
+    import ray
+
+    out = tmp_path_factory.mktemp("reference")
+    proc = subprocess.run([sys.executable, "-m", "harness.run", str(driver_study),
+                           "--output", str(out), "--address",
+                           ray.get_runtime_context().gcs_address],
+                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "tiny"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ctrl_c_counts_interrupted_trials_marks_the_table_and_resume_finishes(
+        driver_study, reference_run, tmp_path):
+    from harness.run import resume_command
+
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    env = {**subprocess_env(), "CAT_FAULT_DIR": str(faults), "CAT_FAULT_STEP_DELAY_S": "1.0"}
+    args = [str(driver_study), "--output", str(tmp_path / "out")]
+    out = tmp_path / "out" / "tiny"
+    # its own session: Ctrl-C in a terminal reaches the whole process group (Ray's daemons too)
+    driver = _run(args, env, tmp_path / "logs", start_new_session=True)
+
+    def second_trial_midway() -> bool:
+        running = [t for t in out.glob("tune/train_*") if t.name not in _finished(out)]
+        return len(_finished(out)) == 1 and any(
+            r.get("iteration") == 2 for t in running for r in _rows(t))
+
+    assert _wait_for(second_trial_midway, driver), "the study ended before Ctrl-C"
+    finished = _finished(out)
+    os.killpg(driver.pid, signal.SIGINT)
+    driver.wait(timeout=300)
+    stdout, stderr = _output(tmp_path / "logs")
+    text = stdout + stderr
+    assert driver.returncode != 0, text[-3000:]
+    summary = _summary(stdout)
+    assert (summary["finished_trials"], summary["interrupted_trials"],
+            summary["failed_trials"]) == (1, 1, 0), text[-3000:]
+    assert "[analysis] partial: 1 of 2 trial(s) were interrupted" in stdout
+    (done_method,) = {json.loads(b.splitlines()[-1])["method"] for b in finished.values()}
+    rows = _table_rows(out)
+    assert "†" not in rows[done_method]
+    assert "†" in next(r for m, r in rows.items() if m != done_method)
+    hints = [line for line in text.splitlines() if "--resume" in line or "restore(" in line]
+    assert len(hints) == 1 and hints[0].endswith(resume_command(args)), hints
+    assert "Tuner.restore(" not in text
+
+    proc = subprocess.run([sys.executable, "-m", "harness.run", *args, "--resume"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = _summary(proc.stdout)
+    assert (summary["finished_trials"], summary["interrupted_trials"]) == (2, 0)
+    starts = Counter(s["trial"] for s in _starts(faults))
+    for name, before in finished.items():
+        assert starts[name] == 1                     # the finished trial did not run again
+        assert (out / "tune" / name / "result.json").read_bytes() == before
+    assert _table_rows(out)[done_method] == _table_rows(reference_run)[done_method]
+
+
 def _ray_processes_of(record: Path) -> list[int]:
     from harness.ray_session import start_time
 
@@ -284,43 +445,39 @@ def _ray_processes_of(record: Path) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_driver_killed_mid_study_resume_finishes_without_rerunning(harness_cache,
-                                                                   tiny_artifacts, tmp_path):
-    from harness.ray_session import records_dir
+def test_driver_killed_mid_study_resume_finishes_as_an_uninterrupted_run(driver_study,
+                                                                         reference_run,
+                                                                         tmp_path):
+    from harness.ray_session import records_dir, start_time
 
     faults = tmp_path / "faults"
     faults.mkdir()
-    data = tiny_study(harness_cache, tmp_path / "out",
-                      training={"iterations": 6, "eval_every": 2, "checkpoint_every": 2},
-                      resources={"max_concurrent_trials": 1})
-    path = write_study(tmp_path / "tiny.yaml", data)
     env = {**subprocess_env(), "CAT_FAULT_DIR": str(faults), "CAT_FAULT_STEP_DELAY_S": "0.5"}
+    args = [str(driver_study), "--output", str(tmp_path / "out")]
     out = tmp_path / "out" / "tiny"
-    driver = subprocess.Popen([sys.executable, "-m", "harness.run", str(path)], cwd=REPO,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = _run(args, env, tmp_path / "killed")
     record = records_dir() / f"{driver.pid}.json"
-    deadline = time.monotonic() + 400
-    finished: dict[str, bytes] = {}
-    while time.monotonic() < deadline and driver.poll() is None:
-        done = {t.name: (t / "result.json").read_bytes() for t in out.glob("tune/train_*")
-                if any(r.get("done") for r in _rows(t))}
-        if done and len(_starts(faults)) >= 2:
-            finished = done
-            break
-        time.sleep(0.2)
-    assert finished and driver.poll() is None, "the study ended before the driver was killed"
+    assert _wait_for(lambda: _finished(out) and len(_starts(faults)) >= 2, driver), \
+        "the study ended before the driver was killed"
+    finished = _finished(out)
+    left = _ray_processes_of(record)
+    agents = {p: _cmdline(p) for p in left
+              if "DashboardAgent" in _cmdline(p) or "RuntimeEnvAgent" in _cmdline(p)}
+    assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= {
+        c.split()[0] for c in agents.values()}, agents
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    left = _ray_processes_of(record)
-    assert left                                     # SIGKILL leaves the local Ray running
+    assert all(start_time(p) is not None for p in agents)   # SIGKILL leaves them running
 
-    proc = subprocess.run([sys.executable, "-m", "harness.run", str(path), "--resume"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"earlier run whose driver (pid {driver.pid}) was killed" in proc.stdout
-    from harness.ray_session import start_time
-
+    again = _run([*args, "--resume"], env, tmp_path / "resumed")
+    # once the next run has started its own Ray (its record is written after ray.init), the
+    # killed run's agents are gone
+    assert _wait_for(lambda: (records_dir() / f"{again.pid}.json").is_file(), again)
+    assert [p for p in agents if start_time(p) is not None] == []
+    again.wait(timeout=300)
+    stdout, stderr = _output(tmp_path / "resumed")
+    assert again.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert f"earlier run whose driver (pid {driver.pid}) was killed" in stdout
     assert all(start_time(p) is None for p in left)  # none of the old daemons is left
     starts = Counter(s["trial"] for s in _starts(faults))
     for name, before in finished.items():
@@ -329,9 +486,17 @@ def test_driver_killed_mid_study_resume_finishes_without_rerunning(harness_cache
     trials_dirs = sorted(out.glob("tune/train_*"))
     assert len(trials_dirs) == 2
     for t in trials_dirs:
-        assert _rows(t)[-1]["iteration"] == 6 and _rows(t)[-1]["done"] is True
-    final = __import__("pandas").read_csv(out / "analysis" / "results_final.csv")
-    by_method = final.set_index("method")["fid"]
-    for t in trials_dirs:
-        last = _rows(t)[-1]
-        assert by_method[last["method"]] == pytest.approx(last["final_fid"])
+        assert _rows(t)[-1]["iteration"] == 4 and _rows(t)[-1]["done"] is True
+    # the trials that had finished before the kill: the table's rows are an uninterrupted
+    # run's, and so are their final numbers
+    done_methods = {json.loads(b.splitlines()[-1])["method"] for b in finished.values()}
+    rows, reference = _table_rows(out), _table_rows(reference_run)
+    for method in done_methods:
+        assert rows[method] == reference[method]
+    import pandas as pd
+
+    final = pd.read_csv(out / "analysis" / "results_final.csv").set_index("method")
+    ref = pd.read_csv(reference_run / "analysis" / "results_final.csv").set_index("method")
+    for method in done_methods:
+        for metric in ("fid", "kid", "miou"):
+            assert final.loc[method, metric] == pytest.approx(ref.loc[method, metric])
