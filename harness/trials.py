@@ -12,21 +12,8 @@ Checkpoints ride on the evaluation reports (every `checkpoint_every` iterations)
 is retried from its last checkpoint (`resources.max_failures`), and `--resume` restores the whole
 Tune experiment without rerunning finished trials.
 
-Deterministic errors (`deterministic_errors()`: bad input, a non-finite loss) are never retried,
-as a retry fails the same way. Neither Ray 2.60 layer has a per-error retry rule: Tune's
-`TuneController._process_trial_failure` retries any trial error while
-`Trial.should_recover()` (failures ≤ `FailureConfig.max_failures`), and Ray Train V2's
-`DefaultFailurePolicy` retries every `WorkerGroupError` up to its own `max_failures` (the policy
-is chosen internally, `create_failure_policy`, not by the user). What neither retries is a
-trainable that returns. So the trial *ends* instead of raising (`guarded`): its last report is
-`{FAILURE_KEY: "Type: message", <metric>: nan}` and `error.txt` in its folder holds the
-traceback. Tune records the trial as TERMINATED; the harness counts it as failed
-(`failure_of`), prints the cause, and the analysis marks it (it reads `error.txt`). A Ray Train
-worker that hits one records it in `DETERMINISTIC_MARKER` and returns, so the worker group is
-not restarted either; its driver turns the marker into the failure report. A kept consequence:
-`--resume` does not rerun such a trial (a finished trial to Tune); after fixing its cause, a
-changed study starts a new experiment, and the same study reruns it once `OUT/tune` is moved
-aside.
+A deterministic error (bad input, a non-finite loss) is not retried: the trial ends with a
+failure report instead (`harness.trial_failures`, which says why that is the mechanism).
 """
 
 from __future__ import annotations
@@ -40,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from harness import trial_failures as failures
 from harness import tune as study_tune
 from harness.config import Study, StudyError
 from harness.stages import CODE_VERSION, Artifacts
@@ -74,96 +62,6 @@ def _restore_dir(checkpoint: Any, scratch: str) -> str | None:
     return folder
 
 
-# A trial that fails deterministically ends with this key in its last report (and Tune's
-# `error.txt` in its folder); for a multi-worker trial the workers leave the cause in the
-# marker file for their driver.
-FAILURE_KEY = "trial_error"
-DETERMINISTIC_MARKER = "deterministic_error.txt"
-ERROR_FILE = "error.txt"      # Tune's own name: the analysis and a user look there
-
-
-def deterministic_errors() -> tuple[type[BaseException], ...]:
-    """Errors that come back on every retry (the input or the trial's own numbers are at
-    fault), so a retry would only cost a process start and a second traceback."""
-    from cat_models.errors import InputError, NonFiniteLossError
-
-    return (InputError, StudyError, NonFiniteLossError, WorkerFailedError)
-
-
-def guarded(trial_dir: str | None, fn: Callable[[], Any],
-            report: Callable[[dict[str, Any]], None], metric: str) -> None:
-    """Run `fn` (a trial); a deterministic error ends the trial with a failure report
-    instead of propagating, so neither Tune nor Ray Train retries it (see the module doc)."""
-    try:
-        fn()
-    except Exception as err:
-        cause = deterministic_cause(err)
-        if cause is None:
-            raise
-        end_failed(trial_dir, cause, report, metric, err)
-
-
-def end_failed(trial_dir: str | None, cause: BaseException,
-               report: Callable[[dict[str, Any]], None], metric: str,
-               err: BaseException) -> None:
-    """The trial's last report: `{FAILURE_KEY: "Type: message", metric: nan}` (a searcher
-    sees no value: Optuna records a NaN objective as a failed trial), and `error.txt` with
-    the traceback."""
-    import math
-    import traceback
-
-    if isinstance(cause, WorkerFailedError):
-        line, trace = cause.cause_line, cause.trace
-    else:
-        line = f"{type(cause).__name__}: {first_line(cause)}"
-        trace = "".join(traceback.format_exception(err))
-    if trial_dir is not None:
-        (Path(trial_dir) / ERROR_FILE).write_text(
-            f"{line}\n(not retried: a deterministic error fails every retry the same way)\n\n"
-            f"{trace}")
-    report({FAILURE_KEY: line, metric: math.nan})
-
-
-def deterministic_cause(err: BaseException) -> BaseException | None:
-    """`err`, or the exception it wraps (Ray Train's TrainingFailedError, a RayTaskError),
-    if that is a deterministic error; else None."""
-    seen: set[int] = set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, deterministic_errors()):
-            return cause
-        seen.add(id(cause))
-        inner = getattr(cause, "cause", None) or cause.__cause__
-        cause = inner if isinstance(inner, BaseException) else None
-    return None
-
-
-def first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def error_cause(err: BaseException | None) -> str:
-    """`Type: message` of the exception behind Ray's wrappers (`ray::ImplicitFunc.train()
-    (pid=…)` headers, Train's TrainingFailedError), first line."""
-    cause: BaseException | None = err
-    seen = set()
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        inner = getattr(cause, "cause", None) or cause.__cause__
-        if inner is None or not isinstance(inner, BaseException):
-            break
-        cause = inner
-    if cause is None:
-        return ""
-    text = str(cause).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if lines and lines[0].startswith("ray::"):     # the header of an unpicklable cause
-        tail = [ln for ln in lines if not ln.startswith((" ", "ray::", "Traceback"))]
-        return tail[-1] if tail else lines[-1]
-    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
 def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
     """Tune function trainable: one trial, one worker, in this process."""
     import tempfile
@@ -190,7 +88,7 @@ def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
                       restore=restore, device=_device(res.gpus_per_worker),
                       threads=max(1, int(res.cpus_per_worker)))
 
-    guarded(ctx.get_trial_dir(), run, tune.report, artifacts.study.search.metric)
+    failures.guarded(ctx.get_trial_dir(), run, tune.report, artifacts.study.search.metric)
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -211,32 +109,23 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     from harness import faults
 
-    marker = Path(loop_config["trial_dir"]) / DETERMINISTIC_MARKER
-    if marker.is_file():
+    trial_dir = loop_config["trial_dir"]
+    rank = ray.train.get_context().get_world_rank()
+    if failures.worker_failed(trial_dir):
         return        # a restarted worker group after one rank failed deterministically
     try:
         with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
             restore = _restore_dir(ray.train.get_checkpoint(), scratch)
-            faults.trial_started(loop_config["trial_dir"], loop_config["params"],
-                                 rank=ray.train.get_context().get_world_rank(),
+            faults.trial_started(trial_dir, loop_config["params"], rank=rank,
                                  restored=restore is not None)
-            run_trial(loop_config["params"], artifacts, report,
-                      trial_dir=loop_config["trial_dir"], restore=restore,
-                      device=_device(res.gpus_per_worker),
+            run_trial(loop_config["params"], artifacts, report, trial_dir=trial_dir,
+                      restore=restore, device=_device(res.gpus_per_worker),
                       threads=max(1, int(res.cpus_per_worker)))
     except Exception as err:
-        cause = deterministic_cause(err)
-        if cause is None:
+        # a deterministic error is recorded and the worker returns: Ray Train then does not
+        # restart the worker group, and the driver reports the failure
+        if not failures.record_worker_failure(trial_dir, rank, err):
             raise
-        # Returning (not raising) keeps Ray Train from restarting the worker group; the
-        # driver turns the marker into the trial's failure report.
-        import traceback
-
-        rank = ray.train.get_context().get_world_rank()
-        part = marker.with_name(f"{marker.name}.{rank}")     # ranks may fail together
-        part.write_text(f"{type(cause).__name__}: {first_line(cause)}\n"
-                        + "".join(traceback.format_exception(err)))
-        os.replace(part, marker)
 
 
 def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> None:
@@ -265,27 +154,17 @@ def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> N
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=res.max_failures)),
     )
-    marker = Path(ctx.get_trial_dir()) / DETERMINISTIC_MARKER
+    trial_dir = ctx.get_trial_dir()
 
     def fit() -> None:
         try:
             trainer.fit()
         except Exception:
-            if not marker.is_file():
+            if not failures.worker_failed(trial_dir):
                 raise          # a worker died and Ray Train gave up: Tune retries the driver
-        if marker.is_file():
-            cause, _, trace = marker.read_text().partition("\n")
-            raise WorkerFailedError(cause, trace)
+        failures.raise_worker_failure(trial_dir)
 
-    guarded(ctx.get_trial_dir(), fit, tune.report, artifacts.study.search.metric)
-
-
-class WorkerFailedError(RuntimeError):
-    """A deterministic error of a Ray Train worker, as its marker file recorded it."""
-
-    def __init__(self, cause: str, trace: str) -> None:
-        super().__init__(cause)
-        self.cause_line, self.trace = cause, trace
+    failures.guarded(trial_dir, fit, tune.report, artifacts.study.search.metric)
 
 
 def trainable(study: Study, artifacts: Artifacts, storage: str) -> Callable:
@@ -404,7 +283,7 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
         + (f", {outcome['interrupted']} interrupted" if outcome["interrupted"] else "")
         + f" ({path})")
     for result in grid:
-        cause = failure_of(result)
+        cause = failures.failure_of(result)
         if cause is not None:
             log(f"[trials] failed trial {Path(result.path).name}: {cause}")
     grid.outcome = outcome
@@ -416,7 +295,7 @@ def trial_outcomes(grid: Any) -> dict[str, int]:
     Ctrl-C: neither finished nor failed) trials of a `ResultGrid`."""
     counts = {"finished": 0, "failed": 0, "interrupted": 0}
     for result in grid:
-        if failure_of(result) is not None:
+        if failures.failure_of(result) is not None:
             counts["failed"] += 1
         elif (result.metrics or {}).get("done") is True or any(
                 k.startswith("final_") for k in (result.metrics or {})):
@@ -424,14 +303,6 @@ def trial_outcomes(grid: Any) -> dict[str, int]:
         else:
             counts["interrupted"] += 1
     return counts
-
-
-def failure_of(result: Any) -> str | None:
-    """Why a trial of a `ResultGrid` failed (`Type: message`), or None: Tune's error (retries
-    used up) or the failure report of a deterministic error (`FAILURE_KEY`)."""
-    if result.error is not None:
-        return error_cause(result.error)
-    return (result.metrics or {}).get(FAILURE_KEY)
 
 
 class _NoRestoreHint:

@@ -1,7 +1,12 @@
 """Faults with real processes and a real local Ray (no mocks of Ray): a trial process killed,
-one DDP worker killed, the driver killed mid-study, corrupt cache artifacts and checkpoints, a
-non-finite loss. The test hooks of `harness.faults` (environment variables) record each trial
-start's pid and slow the steps down so that a kill lands between two checkpoints.
+one DDP worker killed, the driver killed mid-study, Ctrl-C mid-study, corrupt cache artifacts
+and checkpoints, a non-finite loss. The test hooks of `harness.faults` (environment variables)
+record each trial start's pid and slow the steps down so that a kill lands between two
+checkpoints.
+
+Time: the module shares one local Ray, one tiny stage cache (conftest's `tiny_artifacts`) and
+one experiment per trial path (in-process, 2-worker DDP) that carries both the kill and the NaN
+fault; the driver faults are one chain of `python -m harness.run` runs on one YAML.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness import trial_failures as failures
 from harness import trials
 from harness.cache import MARKER, StageRunner, cached_stage, stage_dir
 from harness.config import parse_study
@@ -238,7 +244,7 @@ def ddp_faults(cluster, tiny_artifacts, fault_dir, tmp_path_factory) -> dict:
 def test_killed_trial_process_is_retried_from_its_checkpoint(in_process_faults):
     run = in_process_faults
     result = run["by_method"]["no-cat"]
-    assert result.error is None and trials.failure_of(result) is None
+    assert result.error is None and failures.failure_of(result) is None
     rows = _rows(Path(result.path))
     iterations = [r["iteration"] for r in rows]
     assert iterations[-1] == ITERATIONS and rows[-1]["done"] is True
@@ -273,7 +279,7 @@ def test_non_finite_loss_fails_its_trial_once_and_the_table_marks_it(in_process_
     run = in_process_faults if path == "in-process" else ddp_faults
     failed = run["by_method"]["freezed"]
     cause = "NonFiniteLossError: non-finite loss at iteration 3"
-    assert trials.failure_of(failed).startswith(cause)
+    assert failures.failure_of(failed).startswith(cause)
     assert run["grid"].outcome == {"finished": 1, "failed": 1, "interrupted": 0}
     summary = [x for x in run["lines"] if x.startswith("[trials] failed trial")]
     assert len(summary) == 1 and cause in summary[0] and "ray::" not in summary[0]
@@ -287,7 +293,7 @@ def test_non_finite_loss_fails_its_trial_once_and_the_table_marks_it(in_process_
     assert "Traceback" in error_text
     rows = _rows(Path(failed.path))
     assert rows[0]["iteration"] == 2                            # its report before the NaN
-    assert rows[-1][trials.FAILURE_KEY].startswith(cause) and math.isnan(rows[-1]["fid"])
+    assert rows[-1][failures.FAILURE_KEY].startswith(cause) and math.isnan(rows[-1]["fid"])
     analyze_study(run["out"], log=lambda _: None)
     table = (run["out"] / "analysis" / "tables" / "main.md").read_text()
     freezed_row = next(x for x in table.splitlines() if x.startswith("| freezed"))
@@ -373,67 +379,20 @@ def driver_study(harness_cache, tiny_artifacts, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference_run(cluster, driver_study, tmp_path_factory) -> Path:
-    """The same YAML and cache, uninterrupted, on the module's Ray (`--address`)."""
+    """The same YAML and cache, uninterrupted, on the module's Ray (`--address`), both trials
+    at once (`resources` say where a trial runs, not what it computes: they are not part of
+    the trials' fingerprint)."""
     import ray
 
     out = tmp_path_factory.mktemp("reference")
     proc = subprocess.run([sys.executable, "-m", "harness.run", str(driver_study),
                            "--output", str(out), "--address",
-                           ray.get_runtime_context().gcs_address],
+                           ray.get_runtime_context().gcs_address,
+                           "--set", "resources.max_concurrent_trials=2"],
                           cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out / "tiny"
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_ctrl_c_counts_interrupted_trials_marks_the_table_and_resume_finishes(
-        driver_study, reference_run, tmp_path):
-    from harness.run import resume_command
-
-    faults = tmp_path / "faults"
-    faults.mkdir()
-    env = {**subprocess_env(), "CAT_FAULT_DIR": str(faults), "CAT_FAULT_STEP_DELAY_S": "1.0"}
-    args = [str(driver_study), "--output", str(tmp_path / "out")]
-    out = tmp_path / "out" / "tiny"
-    # its own session: Ctrl-C in a terminal reaches the whole process group (Ray's daemons too)
-    driver = _run(args, env, tmp_path / "logs", start_new_session=True)
-
-    def second_trial_midway() -> bool:
-        running = [t for t in out.glob("tune/train_*") if t.name not in _finished(out)]
-        return len(_finished(out)) == 1 and any(
-            r.get("iteration") == 2 for t in running for r in _rows(t))
-
-    assert _wait_for(second_trial_midway, driver), "the study ended before Ctrl-C"
-    finished = _finished(out)
-    os.killpg(driver.pid, signal.SIGINT)
-    driver.wait(timeout=300)
-    stdout, stderr = _output(tmp_path / "logs")
-    text = stdout + stderr
-    assert driver.returncode != 0, text[-3000:]
-    summary = _summary(stdout)
-    assert (summary["finished_trials"], summary["interrupted_trials"],
-            summary["failed_trials"]) == (1, 1, 0), text[-3000:]
-    assert "[analysis] partial: 1 of 2 trial(s) were interrupted" in stdout
-    (done_method,) = {json.loads(b.splitlines()[-1])["method"] for b in finished.values()}
-    rows = _table_rows(out)
-    assert "†" not in rows[done_method]
-    assert "†" in next(r for m, r in rows.items() if m != done_method)
-    hints = [line for line in text.splitlines() if "--resume" in line or "restore(" in line]
-    assert len(hints) == 1 and hints[0].endswith(resume_command(args)), hints
-    assert "Tuner.restore(" not in text
-
-    proc = subprocess.run([sys.executable, "-m", "harness.run", *args, "--resume"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = _summary(proc.stdout)
-    assert (summary["finished_trials"], summary["interrupted_trials"]) == (2, 0)
-    starts = Counter(s["trial"] for s in _starts(faults))
-    for name, before in finished.items():
-        assert starts[name] == 1                     # the finished trial did not run again
-        assert (out / "tune" / name / "result.json").read_bytes() == before
-    assert _table_rows(out)[done_method] == _table_rows(reference_run)[done_method]
 
 
 def _ray_processes_of(record: Path) -> list[int]:
@@ -445,22 +404,27 @@ def _ray_processes_of(record: Path) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_driver_killed_mid_study_resume_finishes_as_an_uninterrupted_run(driver_study,
-                                                                         reference_run,
-                                                                         tmp_path):
+def test_driver_killed_then_ctrl_c_then_resume_finishes_as_an_uninterrupted_run(
+        driver_study, reference_run, tmp_path):
+    """One study, three runs (a chain, so that each fault costs one driver start): the driver
+    is SIGKILLed when the first trial has finished and the second started; its `--resume` is
+    stopped by Ctrl-C while the second trial is midway; the next `--resume` finishes."""
     from harness.ray_session import records_dir, start_time
+    from harness.run import resume_command
 
     faults = tmp_path / "faults"
     faults.mkdir()
-    env = {**subprocess_env(), "CAT_FAULT_DIR": str(faults), "CAT_FAULT_STEP_DELAY_S": "0.5"}
+    env = {**subprocess_env(), "CAT_FAULT_DIR": str(faults), "CAT_FAULT_STEP_DELAY_S": "1.0"}
     args = [str(driver_study), "--output", str(tmp_path / "out")]
     out = tmp_path / "out" / "tiny"
+
+    # ---- run 1: SIGKILL of the driver mid-study
     driver = _run(args, env, tmp_path / "killed")
-    record = records_dir() / f"{driver.pid}.json"
     assert _wait_for(lambda: _finished(out) and len(_starts(faults)) >= 2, driver), \
         "the study ended before the driver was killed"
     finished = _finished(out)
-    left = _ray_processes_of(record)
+    (done_method,) = {json.loads(b.splitlines()[-1])["method"] for b in finished.values()}
+    left = _ray_processes_of(records_dir() / f"{driver.pid}.json")
     agents = {p: _cmdline(p) for p in left
               if "DashboardAgent" in _cmdline(p) or "RuntimeEnvAgent" in _cmdline(p)}
     assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= {
@@ -469,34 +433,61 @@ def test_driver_killed_mid_study_resume_finishes_as_an_uninterrupted_run(driver_
     driver.wait()
     assert all(start_time(p) is not None for p in agents)   # SIGKILL leaves them running
 
-    again = _run([*args, "--resume"], env, tmp_path / "resumed")
-    # once the next run has started its own Ray (its record is written after ray.init), the
-    # killed run's agents are gone
-    assert _wait_for(lambda: (records_dir() / f"{again.pid}.json").is_file(), again)
+    # ---- run 2: --resume; Ctrl-C (to its whole process group, as a terminal sends it, Ray's
+    # daemons included) while the second trial is midway
+    # (3 s a step: Ctrl-C must land between the second trial's evaluations at 2 and 4, on a
+    # machine that may be busy)
+    resumed = _run([*args, "--resume"], {**env, "CAT_FAULT_STEP_DELAY_S": "3.0"},
+                   tmp_path / "interrupted", start_new_session=True)
+    # once it has started its own Ray (its record is written after ray.init), the killed
+    # run's agents are gone
+    assert _wait_for(lambda: (records_dir() / f"{resumed.pid}.json").is_file(), resumed)
     assert [p for p in agents if start_time(p) is not None] == []
-    again.wait(timeout=300)
-    stdout, stderr = _output(tmp_path / "resumed")
-    assert again.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    (second,) = {out / "tune" / s["trial"] for s in _starts(faults)
+                 if s["trial"] not in finished}
+    before = len(_rows(second))
+
+    def second_trial_midway() -> bool:
+        return any(r.get("iteration") == 2 for r in _rows(second)[before:])
+
+    assert _wait_for(second_trial_midway, resumed), "the study ended before Ctrl-C"
+    os.killpg(resumed.pid, signal.SIGINT)
+    resumed.wait(timeout=300)
+    stdout, stderr = _output(tmp_path / "interrupted")
+    text = stdout + stderr
+    assert resumed.returncode != 0, text[-3000:]
     assert f"earlier run whose driver (pid {driver.pid}) was killed" in stdout
     assert all(start_time(p) is None for p in left)  # none of the old daemons is left
+    summary = _summary(stdout)
+    assert (summary["finished_trials"], summary["interrupted_trials"],
+            summary["failed_trials"]) == (1, 1, 0), text[-3000:]
+    assert "[analysis] partial: 1 of 2 trial(s) were interrupted" in stdout
+    rows = _table_rows(out)
+    assert "†" not in rows[done_method]
+    assert "†" in next(r for m, r in rows.items() if m != done_method)
+    hints = [line for line in text.splitlines() if "--resume" in line or "restore(" in line]
+    assert len(hints) == 1 and hints[0].endswith(resume_command([*args, "--resume"])), hints
+    assert "Tuner.restore(" not in text
+
+    # ---- run 3: --resume finishes
+    proc = subprocess.run([sys.executable, "-m", "harness.run", *args, "--resume"], cwd=REPO,
+                          env={**env, "CAT_FAULT_STEP_DELAY_S": "0"}, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = _summary(proc.stdout)
+    assert (summary["finished_trials"], summary["interrupted_trials"]) == (2, 0)
     starts = Counter(s["trial"] for s in _starts(faults))
-    for name, before in finished.items():
+    for name, result in finished.items():
         assert starts[name] == 1                     # a finished trial never runs again
-        assert (out / "tune" / name / "result.json").read_bytes() == before
-    trials_dirs = sorted(out.glob("tune/train_*"))
-    assert len(trials_dirs) == 2
-    for t in trials_dirs:
+        assert (out / "tune" / name / "result.json").read_bytes() == result
+    for t in out.glob("tune/train_*"):
         assert _rows(t)[-1]["iteration"] == 4 and _rows(t)[-1]["done"] is True
-    # the trials that had finished before the kill: the table's rows are an uninterrupted
-    # run's, and so are their final numbers
-    done_methods = {json.loads(b.splitlines()[-1])["method"] for b in finished.values()}
-    rows, reference = _table_rows(out), _table_rows(reference_run)
-    for method in done_methods:
-        assert rows[method] == reference[method]
+    # the trial that had finished before the kill: its table row is an uninterrupted run's,
+    # and so are its final numbers
+    assert _table_rows(out)[done_method] == _table_rows(reference_run)[done_method]
     import pandas as pd
 
     final = pd.read_csv(out / "analysis" / "results_final.csv").set_index("method")
     ref = pd.read_csv(reference_run / "analysis" / "results_final.csv").set_index("method")
-    for method in done_methods:
-        for metric in ("fid", "kid", "miou"):
-            assert final.loc[method, metric] == pytest.approx(ref.loc[method, metric])
+    for metric in ("fid", "kid", "miou"):
+        assert final.loc[done_method, metric] == pytest.approx(ref.loc[done_method, metric])
