@@ -115,7 +115,11 @@ class MaskCNN(nn.Module):
         n = self.depth
         return (f"conv{n}", f"norm{n}", f"conv{n + 1}") if n > 1 else (f"conv{n + 1}",)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The token map [B, out_width, h, w]."""
+        return self.features(x)[1]
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(conv1's features [B, widths[0], H, W], the token map [B, out_width, h, w])."""
         first = None
         for i in range(1, self.depth + 1):
@@ -215,7 +219,7 @@ class MaskEncoder(nn.Module):
     def encode(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(conv1's features [B, cnn_channels[0], Hm, Wm], xf_proj, xf_out): the first is
         what a `unet_mask_features` U-Net reads besides the tokens."""
-        spatial, x = self.cnn(self.cnn_input(mask))
+        spatial, x = self.cnn.features(self.cnn_input(mask))
         x = x.flatten(2).transpose(1, 2)
         pos = self.positional_embedding
         if x.shape[1] + 1 != pos.shape[1]:
