@@ -3,7 +3,8 @@
     python benchmarks/piti_source_quality.py --segmenter SEG.pt [--iterations 1500]
         [--eval-every 250] [--set model_channels=48 ...] [--train lr=1e-3 --train batch_size=8]
         [--sampler ddim --steps 25 --guidance 1.3] [--n 48] [--fid] [--save CKPT.pt]
-        [--load CKPT.pt] [--grid docs/images/piti_source_samples.png] [--data-root DIR]
+        [--load CKPT.pt] [--resume CKPT.pt] [--grid docs/images/piti_source_samples.png]
+        [--data-root DIR]
 
 Pretrains the `embedded` PITI preset (fields replaced with `--set`) from scratch on the source
 training split of the embedded benchmark (32 px) with `pretrain_piti` (settings replaced with
@@ -11,8 +12,9 @@ training split of the embedded benchmark (32 px) with `pretrain_piti` (settings 
 way `benchmarks/source_quality.py` scores OASIS: the mIoU that a segmenter trained on real
 source images finds in samples drawn for the first `--n` validation label maps (fixed noise).
 The last evaluation also scores a freshly initialised model and, with `--fid`, FID/KID against
-the real validation images. `--load` skips training and scores a saved checkpoint. Prints one
-JSON line per evaluation and a markdown row of the curve at the end.
+the real validation images. `--load` skips training and scores a saved checkpoint; `--resume`
+continues one (same settings) up to `--iterations`. Prints one JSON line per evaluation and a
+markdown row of the curve at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> int:
     p.add_argument("--fid", action="store_true", help="FID/KID of the final model too")
     p.add_argument("--save", type=Path)
     p.add_argument("--load", type=Path)
+    p.add_argument("--resume", type=Path, help="continue a --save checkpoint to --iterations")
     p.add_argument("--grid", type=Path)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -92,7 +95,10 @@ def main() -> int:
         state = pretrain_piti(model, train, tcfg, args.iterations, mask_fn=mask_fn,
                               seed=args.seed, on_report=report, report_every=25,
                               evaluate_fn=evaluate, eval_every=args.eval_every,
-                              checkpoint_dir=args.save.parent if args.save else None)
+                              checkpoint_dir=args.save.parent if args.save else None,
+                              # a run stopped early still leaves its last evaluated state
+                              checkpoint_every=args.eval_every,
+                              resume=args.resume)
         if args.save and args.save.name != "latest.pt":
             (args.save.parent / "latest.pt").replace(args.save)
         ema = state.ema_model()

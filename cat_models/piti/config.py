@@ -49,6 +49,11 @@ class PitiConfig(ConfigData):
     xf_heads: int = 8
     xf_final_ln: bool = True
     prompt_count: int = 0                # deep visual prompts per transformer layer (0 = off)
+    # Embedded-scale deviation from PITI (off in the official presets): the encoder's conv1
+    # features (the mask after A, at mask_resolution) also enter the U-Net, through a 3×3
+    # conv (`decoder.mask_in`) added to its input conv, so the layout reaches every pixel
+    # directly instead of only through cross-attention over the token grid.
+    unet_mask_features: bool = False
     prompt_seed: int = 0
     # CAT (paper §3.3): C_S when an affinity layer maps this model's num_classes = C_T target
     # classes onto the C_S source classes its conv1 reads; None = no affinity layer.
@@ -112,6 +117,9 @@ class PitiConfig(ConfigData):
             fail("source_classes", f"None or at least 1, got {self.source_classes}")
         if self.prompt_count < 0:
             fail("prompt_count", f"0 or more, got {self.prompt_count}")
+        if self.unet_mask_features and self.upsampler:
+            fail("unet_mask_features", "only for a base model (an upsampler gets the layout "
+                 "from its low-res image)")
         if not 0.0 <= self.dropout < 1.0:
             fail("dropout", f"expected [0, 1), got {self.dropout}")
 

@@ -12,6 +12,8 @@ its `encoder.*` tensors load with strict keys:
   each head h in turn), not PyTorch's [Q; K; V].
 - `final_ln`; outputs `xf_proj` = the cls token (-> the decoder's time embedding) and `xf_out`
   = the mask tokens [B, width, L] (-> extra keys/values of every decoder attention block).
+  `encode` also returns conv1's features, which only a `unet_mask_features` model (an
+  embedded-scale deviation, config.py) feeds to its U-Net.
 
 Additions for CAT (absent from the official files, so they never disturb a strict load):
 - one-hot input: the mask's N + 1 channels (classes, empty) plus an unlabeled indicator
@@ -114,10 +116,17 @@ class MaskCNN(nn.Module):
         return (f"conv{n}", f"norm{n}", f"conv{n + 1}") if n > 1 else (f"conv{n + 1}",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The token map [B, out_width, h, w]."""
+        return self.features(x)[1]
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(conv1's features [B, widths[0], H, W], the token map [B, out_width, h, w])."""
+        first = None
         for i in range(1, self.depth + 1):
             x = getattr(self, f"norm{i}")(getattr(self, f"conv{i}")(x))
             x = F.leaky_relu(x, 0.2)
-        return getattr(self, f"conv{self.depth + 1}")(x)
+            first = x if first is None else first
+        return first, getattr(self, f"conv{self.depth + 1}")(x)
 
 
 class AffinityLayer(nn.Module):
@@ -205,7 +214,13 @@ class MaskEncoder(nn.Module):
         return torch.cat([mask, unlabeled], dim=1)
 
     def forward(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.cnn(self.cnn_input(mask)).flatten(2).transpose(1, 2)
+        return self.encode(mask)[1:]
+
+    def encode(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(conv1's features [B, cnn_channels[0], Hm, Wm], xf_proj, xf_out): the first is
+        what a `unet_mask_features` U-Net reads besides the tokens."""
+        spatial, x = self.cnn.features(self.cnn_input(mask))
+        x = x.flatten(2).transpose(1, 2)
         pos = self.positional_embedding
         if x.shape[1] + 1 != pos.shape[1]:
             raise ValueError(f"mask encoder: {x.shape[1]} mask tokens, but the positional "
@@ -216,4 +231,4 @@ class MaskEncoder(nn.Module):
         x = self.transformer(x, self.prompts)
         if self.final_ln is not None:
             x = self.final_ln(x)
-        return x[:, -1], x[:, :-1].transpose(1, 2)
+        return spatial, x[:, -1], x[:, :-1].transpose(1, 2)

@@ -41,6 +41,9 @@ class PitiModel(nn.Module):
 
     def __init__(self, config: PitiConfig, rgb_input: bool = False) -> None:
         super().__init__()
+        if rgb_input and config.unet_mask_features:
+            raise ValueError("PitiModel: unet_mask_features is an option of the one-hot "
+                             "(embedded-scale) model, not of an RGB-input official one")
         self.config = config
         self.encoder = MaskEncoder(config, rgb_input=rgb_input)
         self.decoder = PitiUNet(config)
@@ -79,8 +82,13 @@ class PitiModel(nn.Module):
         t = torch.as_tensor(t, device=x_t.device)
         if t.dim() == 0:
             t = t.expand(x_t.shape[0])
-        xf_proj, xf_out = self.encoder(mask.to(x_t.dtype))
-        return self.decoder(x_t, t, xf_proj, xf_out)
+        spatial, xf_proj, xf_out = self.encoder.encode(mask.to(x_t.dtype))
+        if not self.config.unet_mask_features:
+            return self.decoder(x_t, t, xf_proj, xf_out)
+        if spatial.shape[-2:] != x_t.shape[-2:]:
+            # area-average: the fraction of each class under a U-Net pixel
+            spatial = F.adaptive_avg_pool2d(spatial, x_t.shape[-2:])
+        return self.decoder(x_t, t, xf_proj, xf_out, spatial)
 
 
 def build_piti(config: PitiConfig | str = "embedded", seed: int | None = None,

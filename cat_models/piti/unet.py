@@ -8,6 +8,8 @@ Structure and parameter names follow the official model (PITI, commit d9f7481), 
   and, between levels, a down-sampling ResBlock (`resblock_updown`); `middle_block` =
   ResBlock, AttentionBlock, ResBlock; `output_blocks` mirror them with skip connections and
   up-sampling ResBlocks; `out` = GroupNorm + SiLU + zero-initialised 3×3 conv.
+- `mask_in` (not in PITI; only with `config.unet_mask_features`, an embedded-scale option):
+  a 3×3 conv of the encoder's conv1 features, added to the input conv's output.
 - ResBlock: `in_layers` (GroupNorm+SiLU, -, conv), `emb_layers` (SiLU, Linear to 2×width:
   scale and shift for `use_scale_shift_norm`), `out_layers` (GroupNorm, SiLU, Dropout,
   zero-init conv), `skip_connection` (1×1 conv when the width changes).
@@ -170,6 +172,10 @@ class PitiUNet(nn.Module):
         ch = mc * cfg.channel_mult[0]
         self.input_blocks = nn.ModuleList(
             [TimestepSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
+        # Not in PITI (config.unet_mask_features): the encoder's conv1 features, added to the
+        # input conv's output.
+        self.mask_in = (nn.Conv2d(cfg.cnn_channels[0], ch, 3, padding=1)
+                        if cfg.unet_mask_features else None)
         skip_channels = [ch]
         ds = 1
         for level, mult in enumerate(cfg.channel_mult):
@@ -207,12 +213,19 @@ class PitiUNet(nn.Module):
         return self.time_embed(sinusoid)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, xf_proj: torch.Tensor,
-                xf_out: torch.Tensor) -> torch.Tensor:
+                xf_out: torch.Tensor, mask_features: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """`mask_features` [B, cnn_channels[0], H, W]: required iff `mask_in` exists."""
+        if (mask_features is None) != (self.mask_in is None):
+            raise ValueError("PitiUNet: mask_features must be given exactly when the U-Net "
+                             "was built with unet_mask_features")
         emb = self.time_embedding(t)
         emb = emb + self.transformer_proj(xf_proj).to(emb.dtype)
         h, skips = x, []
-        for block in self.input_blocks:
+        for i, block in enumerate(self.input_blocks):
             h = block(h, emb, xf_out)
+            if i == 0 and self.mask_in is not None:
+                h = h + self.mask_in(mask_features.to(h.dtype))
             skips.append(h)
         h = self.middle_block(h, emb, xf_out)
         for block in self.output_blocks:
