@@ -52,12 +52,14 @@ def _segmenter_miou(segmenter, images, labels, num_classes):
 
 @pytest.mark.slow
 def test_benchmark_pretraining_draws_recognisable_classes(bench64, tmp_path):
-    """Issue #4's bar: the benchmark preset's source model draws each class with its look.
+    """The benchmark preset's source model draws each class with its look, early.
 
     "Recognisable" is measured as OASIS measures it: a segmenter trained on real source
-    images must find the right classes in the generated images, at least half as well as in
-    real ones. 1,000 steps (two thirds of the shipped studies' pretraining) must get there;
-    with OASIS's own learning rates they give 12-16% (benchmarks/RESULTS_harness.md).
+    images must find the right classes in the generated images. After 500 steps (a third of
+    the shipped studies' pretraining) the preset's learning rates score 42-49% mIoU where real
+    images score ~79% (ratio >= 0.53), OASIS's own rates 4-10% (ratio <= 0.13;
+    benchmarks/RESULTS_harness.md, pretraining curve). The bar, 0.4 x real, tells them apart
+    at half the cost of the 1,000 steps this test used to take.
     """
     torch.manual_seed(0)
     root = bench64.source_root
@@ -70,7 +72,7 @@ def test_benchmark_pretraining_draws_recognisable_classes(bench64, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        path = pretrain_source(train, preset("bench32"), 1000, tmp_path / "source.pt",
+        path = pretrain_source(train, preset("bench32"), 500, tmp_path / "source.pt",
                                report_every=0, checkpoint_every=0)
     finally:
         torch.set_num_threads(threads)
@@ -85,4 +87,4 @@ def test_benchmark_pretraining_draws_recognisable_classes(bench64, tmp_path):
     scores = {"real": real_miou, "generated": generated_miou, "untrained": fresh_miou}
     assert real_miou > 0.6, scores               # the yardstick itself works
     assert fresh_miou < 0.1, scores              # and is not fooled by an untrained generator
-    assert generated_miou > 0.5 * real_miou, scores
+    assert generated_miou > 0.4 * real_miou, scores
