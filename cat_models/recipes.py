@@ -98,6 +98,11 @@ def declared_recipes(module: str, registry: str) -> dict[str, list[str]]:
     if module in sys.modules:
         live = getattr(sys.modules[module], registry)
         return {name: live.options(name) for name in live}
+    return recipes_in_source(module)
+
+
+def recipes_in_source(module: str) -> dict[str, list[str]]:
+    """{recipe: options} of the `RecipeRegistry` in `module`, read from its source."""
     settings = registered.call_keywords(module, RecipeRegistry.__name__)
     positional = int(settings.get("positional", 0))
     internal = tuple(settings.get("internal", ()))

@@ -74,6 +74,11 @@ def assigned_names(module: str, variable: str) -> list[str]:
     live = sys.modules.get(module)
     if live is not None:
         return [str(k) for k in getattr(live, variable)]
+    return literal_names(module, variable)
+
+
+def literal_names(module: str, variable: str) -> list[str]:
+    """The literal strings of `variable`'s top-level assignment in `module`'s source."""
     for node in module_tree(module).body:
         target = (node.target if isinstance(node, ast.AnnAssign)
                   else node.targets[0] if isinstance(node, ast.Assign) else None)
