@@ -95,8 +95,8 @@ def declared_recipes(module: str, registry: str) -> dict[str, list[str]]:
     `options` gives them: the live registry once `module` is imported, else read from the
     module's source (its `@register("name")` functions and the registry's `positional` and
     `internal`), which does not import the module and the networks it imports."""
-    if module in sys.modules:
-        live = getattr(sys.modules[module], registry)
+    live = getattr(sys.modules.get(module), registry, None)   # None while it is importing
+    if live is not None:
         return {name: live.options(name) for name in live}
     return recipes_in_source(module)
 

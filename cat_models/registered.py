@@ -71,9 +71,9 @@ def assigned_names(module: str, variable: str) -> list[str]:
     The live value once `module` is imported (entries added at run time included); else the
     literal strings of its top-level assignment (`TEXT_BACKENDS = {"sentence": ..., ...}`).
     """
-    live = sys.modules.get(module)
+    live = getattr(sys.modules.get(module), variable, None)   # None while it is importing
     if live is not None:
-        return [str(k) for k in getattr(live, variable)]
+        return [str(k) for k in live]
     return literal_names(module, variable)
 
 
