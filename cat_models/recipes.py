@@ -4,16 +4,21 @@ schedule, and a registry of recipes by name whose options are read from their si
 A recipe is a function `recipe(<the family's positional inputs>, *, option=default, ...)`
 returning the family's `TransferPlan`; its keyword parameters are the options a study may set
 (`RecipeRegistry.options`), so a new recipe is one decorated function and the study schema
-learns its name and options from here.
+learns its name and options from here (`declared_recipes`: the same, read from the recipe
+module's source while it is not imported, so validating a study needs no torch).
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from torch import nn
+from cat_models import registered
+
+if TYPE_CHECKING:        # annotations only: a study validates without importing torch
+    from torch import nn
 
 NamePredicate = Callable[[str], bool]
 
@@ -83,3 +88,23 @@ class RecipeRegistry(dict):
         params = list(inspect.signature(self.get_recipe(name)).parameters.values())
         return [p.name for p in params[self.positional:]
                 if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in self.internal]
+
+
+def declared_recipes(module: str, registry: str) -> dict[str, list[str]]:
+    """{recipe: options} of the `RecipeRegistry` named `registry` in `module`, as its
+    `options` gives them: the live registry once `module` is imported, else read from the
+    module's source (its `@register("name")` functions and the registry's `positional` and
+    `internal`), which does not import the module and the networks it imports."""
+    live = getattr(sys.modules.get(module), registry, None)   # None while it is importing
+    if live is not None:
+        return {name: live.options(name) for name in live}
+    return recipes_in_source(module)
+
+
+def recipes_in_source(module: str) -> dict[str, list[str]]:
+    """{recipe: options} of the `RecipeRegistry` in `module`, read from its source."""
+    settings = registered.call_keywords(module, RecipeRegistry.__name__)
+    positional = int(settings.get("positional", 0))
+    internal = tuple(settings.get("internal", ()))
+    return {name: [p for p in registered.keyword_parameters(fn, positional) if p not in internal]
+            for name, fn in registered.decorated(module, "register").items()}

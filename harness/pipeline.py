@@ -47,8 +47,10 @@ def print_plan(study: Study, study_file: str, out: Path, cache: Path,
             f"samples over {axes}")
     declared = {k: v.model_dump() if hasattr(v, "model_dump") else v
                 for k, v in study.search.space.items()}
-    for key, value in study_tune.param_space(study).items():
-        log(f"[plan]   {key}: {declared.get(key, value)}")
+    # the param space's keys and values, the searched ones as declared (their Tune
+    # distributions would import Ray)
+    for key, value in {**study_tune.comparison_space(study), **declared}.items():
+        log(f"[plan]   {key}: {value}")
     r = study.resources
     log(f"[plan] resources per trial: {r.workers_per_trial} worker(s) × "
         f"{r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU; "

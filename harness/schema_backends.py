@@ -1,5 +1,6 @@
 """The study schema's `affinity_backends` section: which networks the affinity estimators use,
-one strict model per estimator (the names come from the backend registries)."""
+one strict model per estimator (the names come from the backend registries, read from their
+modules' source until those are imported: validating a study imports no torch)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from cat_models.registered import assigned_names
 from harness.schema_base import Strict, known_name
 
 
@@ -21,9 +23,10 @@ class TextBackend(Strict):
     @field_validator("backend")
     @classmethod
     def _known(cls, v: str | None) -> str | None:
-        from cat_models.affinity.text_backends import TEXT_BACKENDS
-
-        return v if v is None else known_name(v, sorted(TEXT_BACKENDS), "text backend")
+        if v is None:
+            return v
+        known = assigned_names("cat_models.affinity.text_backends", "TEXT_BACKENDS")
+        return known_name(v, sorted(known), "text backend")
 
     def options(self) -> dict[str, Any]:
         """The estimator's keywords (only those set: the defaults are the estimator's)."""
@@ -43,9 +46,8 @@ class InceptionFeatures(Strict):
     @field_validator("layer")
     @classmethod
     def _known_layer(cls, v: str) -> str:
-        from cat_models.affinity.feature_backends import INCEPTION_LAYERS
-
-        return known_name(v, INCEPTION_LAYERS, "Inception layer")
+        layers = assigned_names("cat_models.affinity.feature_backends", "INCEPTION_LAYERS")
+        return known_name(v, layers, "Inception layer")
 
     def options(self) -> dict[str, Any]:
         return {"backend": self.backend,

@@ -19,14 +19,14 @@ PITI_IGNORES = ("lr_g", "lr_d", "freeze_d", "labelmix_lambda")
 
 def _pretrain_default(name: str) -> Any:
     """A default of the library's PITI source-pretraining settings (`PRETRAIN_SETTINGS`)."""
-    from cat_models.piti.train import PRETRAIN_SETTINGS
+    from cat_models.piti.settings import PRETRAIN_SETTINGS
 
     return getattr(PRETRAIN_SETTINGS, name)
 
 
 class PitiPretrainSpec(Strict):
     """Source pretraining on the source dataset (`pretrain_piti`); null fields take the
-    library's `PRETRAIN_SETTINGS` (`cat_models.piti.train`, where they are measured), the
+    library's `PRETRAIN_SETTINGS` (`cat_models.piti.settings`, where they are measured), the
     iteration count is the embedded-scale budget."""
 
     iterations: Annotated[int, Field(gt=0)] = 800
@@ -66,7 +66,7 @@ class PitiSpec(Strict):
 
     @model_validator(mode="after")
     def _sampling(self) -> PitiSpec:
-        from cat_models.piti.sampling import SamplerSettings
+        from cat_models.piti.settings import SamplerSettings
 
         try:
             SamplerSettings(self.sampler, self.sampling_steps, self.guidance_scale)

@@ -211,22 +211,24 @@ def stage_real_stats(study: Study, target: DatasetRef, runner: StageRunner) -> s
     """Inception statistics of the target test split (FID / KID reference), cached under the
     statistics' own key (`real_stats.stats_path`: dataset, network, image count)."""
     from cat_models.data.layouts import DatasetError
-    from cat_models.metrics.feature_net import load_feature_net
-    from cat_models.metrics.real_stats import real_statistics, stats_path
+    from cat_models.metrics.stats_key import file_view, net_identifier, stats_path
 
     folder = runner.cache / "fid_stats"
-    try:
-        dataset = target.open("val")
-    except (DatasetError, OSError):
-        if not runner.plan:
-            raise
-        runner.report("real-statistics", False)   # a benchmark not drawn yet: will run
+    if runner.plan:   # the file's name from the files and the network's identifier: no torch
+        try:
+            view = file_view(target.kind, target.root, "val", target.resolution)
+        except (DatasetError, OSError):
+            runner.report("real-statistics", False)   # a benchmark not drawn yet: will run
+            return str(folder)
+        path = stats_path(view, net_identifier(feature_net_path(study)), folder)
+        runner.report("real-statistics", path.is_file())
         return str(folder)
+    from cat_models.metrics.feature_net import load_feature_net
+    from cat_models.metrics.real_stats import real_statistics
+
+    dataset = target.open("val")
     net = load_feature_net(feature_net_path(study))
     cached = Path(stats_path(dataset, net, folder)).is_file()
-    if runner.plan:
-        runner.report("real-statistics", cached)
-        return str(folder)
     if cached:
         runner.log(f"[stage] real statistics: cached ({stats_path(dataset, net, folder)})")
     else:
@@ -245,14 +247,14 @@ def prepare_artifacts(study: Study, source: DatasetRef, target: DatasetRef,
     `runner`, nothing is built or started: the runner's rows say what would run."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import torch
-
     runner = runner or StageRunner(cache, log)
     if cluster is None:
         import ray
 
         cluster = ray.cluster_resources()
-    if not runner.plan:
+    if not runner.plan:   # (a plan imports no torch)
+        import torch
+
         torch.set_num_threads(int(task_cpus(cluster, 8)))   # the driver's own work (statistics)
     # The source model is the longest stage and only the combination's tie-break needs it:
     # it trains (a Ray task) while the segmenters, statistics and base affinities are built.

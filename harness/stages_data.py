@@ -6,21 +6,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from cat_models.data import (
-    DatasetError,
-    SegmentationDataset,
-    kl_greedy_subset,
-    label_histograms,
-    load_subset,
-    open_dataset,
-    save_subset,
-    validate_dataset,
-)
+from cat_models.data import DatasetError, kl_greedy_subset, load_subset, save_subset
 from cat_models.data.synthetic import benchmark_folders, ensure_benchmark
 from harness.cache import StageRunner
 from harness.config import DatasetSpec, Study, StudyError
+
+if TYPE_CHECKING:   # the dataset module imports torch: imported where a dataset is opened
+    from cat_models.data import SegmentationDataset
 
 
 class FewShotSet(NamedTuple):
@@ -43,6 +37,8 @@ class DatasetRef:
     name: str
 
     def open(self, split: str = "train", augment: bool = False) -> SegmentationDataset:
+        from cat_models.data import open_dataset
+
         return open_dataset(self.kind, self.root, split, self.resolution, augment=augment)
 
 
@@ -80,6 +76,8 @@ def stage_datasets(study: Study, cache: Path, origin: str,
             ref = resolve_dataset(spec, study, cache, materialise=not runner.plan)
 
             def build(out: Path, ref: DatasetRef = ref) -> None:
+                from cat_models.data import validate_dataset
+
                 summary = {}
                 for split in ("train", "val"):
                     ds = ref.open(split)
@@ -112,6 +110,8 @@ def stage_subsets(study: Study, target: DatasetRef, cache: Path, origin: str,
     runner = runner or StageRunner(cache, log)
 
     def build(out: Path) -> None:
+        from cat_models.data import label_histograms
+
         pool = target.open("train")
         too_big = [s for s in study.target_sizes if s > len(pool)]
         if too_big:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import tune
-
 from harness.config import (
     Choice,
     FloatRange,
@@ -30,33 +28,42 @@ DRIVER_CPU = 0.01
 def _categorical(values: list[Any], algorithm: str) -> Any:
     if len(values) == 1:
         return values[0]
-    return tune.grid_search(values) if algorithm == "grid" else tune.choice(values)
+    if algorithm == "grid":
+        return {"grid_search": list(values)}  # tune.grid_search's value, without importing Ray
+    from ray import tune  # here, not at the top: a dry run plans without importing Ray
+
+    return tune.choice(values)
 
 
 def _space_value(spec: Any, algorithm: str) -> Any:
     if isinstance(spec, Grid):
         return _categorical(spec.grid, algorithm)
+    if not isinstance(spec, Choice | IntRange | FloatRange | LogUniform):
+        return spec  # a fixed value
+    from ray import tune
+
     if isinstance(spec, Choice):
         return tune.choice(spec.choice)
     if isinstance(spec, IntRange):
         return tune.randint(spec.int[0], spec.int[1] + 1)  # inclusive upper bound in YAML
     if isinstance(spec, FloatRange):
         return tune.uniform(*spec.float)
-    if isinstance(spec, LogUniform):
-        return tune.loguniform(*spec.loguniform)
-    return spec  # a fixed value
+    return tune.loguniform(*spec.loguniform)
+
+
+def comparison_space(study: Study) -> dict[str, Any]:
+    """The comparison axes of the Tune param space (method, target size, seed)."""
+    algo = study.search.algorithm
+    return {"method": _categorical([m.label for m in study.methods], algo),
+            "target_size": _categorical(list(study.target_sizes), algo),
+            "seed": _categorical(list(study.seeds), algo)}
 
 
 def param_space(study: Study) -> dict[str, Any]:
     """The Tune param space: comparison axes + swept training keys + fixed training keys."""
-    algo = study.search.algorithm
-    space: dict[str, Any] = {
-        "method": _categorical([m.label for m in study.methods], algo),
-        "target_size": _categorical(list(study.target_sizes), algo),
-        "seed": _categorical(list(study.seeds), algo),
-    }
+    space = comparison_space(study)
     for key, spec in study.search.space.items():
-        space[key] = _space_value(spec, algo)
+        space[key] = _space_value(spec, study.search.algorithm)
     return space
 
 

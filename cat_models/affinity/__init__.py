@@ -6,43 +6,22 @@
     A.save("A.npy")   # + A.csv (names) + A.json (method, provenance)
 """
 
-from cat_models.affinity.baseline import random_affinity
-from cat_models.affinity.combination import DEFAULT_ORDER, average_affinity, majority_vote
-from cat_models.affinity.features import class_prototypes, feature_affinity
-from cat_models.affinity.matrix import (
-    AffinityError,
-    AffinityMatrix,
-    format_top_matches,
-    top_matches,
-)
-from cat_models.affinity.normalise import normalise_affinity, normalise_columns
-from cat_models.affinity.registry import (
-    AffinityInputs,
-    available_estimators,
-    estimate_affinity,
-    register_estimator,
-)
-from cat_models.affinity.segmentation import confusion_counts, segmentation_affinity
-from cat_models.affinity.text import text_affinity
+from cat_models.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_ORDER",
-    "AffinityError",
-    "AffinityInputs",
-    "AffinityMatrix",
-    "available_estimators",
-    "average_affinity",
-    "class_prototypes",
-    "confusion_counts",
-    "estimate_affinity",
-    "feature_affinity",
-    "format_top_matches",
-    "majority_vote",
-    "normalise_affinity",
-    "normalise_columns",
-    "random_affinity",
-    "register_estimator",
-    "segmentation_affinity",
-    "text_affinity",
-    "top_matches",
-]
+# Imported when first read (cat_models.lazy): importing one light submodule (a config, the
+# registered names) does not load the package's networks and torch.
+_EXPORTS = {
+    "cat_models.affinity.baseline": ("random_affinity",),
+    "cat_models.affinity.combination": ("DEFAULT_ORDER", "average_affinity", "majority_vote"),
+    "cat_models.affinity.features": ("class_prototypes", "feature_affinity"),
+    "cat_models.affinity.matrix": (
+        "AffinityError", "AffinityMatrix", "format_top_matches", "top_matches",
+    ),
+    "cat_models.affinity.normalise": ("normalise_affinity", "normalise_columns"),
+    "cat_models.affinity.registry": (
+        "AffinityInputs", "available_estimators", "estimate_affinity", "register_estimator",
+    ),
+    "cat_models.affinity.segmentation": ("confusion_counts", "segmentation_affinity"),
+    "cat_models.affinity.text": ("text_affinity",),
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

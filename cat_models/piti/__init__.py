@@ -29,26 +29,17 @@ Table 5 switches, "from_glide", "finetune_all", "training_free"); `cat_model`,
 This package never imports ray, the harness or another model family.
 """
 
-from cat_models.piti.config import PRESETS, PitiConfig, preset
-from cat_models.piti.model import PitiModel, build_piti, empty_mask, label_mask
-from cat_models.piti.official import load_official_piti
-from cat_models.piti.recipes import RECIPES, Stage, TransferPlan, build_plan, recipe_options
-from cat_models.piti.transfer import cat_model, training_free_model
+from cat_models.lazy import lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "RECIPES",
-    "PitiConfig",
-    "PitiModel",
-    "Stage",
-    "TransferPlan",
-    "build_piti",
-    "build_plan",
-    "cat_model",
-    "empty_mask",
-    "label_mask",
-    "load_official_piti",
-    "preset",
-    "recipe_options",
-    "training_free_model",
-]
+# Imported when first read (cat_models.lazy): importing one light submodule (a config, the
+# registered names) does not load the package's networks and torch.
+_EXPORTS = {
+    "cat_models.piti.config": ("PRESETS", "PitiConfig", "preset"),
+    "cat_models.piti.model": ("PitiModel", "build_piti", "empty_mask", "label_mask"),
+    "cat_models.piti.official": ("load_official_piti",),
+    "cat_models.piti.recipes": (
+        "RECIPES", "Stage", "TransferPlan", "build_plan", "recipe_options",
+    ),
+    "cat_models.piti.transfer": ("cat_model", "training_free_model"),
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -40,14 +40,18 @@ from torch import nn
 
 from cat_models.piti.diffusion import (
     BASE_SCHEDULE,
-    FAST27,
-    NUM_TIMESTEPS,
     UPSAMPLER_SCHEDULE,
     GaussianDiffusion,
     make_diffusion,
-    space_timesteps,
 )
 from cat_models.piti.model import empty_mask
+
+# The settings are plain dataclasses (settings.py: validated without torch); re-exported here.
+from cat_models.piti.settings import (
+    BASE_SETTINGS,
+    UPSAMPLER_SETTINGS,
+    SamplerSettings,
+)
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -128,35 +132,6 @@ def make_scheduler(diffusion: GaussianDiffusion, sampler: str):
     else:
         scheduler.set_timesteps(diffusion.num_timesteps)
     return scheduler
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """One stage's sampling options. `steps`: a respacing (int, "a,b,c", "ddimN", "fast27")."""
-
-    sampler: str = "ddpm"
-    steps: int | str = 100
-    guidance_scale: float = 1.3
-    noise_temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"SamplerSettings.sampler: {self.sampler!r} unknown; choose "
-                             f"from {sorted(SAMPLERS)}")
-        if not (self.guidance_scale == self.guidance_scale and abs(self.guidance_scale) < 1e6):
-            raise ValueError(f"SamplerSettings.guidance_scale: a finite number, got "
-                             f"{self.guidance_scale}")
-        try:   # the respacing is checked against PITI's 1,000 steps here, again when applied
-            space_timesteps(NUM_TIMESTEPS, self.steps)
-        except ValueError as err:
-            raise ValueError(f"SamplerSettings.steps: {err}") from err
-        if not 0.0 < self.noise_temperature <= 10.0:
-            raise ValueError(f"SamplerSettings.noise_temperature: in (0, 10], got "
-                             f"{self.noise_temperature}")
-
-
-BASE_SETTINGS = SamplerSettings()   # PITI: 100 respaced ancestral steps, guidance 1.3
-UPSAMPLER_SETTINGS = SamplerSettings("ddpm", FAST27, 1.0, 0.997)
 
 
 def denoise(model_fn: ModelFn, noise: torch.Tensor, diffusion: GaussianDiffusion,

@@ -29,7 +29,6 @@ earlier ones beyond the parameters); the upsampler's `low_res` is the image down
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,78 +43,17 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cat_models.data import batching
 from cat_models.errors import NonFiniteLossError
-from cat_models.piti.diffusion import (
-    BASE_SCHEDULE,
-    NUM_TIMESTEPS,
-    SCHEDULES,
-    GaussianDiffusion,
-    make_diffusion,
-)
+from cat_models.piti.diffusion import GaussianDiffusion, make_diffusion
 from cat_models.piti.losses import hybrid_loss
 from cat_models.piti.sampling import empty_mask_like
+
+# The settings are plain dataclasses (settings.py: validated without torch); re-exported here.
+from cat_models.piti.settings import PRETRAIN_SETTINGS, PitiTrainConfig  # noqa: F401
 
 Report = Callable[[dict[str, Any]], None]
 Evaluate = Callable[[nn.Module, int], dict[str, Any]]
 Trainable = Callable[[str], bool] | Iterable[str]
 MaskFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class PitiTrainConfig:
-    """Optimisation settings; `batch_size` is the global batch. Defaults are PITI's base-model
-    finetuning scripts: AdamW at 3.5e-5 (its second stage: 2e-5), no weight decay, EMA 0.9999,
-    16 per GPU on 8 GPUs, `uncond_p` 0.2 (its second stage; the first uses 0), cosine schedule.
-    Its upsampler script: lr 1e-5, batch 4, `uncond_p` 0, linear schedule, low_res 64."""
-
-    batch_size: int = 128
-    lr: float = 3.5e-5
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    ema_decay: float = 0.9999
-    uncond_p: float = 0.2
-    schedule: str = BASE_SCHEDULE
-    num_timesteps: int = NUM_TIMESTEPS
-    image_size: tuple[int, int] | None = None     # the model's images (default: the data's)
-    low_res_size: tuple[int, int] | None = None   # upsampler: its low_res input size
-    amp: bool = False                             # bf16 autocast, CUDA only
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "low_res_size"):
-            value = getattr(self, name)
-            if value is not None:
-                value = (value, value) if isinstance(value, int) else tuple(int(v) for v in value)
-                if len(value) != 2 or min(value) < 1:
-                    raise ValueError(f"PitiTrainConfig.{name}: (height, width) >= 1, got {value}")
-                object.__setattr__(self, name, value)
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        checks = [("batch_size", self.batch_size >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
-                  ("weight_decay", self.weight_decay >= 0, ">= 0"),
-                  ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
-                  ("uncond_p", 0 <= self.uncond_p <= 1, "in [0, 1]"),
-                  ("num_timesteps", self.num_timesteps >= 2, ">= 2"),
-                  ("schedule", self.schedule in SCHEDULES, f"one of {list(SCHEDULES)}")]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"PitiTrainConfig.{name}: expected {expected}, got "
-                                 f"{getattr(self, name)!r}")
-
-    def replace(self, **changes: Any) -> PitiTrainConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# Source pretraining of the `embedded` preset from scratch on the embedded benchmark (32 px,
-# 2 CPU cores; benchmarks/RESULTS_piti.md, source quality). lr 1e-3: measured better than
-# PITI's finetuning 3.5e-5 from scratch (ε-MSE after 150 steps 0.135 vs 0.755,
-# docs/piti_diffusion.md). Batch 8: the step the preset is sized for (~1-1.5 s on 2 idle
-# cores). EMA 0.995 is not measured against others: a ~200-step horizon, so that after the
-# ~600-900 steps that fit in 15 min the initial weights keep < 5 % of the average (0.999 would
-# keep 40 % after 900); early points of a curve want a short EMA instead (after 100 steps
-# 0.995 still holds 61 % of the random init: 0.7 % vs 6.7 % mIoU with 0.9, same weights).
-# uncond_p 0.2: PITI's second stage (guided sampling needs it > 0).
-PRETRAIN_SETTINGS = PitiTrainConfig(batch_size=8, lr=1e-3, ema_decay=0.995, uncond_p=0.2)
 
 
 def resolve_trainable(model: nn.Module, trainable: Trainable) -> list[str]:

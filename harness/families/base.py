@@ -14,11 +14,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+from cat_models.recipes import declared_recipes
 
-Evaluate = Callable[[torch.nn.Module, int], dict[str, Any]]
+if TYPE_CHECKING:        # annotations only: validating a study imports the families, not torch
+    import torch
+
+Evaluate = Callable[["torch.nn.Module", int], dict[str, Any]]
 OnReport = Callable[[dict[str, Any]], None]
 
 
@@ -49,6 +52,9 @@ class ModelFamily(ABC):
     """A model family; one instance per family in `harness.families.FAMILIES`."""
 
     name: ClassVar[str]
+    # The library module holding the family's recipe registry, and the registry's name there.
+    RECIPE_MODULE: ClassVar[str]
+    RECIPE_REGISTRY: ClassVar[str]
     # Trial settings handed to the recipes that declare the option: recipe option -> field
     # of the trial's settings (`TrialSpec.setting`).
     RECIPE_SETTINGS: ClassVar[dict[str, str]] = {}
@@ -57,13 +63,18 @@ class ModelFamily(ABC):
     # Recipes that train nothing (a study reaches them with `training_free: true`).
     TRAINING_FREE_RECIPES: ClassVar[tuple[str, ...]] = ()
 
-    @abstractmethod
     def recipes(self) -> list[str]:
-        """The finetuning recipes' names, from the library's registry."""
+        """The finetuning recipes' names, from the library's registry (read from its source
+        until it is imported: naming recipes loads no network)."""
+        return list(declared_recipes(self.RECIPE_MODULE, self.RECIPE_REGISTRY))
 
-    @abstractmethod
     def recipe_options(self, recipe: str) -> list[str]:
         """Options recipe `recipe` takes (from its registry), `seed` included."""
+        options = declared_recipes(self.RECIPE_MODULE, self.RECIPE_REGISTRY)
+        if recipe not in options:
+            raise KeyError(f"{self.name} transfer method {recipe!r} unknown; choose from "
+                           f"{sorted(options)}")
+        return list(options[recipe])
 
     def trial_settings(self, study: Any, params: Any) -> Any:
         """The family's own settings of one trial (its study block with the trial's searched

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.families.base import FinetuneJob, ModelFamily
+
+if TYPE_CHECKING:
+    import torch
 
 
 def oasis_trial_config(art: Any, trial: Any, source: Any):
@@ -22,18 +23,10 @@ def oasis_trial_config(art: Any, trial: Any, source: Any):
 
 class OasisFamily(ModelFamily):
     name = "oasis"
+    RECIPE_MODULE = "cat_models.oasis.baselines"
+    RECIPE_REGISTRY = "BASELINES"
     RECIPE_SETTINGS: ClassVar[dict[str, str]] = {"freeze_d": "freeze_d", "stage1_iters": "stage1_iterations"}
     LOSS_KEYS: ClassVar[tuple[str, ...]] = ("g_total", "d_total")
-
-    def recipes(self) -> list[str]:
-        from cat_models.oasis.baselines import BASELINES
-
-        return list(BASELINES)
-
-    def recipe_options(self, recipe: str) -> list[str]:
-        from cat_models.oasis.baselines import recipe_options
-
-        return list(recipe_options(recipe))
 
     def needs_source(self, recipe: str) -> bool:
         return recipe != "scratch"

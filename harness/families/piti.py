@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.families.base import FinetuneJob, ModelFamily
+
+if TYPE_CHECKING:
+    import torch
 
 STAGE_FILE = "stage.json"
 
 
 def save_source(state: Any, path: str | Path) -> Path:
     """The source stage's file: the EMA model's config and weights."""
+    import torch
+
     model = state.ema_model()
     path = Path(path)
     torch.save({"config": model.config.to_dict(), "model": model.state_dict()}, path)
@@ -38,6 +41,8 @@ def save_source(state: Any, path: str | Path) -> Path:
 
 def load_source(path: str | Path):
     """A PitiModel from `save_source`'s file or an official base_mask.pt."""
+    import torch
+
     from cat_models.piti import PitiConfig, PitiModel, load_official_piti
 
     payload = torch.load(path, map_location="cpu", weights_only=False)
@@ -53,7 +58,7 @@ def load_source(path: str | Path):
 
 def train_config(trial: Any):
     """The trial's `PitiTrainConfig`: the training section and the study's `piti` block."""
-    from cat_models.piti.train import PitiTrainConfig
+    from cat_models.piti.settings import PitiTrainConfig
 
     t, p = trial.training, trial.settings
     return PitiTrainConfig(batch_size=t.batch_size, lr=p.lr,
@@ -62,26 +67,18 @@ def train_config(trial: Any):
 
 
 def sampler_settings(settings: Any):
-    from cat_models.piti.sampling import SamplerSettings
+    from cat_models.piti.settings import SamplerSettings
 
     return SamplerSettings(settings.sampler, settings.sampling_steps, settings.guidance_scale)
 
 
 class PitiFamily(ModelFamily):
     name = "piti"
+    RECIPE_MODULE = "cat_models.piti.recipes"
+    RECIPE_REGISTRY = "RECIPES"
     RECIPE_SETTINGS: ClassVar[dict[str, str]] = {"stage1_iters": "stage1_iterations"}
     LOSS_KEYS: ClassVar[tuple[str, ...]] = ("loss", "mse", "vb")
     TRAINING_FREE_RECIPES: ClassVar[tuple[str, ...]] = ("training_free",)
-
-    def recipes(self) -> list[str]:
-        from cat_models.piti.recipes import RECIPES
-
-        return list(RECIPES)
-
-    def recipe_options(self, recipe: str) -> list[str]:
-        from cat_models.piti.recipes import recipe_options
-
-        return list(recipe_options(recipe))
 
     def trial_settings(self, study: Any, params: Any) -> Any:
         return study.piti.for_trial(params)
