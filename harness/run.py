@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("failed_trials"):
         print(f"error: {summary['failed_trials']} trial(s) failed; their error files are in "
               f"{summary['output_dir']}/tune/*/error.txt (the other results and the analysis "
-              "were written; fix the cause and rerun with --resume)", file=sys.stderr)
+              "were written). A crashed trial continues with --resume; one that failed on its "
+              "input or a non-finite loss is kept failed by --resume: fix the cause, then rerun "
+              "(a changed study starts a new experiment; for the same study move "
+              f"{summary['output_dir']}/tune aside first)", file=sys.stderr)
         return 1
     return 0
 
