@@ -180,10 +180,11 @@ def main() -> int:
         for seed in range(args.seeds):
             ev = evaluator(n_real, seed)
             for name, (a, b) in pairs.items():
+                # the family's sampler seeds its own noise: the seed must reach it
                 start = time.perf_counter()
-                ma = ev.evaluate(lambda lab, g=a: fam.sample(g, lab, 0, trial))
+                ma = ev.evaluate(lambda lab, g=a, s=seed: fam.sample(g, lab, s, trial))
                 times.setdefault(n_real, []).append(time.perf_counter() - start)
-                mb = ev.evaluate(lambda lab, g=b: fam.sample(g, lab, 0, trial))
+                mb = ev.evaluate(lambda lab, g=b, s=seed: fam.sample(g, lab, s, trial))
                 scores[name].setdefault(n_real, []).append((ma, mb))
         print(f"[bench] n = {n_real}: {args.seeds} seeds done", file=sys.stderr, flush=True)
     ref_n = max(times)
