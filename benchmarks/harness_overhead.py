@@ -80,12 +80,10 @@ def run_bare(art: Any, params: dict[str, Any]) -> tuple[float, float]:
         return time.perf_counter() - start, float(last["wall_time_s"])
 
 
-def run_tuned(art: Any, params: dict[str, Any], storage: Path) -> tuple[float, float]:
+def run_tuned(fn: Any, params: dict[str, Any], storage: Path) -> tuple[float, float]:
+    """A one-trial Tune experiment of the trainable `fn`: (Tuner.fit wall, trial loop time)."""
     from ray import tune
 
-    from harness.trials import trainable
-
-    fn = trainable(art.study, art, str(storage))
     tuner = tune.Tuner(fn, param_space=dict(params),
                        run_config=tune.RunConfig(name=f"t{time.monotonic_ns()}",
                                                  storage_path=str(storage), verbose=0))
@@ -96,6 +94,21 @@ def run_tuned(art: Any, params: dict[str, Any], storage: Path) -> tuple[float, f
     if result.error is not None:
         raise RuntimeError(f"benchmark trial failed: {result.error}")
     return outer, float(result.metrics["wall_time_s"])
+
+
+def trainable_of(mode: str, art: Any, storage: Path) -> Any:
+    """The harness's own trainable for `tune`; its TorchTrainer driver for `train1`/`train2`
+    (the harness takes the in-process path for 1 worker, so `train1` forces the driver)."""
+    from ray import tune
+
+    from harness import tune as study_tune
+    from harness.trials import trainable, tune_driver
+
+    if mode == "tune":
+        return trainable(art.study, art, str(storage))
+    return tune.with_resources(
+        tune.with_parameters(tune_driver, artifacts=art, storage=str(storage)),
+        {"CPU": study_tune.DRIVER_CPU})
 
 
 def main() -> int:
@@ -138,39 +151,16 @@ def main() -> int:
                 trial_art = dataclasses.replace(art, study=study)
                 if mode == "bare":
                     outer, loop = run_bare(trial_art, params)
-                elif mode == "tune":
-                    outer, loop = run_tuned(trial_art, params, work / "tune")
                 else:
-                    # tune_driver itself: the in-process shortcut is for 1 worker only
-                    outer, loop = run_driver(trial_art, params, work / "tune")
+                    storage = work / "tune"
+                    outer, loop = run_tuned(trainable_of(mode, trial_art, storage), params,
+                                            storage)
                 rows[mode].setdefault(iterations, []).append((outer, loop))
                 print(f"[bench] repeat {rep + 1}/{args.repeats} {mode:6s} {iterations:4d} its: "
                       f"outer {outer:7.1f} s, loop {loop:7.1f} s", flush=True)
     ray.shutdown()
     report(rows, args.short, args.long, workers)
     return 0
-
-
-def run_driver(art: Any, params: dict[str, Any], storage: Path) -> tuple[float, float]:
-    """A Tune trial of `tune_driver` (a TorchTrainer) whatever `workers_per_trial` is."""
-    from ray import tune
-
-    from harness import tune as study_tune
-    from harness.trials import tune_driver
-
-    fn = tune.with_resources(
-        tune.with_parameters(tune_driver, artifacts=art, storage=str(storage)),
-        {"CPU": study_tune.DRIVER_CPU})
-    tuner = tune.Tuner(fn, param_space=dict(params),
-                       run_config=tune.RunConfig(name=f"d{time.monotonic_ns()}",
-                                                 storage_path=str(storage), verbose=0))
-    start = time.perf_counter()
-    grid = tuner.fit()
-    outer = time.perf_counter() - start
-    result = grid[0]
-    if result.error is not None:
-        raise RuntimeError(f"benchmark trial failed: {result.error}")
-    return outer, float(result.metrics["wall_time_s"])
 
 
 def report(rows: dict[str, dict[int, list[tuple[float, float]]]], short: int, long: int,
