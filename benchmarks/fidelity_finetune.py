@@ -71,12 +71,16 @@ def main() -> int:
     p.add_argument("--plot-only", action="store_true")
     p.add_argument("--select", help="plot only these variant/affinity runs (comma-separated)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train-fid", action="store_true",
+                   help="also score against the few-shot set itself (memorisation check)")
     args = p.parse_args()
     if args.plot_only:
         return plot(args.out, args.plot, args.select)
     torch.set_num_threads(args.threads)
 
     bench = Bench(args.cache, args.size, args.seed, args.n_samples)
+    if args.train_fid:
+        bench.track_training_set()
     source, test, data, score = bench.source, bench.test, bench.train, bench.score
     wanted = args.affinities.split(",")
     mats = bench.affinities(wanted, args.out.parent / "affinities")
@@ -107,8 +111,9 @@ def main() -> int:
             state = finetune_oasis("cat", source, data, args.iterations, cfg, seed=args.seed,
                                    evaluate_fn=evaluate, eval_every=args.eval_every,
                                    report_every=0, **kw)
-            curve += [{k: h[k] for k in ("iteration", "fid", "kid", "kid_std", "miou")}
-                      for h in state.history if "fid" in h]
+            keys = ("iteration", "fid", "kid", "kid_std", "miou", "fid_train", "kid_train",
+                    "miou_train")
+            curve += [{k: h[k] for k in keys if k in h} for h in state.history if "fid" in h]
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}

@@ -167,7 +167,7 @@ def summary_of(results: StudyResults, elapsed: float) -> dict[str, Any]:
         "axes": ", ".join(results.axes) or "–",
         "trials": f"{len(final)} (" + ", ".join(f"{k}: {v}" for k, v in status.items()) + ")",
     }
-    for axis in ("method", "target_size", "seed"):
+    for axis in ("method", "target_size", "seed", "source_seed"):
         if axis in final:
             summary[axis] = ", ".join(str(v) for v in dict.fromkeys(final[axis].dropna()))
     for key in PROVENANCE_KEYS:

@@ -261,7 +261,8 @@ def _rendered(table: Table, bold: Callable[[str], str], italic: Callable[[str], 
 
 def footnote(table: Table) -> str:
     n = max((c.n for c in table.cells.values()), default=0)
-    note = (f"mean ± std over seeds (up to {n}); best per column in bold; "
+    note = (f"mean ± std over seeds (up to {n} trials per cell; a study with source_seeds "
+            "pools its source-pretraining seeds too); best per column in bold; "
             "↓ lower / ↑ higher is better.")
     own = sorted({spec.label for (_, _, name), c in table.cells.items() if c.own_spread
                   for spec in table.metrics if spec.name == name})
