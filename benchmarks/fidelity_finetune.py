@@ -42,6 +42,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "bn_refresh": ({"d_warmup": 0}, {}, {**PAPER, "bn_refresh_batches": 50}),
     "labelmix0": ({"d_warmup": 0}, {"lambda_labelmix": 0.0}, PAPER),
     "lr_g_low": ({"d_warmup": 0}, {"lr_g": 2e-5}, PAPER),
+    "ema_slow": ({"d_warmup": 0}, {"ema_decay": 0.999}, PAPER),
+    "d_keep_fake": ({"d_warmup": 0, "d_head": "keep_fake"}, {}, PAPER),
+    "d_affinity": ({"d_warmup": 0, "d_head": "affinity"}, {}, PAPER),
     "defaults": ({}, {}, {}),   # whatever the library does now
 }
 TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}
