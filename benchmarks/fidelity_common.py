@@ -52,6 +52,7 @@ class Bench:
             load_segmenter(find_one(cache, "segmenter-target", "segmenter.pt")),
             n_samples=n_samples, cache_dir=cache / "fid_stats", seed=0, floor_dataset=plain)
         self.source_segmenter = find_one(cache, "segmenter-source", "segmenter.pt")
+        self.train_evaluator = None
         f = self.evaluator.floor
         print(f"[floor] FID {f['fid_floor']:.1f}  KID {f['kid_floor']:.4f} ± "
               f"{f['kid_floor_std']:.4f} (n={f['n_floor']} held-out real images)", flush=True)
@@ -60,7 +61,26 @@ class Bench:
         from cat_models.oasis.sampling import sample_images
 
         m = self.evaluator.evaluate(lambda labels: sample_images(generator, labels, seed=0))
-        return {k: round(float(m[k]), 5) for k in ("fid", "kid", "kid_std", "miou")}
+        out = {k: round(float(m[k]), 5) for k in ("fid", "kid", "kid_std", "miou")}
+        if self.train_evaluator is not None:
+            t = self.train_evaluator.evaluate(
+                lambda labels: sample_images(generator, labels, seed=0))
+            out.update(fid_train=round(float(t["fid"]), 5), kid_train=round(float(t["kid"]), 5),
+                       miou_train=round(float(t["miou"]), 5))
+        return out
+
+    def track_training_set(self) -> None:
+        """Also score every model against the few-shot set itself (its own images as the
+        real statistics, its label maps as the inputs): `fid_train` / `kid_train` /
+        `miou_train`. A generator that memorises the few-shot set improves there while the
+        test-set FID worsens. Statistics are not cached (a subset's key is its split's)."""
+        from cat_models.metrics.evaluator import Evaluator
+        from cat_models.segmenters import load_segmenter
+
+        self.train_evaluator = Evaluator(
+            self.subset, self.subset,
+            load_segmenter(find_one(self.cache, "segmenter-target", "segmenter.pt")),
+            n_samples=len(self.subset), cache_dir=None, seed=0)
 
     def training_free(self, affinity: Any) -> dict[str, float]:
         from cat_models.oasis.sampling import training_free_generator

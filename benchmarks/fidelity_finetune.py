@@ -42,6 +42,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "bn_refresh": ({"d_warmup": 0}, {}, {**PAPER, "bn_refresh_batches": 50}),
     "labelmix0": ({"d_warmup": 0}, {"lambda_labelmix": 0.0}, PAPER),
     "lr_g_low": ({"d_warmup": 0}, {"lr_g": 2e-5}, PAPER),
+    "ema_slow": ({"d_warmup": 0}, {"ema_decay": 0.999}, PAPER),
+    "d_keep_fake": ({"d_warmup": 0, "d_head": "keep_fake"}, {}, PAPER),
+    "d_affinity": ({"d_warmup": 0, "d_head": "affinity"}, {}, PAPER),
     "defaults": ({}, {}, {}),   # whatever the library does now
 }
 TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}
@@ -71,12 +74,16 @@ def main() -> int:
     p.add_argument("--plot-only", action="store_true")
     p.add_argument("--select", help="plot only these variant/affinity runs (comma-separated)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train-fid", action="store_true",
+                   help="also score against the few-shot set itself (memorisation check)")
     args = p.parse_args()
     if args.plot_only:
         return plot(args.out, args.plot, args.select)
     torch.set_num_threads(args.threads)
 
     bench = Bench(args.cache, args.size, args.seed, args.n_samples)
+    if args.train_fid:
+        bench.track_training_set()
     source, test, data, score = bench.source, bench.test, bench.train, bench.score
     wanted = args.affinities.split(",")
     mats = bench.affinities(wanted, args.out.parent / "affinities")
@@ -107,8 +114,9 @@ def main() -> int:
             state = finetune_oasis("cat", source, data, args.iterations, cfg, seed=args.seed,
                                    evaluate_fn=evaluate, eval_every=args.eval_every,
                                    report_every=0, **kw)
-            curve += [{k: h[k] for k in ("iteration", "fid", "kid", "kid_std", "miou")}
-                      for h in state.history if "fid" in h]
+            keys = ("iteration", "fid", "kid", "kid_std", "miou", "fid_train", "kid_train",
+                    "miou_train")
+            curve += [{k: h[k] for k in keys if k in h} for h in state.history if "fid" in h]
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}

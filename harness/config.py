@@ -238,6 +238,10 @@ class Study(Strict):
     target: TargetSpec = TargetSpec()
     target_sizes: list[Annotated[int, Field(gt=0)]] = Field(default=[100], min_length=1)
     seeds: list[int] = Field(default=[0], min_length=1)
+    # Source-pretraining seeds: the study runs once per seed (each with its own source model,
+    # affinities and trials, under <output>/source_seed_<s>/) and one analysis pools them, so
+    # every table cell's ± spans the seeds and the source models. None: the pretraining seed.
+    source_seeds: list[int] | None = Field(default=None, min_length=1)
     training_free: bool = False
     methods: list[MethodSpec] = Field(min_length=1)
     search: SearchSpec = SearchSpec()
@@ -284,6 +288,35 @@ class Study(Strict):
                                      "a training-free study sets `training_free: true` and "
                                      "lists CAT methods (one per affinity)")
         return self
+
+    @model_validator(mode="after")
+    def _source_seeds(self) -> Study:
+        seeds = self.source_seeds
+        if seeds is None:
+            return self
+        dupes = sorted({x for x in seeds if seeds.count(x) > 1})
+        if dupes:
+            raise ValueError(f"source_seeds: repeated {dupes}")
+        if self.source.checkpoint is not None:
+            raise ValueError("source_seeds: the source model is the checkpoint "
+                             "source.checkpoint, so there is no pretraining to seed; remove "
+                             "one of them")
+        return self
+
+    @property
+    def pretrain_seed(self) -> int:
+        """The seed of this study's source pretraining (its family's `pretrain.seed`)."""
+        return (self.piti.pretrain.seed if self.model == "piti"
+                else self.source.pretrain.seed)
+
+    def for_source_seed(self, seed: int) -> Study:
+        """This study with its source pretrained from `seed`: named `<name>-source<seed>`,
+        `source_seeds` cleared (one of the runs `source_seeds` stands for)."""
+        data = self.model_dump()
+        block = data["piti"] if self.model == "piti" else data["source"]
+        block["pretrain"]["seed"] = seed
+        data.update(name=f"{self.name}-source{seed}", source_seeds=None)
+        return Study.model_validate(data)
 
     def fingerprint(self) -> str:
         """A short hash of the resolved study (names the study's output folder)."""

@@ -213,8 +213,44 @@ def check_fits(study: Study, cluster: dict[str, float], origin: str) -> None:
                          f"{r.cpus_per_worker:g}) but the cluster has {cluster.get('CPU', 0):g}")
 
 
+SOURCE_SEED_DIR = "source_seed_{}"
+
+
+def run_source_seeds(study: Study, study_file: str, out: Path, address: str | None = None,
+                     resume: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
+    """A study with `source_seeds`: one run per source-pretraining seed, each under
+    OUT/source_seed_<s>/ (its own source model, affinities, trials and analysis), then one
+    analysis of them all under OUT/analysis/, whose cells pool seeds and source seeds."""
+    seeds = list(study.source_seeds or [])
+    summaries = []
+    for k, seed in enumerate(seeds, 1):
+        log(f"[harness] source seed {seed} ({k} of {len(seeds)}): "
+            f"{out / SOURCE_SEED_DIR.format(seed)}")
+        summaries.append(run_study(study.for_source_seed(seed), study_file,
+                                   out / SOURCE_SEED_DIR.format(seed), address, resume,
+                                   dry_run))
+    if dry_run:
+        return None
+    from harness.analysis import analyze_studies
+
+    log(f"[analysis] pooled over source seeds {seeds}")
+    outputs = analyze_studies([out / SOURCE_SEED_DIR.format(s) for s in seeds],
+                              out / "analysis", log=log)
+    counts = ("trials", "finished_trials", "failed_trials", "interrupted_trials")
+    summary = {"study": study.name, "output_dir": str(out.resolve()), "source_seeds": seeds,
+               **{key: sum(s[key] for s in summaries) for key in counts},
+               "minutes": round(sum(s["minutes"] for s in summaries), 1),
+               "outputs": outputs.as_dict(),
+               "per_source_seed": {str(seed): s["output_dir"]
+                                   for seed, s in zip(seeds, summaries, strict=True)}}
+    log(f"[harness] study {study.name!r} done over {len(seeds)} source seeds: {out}")
+    return summary
+
+
 def run_study(study: Study, study_file: str, out: Path, address: str | None = None,
               resume: bool = False, dry_run: bool = False) -> dict[str, Any] | None:
+    if study.source_seeds:
+        return run_source_seeds(study, study_file, out, address, resume, dry_run)
     cache = cache_root(study.cache_dir)
     out = out.resolve()
     os.environ.update(progress_env())   # the driver's own bars (dataset checks, statistics)

@@ -28,6 +28,7 @@ from harness.stages_common import (
     Artifacts,
     FewShotSet,
     Log,
+    eval_sample_count,
     needed_affinities,
     oasis_config,
     open_source,
@@ -235,6 +236,11 @@ def stage_real_stats(study: Study, target: DatasetRef, runner: StageRunner) -> s
         runner.log(f"[stage] real statistics: Inception features of {len(dataset)} target "
                    "test images ...")
     real_statistics(dataset, net, folder, progress=True)
+    # The real-data floor (FID/KID of held-out real images at the evaluation's n): the first
+    # n images of the training split, computed here once rather than by the first trials.
+    floor = target.open("train")
+    if len(floor) >= 2:
+        real_statistics(floor, net, folder, eval_sample_count(study, len(dataset)))
     return str(folder)
 
 

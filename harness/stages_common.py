@@ -64,6 +64,12 @@ def needed_affinities(study: Study) -> list[str]:
     return [m for m in order if m in wanted]
 
 
+def eval_sample_count(study: Study, test_images: int) -> int:
+    """Samples per evaluation: `evaluation.n_samples`, at most the test split's size (the
+    label maps are not cycled at the harness level), at least 2 (FID needs two)."""
+    return min(study.evaluation.n_samples, max(2, test_images))
+
+
 def oasis_config(study: Study):
     from cat_models.oasis.config import preset
 

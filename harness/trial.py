@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ import torch
 from harness.config import MethodSpec, Study, TrainingSpec
 from harness.families import FinetuneJob, ModelFamily, family
 from harness.stages import Artifacts, FewShotSet
-from harness.stages_common import AffinityKey
+from harness.stages_common import AffinityKey, eval_sample_count
 
 Report = Callable[[dict[str, Any], str | None], None]
 Evaluate = Callable[[torch.nn.Module, int], dict[str, Any]]
@@ -134,6 +134,12 @@ def load_affinity(art: Artifacts, trial: TrialSpec):
     return matrix
 
 
+# The evaluator's scalars a trial reports at every evaluation (the floor keys are the same at
+# every evaluation: real images only) and those repeated as final_<key> at the last one.
+EVAL_KEYS = ("fid", "kid", "kid_std", "miou", "fid_floor", "kid_floor", "kid_floor_std")
+FINAL_KEYS = ("fid", "kid", "kid_std", "miou")
+
+
 class MetricsHistory:
     """The trial's evaluations `[iteration, fid, kid, miou]`, kept with its checkpoints (so a
     restored trial's best-so-far and convergence count its earlier evaluations)."""
@@ -154,16 +160,22 @@ class MetricsHistory:
     def add(self, step: int, fid: float, kid: float, miou: float) -> None:
         self.rows.append([step, fid, kid, miou])
 
-    def summary(self, tolerance: float) -> dict[str, Any]:
-        """best_* and iters_to_convergence over the evaluations so far (paper §4.1)."""
+    COLUMNS: ClassVar[dict[str, int]] = {"fid": 1, "kid": 2, "miou": 3}
+
+    def summary(self, tolerance: float, metric: str = "fid") -> dict[str, Any]:
+        """best_* over the evaluations so far; best_iteration and iters_to_convergence
+        (paper §4.1, Fig. 4) follow `metric`, the study's ranking metric (search.metric)."""
         from cat_models.metrics.convergence import iterations_to_convergence
 
-        best = min(self.rows, key=lambda h: h[1])
-        return {"best_fid": best[1], "best_kid": min(h[2] for h in self.rows),
+        col, lower = self.COLUMNS[metric], metric != "miou"
+        best = (min if lower else max)(self.rows, key=lambda h: h[col])
+        return {"best_fid": min(h[1] for h in self.rows),
+                "best_kid": min(h[2] for h in self.rows),
                 "best_miou": max(h[3] for h in self.rows), "best_iteration": best[0],
+                "ranking_metric": metric,
                 "iters_to_convergence": iterations_to_convergence(
-                    [h[0] for h in self.rows], [h[1] for h in self.rows],
-                    tolerance=tolerance)}
+                    [h[0] for h in self.rows], [h[col] for h in self.rows],
+                    tolerance=tolerance, lower_is_better=lower)}
 
 
 def world_rank() -> int:
@@ -197,10 +209,12 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
     # loading the segmenter, the Inception and the real statistics.
     evaluator = None
     if rank == 0:
+        train_split = art.target_ref.open("train")
         evaluator = Evaluator(test, test, load_segmenter(art.eval_segmenter, device=device),
                               feature_net=art.feature_net,
-                              n_samples=min(evaluation.n_samples, max(2, len(test))),
-                              cache_dir=art.stats_cache, seed=0)
+                              n_samples=eval_sample_count(study, len(test)),
+                              cache_dir=art.stats_cache, seed=0,
+                              floor_dataset=train_split if len(train_split) >= 2 else None)
     grid_n = min(evaluation.final_samples_grid, len(test))
     grid_labels = torch.stack([torch.as_tensor(test[i]["label"]) for i in range(grid_n)])
     grid_real = torch.stack([torch.as_tensor(test[i]["image"]) for i in range(grid_n)])
@@ -224,7 +238,7 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
             save_grid(samples / f"iter_{step:06d}.png", grid)
             if step == iterations:
                 save_grid(samples / "final.png", grid)
-        return {"fid": float(m["fid"]), "kid": float(m["kid"]), "miou": float(m["miou"]),
+        return {**{k: float(m[k]) for k in EVAL_KEYS if k in m},
                 "fid_feature_net": m["feature_net"], "miou_segmenter": m["segmenter"]}
 
     last: dict[str, Any] = {}
@@ -237,12 +251,12 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
                    "stage": int(r.get("stage", 0)), "done": step == iterations,
                    **{k: float(r.get(k, math.nan)) for k in fam.LOSS_KEYS}}
         if "fid" in r:   # rank 0 holds the evaluation
-            metrics.update(fid=r["fid"], kid=r["kid"], miou=r["miou"])
+            metrics.update({k: r[k] for k in EVAL_KEYS if k in r})
             history.add(step, r["fid"], r["kid"], r["miou"])
             if step == iterations:
                 metrics.update(
-                    final_fid=r["fid"], final_kid=r["kid"], final_miou=r["miou"],
-                    **history.summary(evaluation.convergence_tolerance),
+                    {f"final_{k}": r[k] for k in FINAL_KEYS if k in r},
+                    **history.summary(evaluation.convergence_tolerance, study.search.metric),
                     fid_feature_net=r["fid_feature_net"], miou_segmenter=r["miou_segmenter"],
                     source_ckpt_hash=art.source_hash, method=spec.label,
                     target_size=size, seed=seed)
@@ -289,10 +303,11 @@ def run_training_free(trial: TrialSpec, art: Artifacts, fam: ModelFamily, source
     start = time.perf_counter()
     m = evaluate(fam.training_free(source, matrix, trial), 0)
     metrics = {"iteration": 0, "wall_time_s": round(time.perf_counter() - start, 2),
-               "done": True, "fid": m["fid"], "kid": m["kid"], "miou": m["miou"],
-               "final_fid": m["fid"], "final_kid": m["kid"], "final_miou": m["miou"],
+               "done": True, **{k: m[k] for k in EVAL_KEYS if k in m},
+               **{f"final_{k}": m[k] for k in FINAL_KEYS if k in m},
                "best_fid": m["fid"], "best_kid": m["kid"], "best_miou": m["miou"],
-               "iters_to_convergence": 0, "fid_feature_net": m["fid_feature_net"],
+               "iters_to_convergence": 0, "ranking_metric": art.study.search.metric,
+               "fid_feature_net": m["fid_feature_net"],
                "miou_segmenter": m["miou_segmenter"], "source_ckpt_hash": art.source_hash,
                "method": spec.label, "target_size": trial.shot.size, "seed": trial.seed}
     report(metrics, None)

@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # stay together on one worker, one after another: two local clusters at once would each plan
 # with every CPU, and a run's clean-up of stale Ray processes must never meet another test's.
 RAY_MODULES = ("test_cluster", "test_end_to_end", "test_faults", "test_piti_trials",
-               "test_run_cli", "test_trials")
+               "test_run_cli", "test_source_seeds", "test_trials")
 
 
 def pytest_collection_modifyitems(config, items):

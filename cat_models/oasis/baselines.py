@@ -195,16 +195,19 @@ def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 
 @register("cat")
 def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: bool = True,
         residual: bool = True, freeze_d: int = 3, two_stage: bool = True,
-        stage1_iters: int = 1000, d_warmup: int = 0, seed: int = 0) -> TransferPlan:
+        stage1_iters: int = 1000, d_warmup: int = 0, d_head: str = "fresh",
+        seed: int = 0) -> TransferPlan:
     """CAT (paper §3.2). Each switch is independent (Table 4): `affinity` None -> random A;
     `split` scale/shift first convs; `residual` branches; `freeze_d` first k D layers;
     `two_stage`: stage 1 (stage1_iters) trains A + first convs + residuals, stage 2 all of G.
     `d_warmup` (beyond the paper; 0 = the paper's schedule): that many iterations first in
-    which only D trains (G frozen), so G never follows the gradients of a random D head."""
+    which only D trains (G frozen), so G never follows the gradients of a random D head.
+    `d_head` (beyond the paper's "fresh"): how D's new last layer starts, see
+    `replace_d_head` ("keep_fake", "affinity")."""
     _need(source_g, "cat")
     g = cat_generator(source_g, target_classes, affinity, split=split, residual=residual,
                       seed=seed)
-    d = replace_d_head(source_d, target_classes)
+    d = replace_d_head(source_d, target_classes, d_head, g.condition.affinity.weight)
     train_d = not_prefixed(frozen_d_prefixes(d, freeze_d))
     stage1_g = (CAT_STAGE1 if split or residual
                 else contains_any("condition.affinity", "mlp_shared.0"))

@@ -187,12 +187,43 @@ def reinit_label_inputs(source: OasisGenerator, target_classes: int,
     return g
 
 
-def replace_d_head(source: OasisDiscriminator, target_classes: int) -> OasisDiscriminator:
-    """Copy of D with a fresh (C_T+1)+1-way last layer (paper §3.2)."""
+D_HEAD_INITS = ("fresh", "keep_fake", "affinity")
+
+
+def replace_d_head(source: OasisDiscriminator, target_classes: int, init: str = "fresh",
+                   affinity: torch.Tensor | None = None) -> OasisDiscriminator:
+    """Copy of D with a new (C_T+1)+1-way last layer (a 1×1 conv; output channel 0 is
+    "fake", channel k+1 the label map's channel k, channel 1 the unlabeled one).
+
+    init "fresh": every output channel randomly initialised (paper §3.2, the default).
+    "keep_fake": the fake and unlabeled channels keep the source D's weights (its real/fake
+    judgement carries over), the class channels are fresh.
+    "affinity": as "keep_fake", and target class channel t starts as the A-weighted sum of
+    the source class channels, sum_s A[s, t] · W_s (the source D's segmentation read through
+    A; the paper tried a trainable A on top of D, which this equals at the start).
+    `affinity`: the [C_S+1, C_T+1] weight of the generator's `AffinityLayer` (for "affinity").
+    """
+    if init not in D_HEAD_INITS:
+        raise ValueError(f"d_head: expected one of {list(D_HEAD_INITS)}, got {init!r}")
     d = clone_module(source)
     old = d.layer_up_last
     d.layer_up_last = nn.Conv2d(old.in_channels, target_classes + 2, 1, 1, 0)
     init_oasis_weights(d.layer_up_last)
+    if init == "fresh":
+        return d
+    new = d.layer_up_last
+    with torch.no_grad():
+        new.weight[:2] = old.weight[:2]
+        new.bias[:2] = old.bias[:2]
+        if init == "affinity":
+            if affinity is None or tuple(affinity.shape) != (old.out_channels - 1,
+                                                             target_classes + 1):
+                raise ValueError(f"d_head 'affinity' needs the [{old.out_channels - 1}, "
+                                 f"{target_classes + 1}] affinity weight, got "
+                                 f"{None if affinity is None else tuple(affinity.shape)}")
+            a = affinity.detach().to(old.weight.dtype)[1:, 1:]        # [C_S, C_T]
+            new.weight[2:] = torch.einsum("st,sixy->tixy", a, old.weight[2:])
+            new.bias[2:] = a.T @ old.bias[2:]
     return d
 
 

@@ -197,6 +197,16 @@ def read_study_meta(study_dir: Path) -> StudyMeta:
                      method_order=[m for m in methods if m])
 
 
+def source_seed(config: dict[str, Any]) -> int | None:
+    """The study's source-pretraining seed (its family's `pretrain.seed`); None when the
+    source model is a checkpoint or the study file does not say."""
+    if (config.get("source") or {}).get("checkpoint"):
+        return None
+    block = config.get("piti") if config.get("model") == "piti" else config.get("source")
+    seed = ((block or {}).get("pretrain") or {}).get("seed")
+    return int(seed) if isinstance(seed, int) else None
+
+
 def _method_columns(meta: StudyMeta) -> dict[str, dict[str, Any]]:
     """{method label: baseline/affinity/options} from study.yaml, to fill what params lack."""
     out = {}
@@ -223,6 +233,7 @@ def _trial_frame(trial_dir: Path, study_dir: Path, meta: StudyMeta,
     status = trial_status(rows, trial_dir, statuses.get(trial_dir.name))
     fixed = {"study": meta.name, "pair": params.pop("pair", meta.pair),
              "model": meta.config.get("model", params.get("model")),
+             "source_seed": source_seed(meta.config),
              "training_free": bool(meta.config.get("training_free", False)),
              "trial_dir": str(trial_dir.relative_to(study_dir)), "status": status}
     records = []

@@ -18,6 +18,11 @@ class MetricSpec:
     direction: Literal["min", "max"]
     scale: float = 1.0              # display value = stored value × scale
     decimals: int = 1
+    # column with each trial's own standard deviation of this metric (KID: over its subsets),
+    # shown as the ± of a single-seed cell, where there is no spread over seeds
+    spread: str | None = None
+    # a reference value, not a result (the real-data floor): never marked best
+    reference: bool = False
 
     @property
     def arrow(self) -> str:
@@ -38,7 +43,13 @@ def register_metric(spec: MetricSpec) -> MetricSpec:
 
 
 register_metric(MetricSpec("fid", "FID", "min"))
-register_metric(MetricSpec("kid", "KID×10³", "min", scale=1000.0, decimals=2))
+# FID of n held-out real images against the same statistics (n = the evaluation's samples):
+# the small-n bias every FID in the row carries; FID − floor is the generator's share.
+register_metric(MetricSpec("fid_floor", "FID floor", "min", reference=True))
+register_metric(MetricSpec("kid", "KID×10³", "min", scale=1000.0, decimals=2,
+                           spread="kid_std"))
+register_metric(MetricSpec("kid_std", "KID std×10³", "min", scale=1000.0, decimals=2,
+                           reference=True))
 register_metric(MetricSpec("miou", "mIoU", "max", scale=100.0))
 register_metric(MetricSpec("best_fid", "best FID", "min"))
 register_metric(MetricSpec("best_miou", "best mIoU", "max", scale=100.0))
@@ -54,6 +65,6 @@ def metric_spec(name: str) -> MetricSpec:
 
 
 # Metrics every trial reports during training; the final view prefers `final_<name>`.
-EVAL_METRICS = ("fid", "kid", "miou")
+EVAL_METRICS = ("fid", "kid", "kid_std", "miou")
 # Provenance keys (paper §4.1 protocol): which nets produced the numbers.
 PROVENANCE_KEYS = ("fid_feature_net", "miou_segmenter", "source_ckpt_hash")

@@ -38,7 +38,8 @@ from harness.analysis.samples import compose_labelled, representative_samples
 from harness.analysis.tables import RENDERERS, Table, build_table, varying_switches
 
 TABLE_FORMATS = ("md", "tex", "csv")
-MAIN_METRICS = ("fid", "miou")                                   # paper Tables 1–5
+# paper Tables 1–5 (FID, mIoU), with the real-data floor beside FID and KID with its ±
+MAIN_METRICS = ("fid", "fid_floor", "kid", "miou")
 TRAINING_METRICS = ("best_fid", "iters_to_convergence", "wall_time_s")
 ALWAYS_SWITCHES = ("freeze_d", "affinity", "training_free")
 
@@ -166,12 +167,18 @@ def summary_of(results: StudyResults, elapsed: float) -> dict[str, Any]:
         "axes": ", ".join(results.axes) or "–",
         "trials": f"{len(final)} (" + ", ".join(f"{k}: {v}" for k, v in status.items()) + ")",
     }
-    for axis in ("method", "target_size", "seed"):
+    for axis in ("method", "target_size", "seed", "source_seed"):
         if axis in final:
             summary[axis] = ", ".join(str(v) for v in dict.fromkeys(final[axis].dropna()))
     for key in PROVENANCE_KEYS:
         if key in final:
             summary[key] = ", ".join(str(v) for v in final[key].dropna().unique()) or "–"
+    ranking = dict.fromkeys(
+        f"{(s.config.get('search') or {}).get('metric', 'fid')} (search.metric of {s.name})"
+        for s in results.studies)
+    summary["ranking metric"] = ("; ".join(ranking) + ": what the search optimised and what "
+                                 "each trial's best iteration and iterations to convergence "
+                                 "follow")
     if "wall_time_s" in final:
         summary["total trial time"] = f"{final['wall_time_s'].fillna(0).sum() / 60:.1f} min"
     summary["generated"] = time.strftime("%Y-%m-%d %H:%M:%S") + f" in {elapsed:.1f}s"

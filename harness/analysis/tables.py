@@ -9,6 +9,7 @@ ablation rows (paper Tables 4/5: FreezeD, 2 stages, Resid., CAT) are ✓/✗ col
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from collections.abc import Callable
@@ -67,10 +68,11 @@ def axis_label(name: str) -> str:
 @dataclass(frozen=True)
 class Cell:
     mean: float
-    std: float          # sample std over seeds (ddof=1); NaN with one seed
-    n: int
+    std: float          # sample std over seeds (ddof=1); one seed: the trial's own spread
+    n: int              # (MetricSpec.spread, e.g. KID's std over subsets) or NaN
     best: bool = False
     incomplete: bool = False  # some trial of this cell did not finish (last eval used)
+    own_spread: bool = False  # std is the trial's own spread, not a spread over seeds
 
 
 @dataclass
@@ -189,10 +191,16 @@ def build_table(final: pd.DataFrame, rows: list[str], metrics: list[str],
             incomplete = bool(("status" in part) and (part["status"] != "complete").any())
             for spec in table.metrics:
                 values = part[spec.name].astype(float).dropna() * spec.scale
-                if len(values):
+                if len(values) > 1:
                     table.cells[(i, group, spec.name)] = Cell(
-                        float(values.mean()), float(values.std(ddof=1)) if len(values) > 1
-                        else float("nan"), len(values), incomplete=incomplete)
+                        float(values.mean()), float(values.std(ddof=1)), len(values),
+                        incomplete=incomplete)
+                elif len(values):
+                    own = (float(part.loc[values.index, spec.spread].iloc[0]) * spec.scale
+                           if spec.spread and spec.spread in part else float("nan"))
+                    table.cells[(i, group, spec.name)] = Cell(
+                        float(values.iloc[0]), own, 1, incomplete=incomplete,
+                        own_spread=not math.isnan(own))
     _mark_best(table)
     return table
 
@@ -200,6 +208,8 @@ def build_table(final: pd.DataFrame, rows: list[str], metrics: list[str],
 def _mark_best(table: Table) -> None:
     for group in table.groups:
         for spec in table.metrics:
+            if spec.reference:
+                continue
             found = {i: c for i in range(len(table.rows))
                      if (c := table.cells.get((i, group, spec.name))) and not math.isnan(c.mean)}
             if not found:
@@ -208,8 +218,7 @@ def _mark_best(table: Table) -> None:
             target = min(shown.values()) if spec.direction == "min" else max(shown.values())
             for i, c in found.items():
                 if shown[i] == target:
-                    table.cells[(i, group, spec.name)] = Cell(c.mean, c.std, c.n, True,
-                                                              c.incomplete)
+                    table.cells[(i, group, spec.name)] = dataclasses.replace(c, best=True)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -252,8 +261,17 @@ def _rendered(table: Table, bold: Callable[[str], str], italic: Callable[[str], 
 
 def footnote(table: Table) -> str:
     n = max((c.n for c in table.cells.values()), default=0)
-    note = (f"mean ± std over seeds (up to {n}); best per column in bold; "
+    note = (f"mean ± std over seeds (up to {n} trials per cell; a study with source_seeds "
+            "pools its source-pretraining seeds too); best per column in bold; "
             "↓ lower / ↑ higher is better.")
+    own = sorted({spec.label for (_, _, name), c in table.cells.items() if c.own_spread
+                  for spec in table.metrics if spec.name == name})
+    if own:
+        note += (f" Single-seed {', '.join(own)}: ± is the trial's own standard deviation "
+                 "(KID: over its 100 subsets; real-side sampling only).")
+    if any(spec.reference for spec in table.metrics):
+        note += (" FID floor: held-out real images at the same sample count against the "
+                 "same statistics (the bias every FID here carries).")
     if table.italic_rows:
         note += " Italic rows: finetuned references (not training-free)."
     if any(c.incomplete for c in table.cells.values()):

@@ -49,6 +49,8 @@ def test_report_embeds_tables_figures_and_samples(analyzed):
     assert page.count("<script") == 1 + 3  # inlined plotly.js once + one call per figure
     assert "Plotly.newPlot" in page and "plotly.min.js" not in page
     assert "inception-test" in page and "complete: 18" in page
+    # the study names no search.metric: FID ranked, and the report says so
+    assert "fid (search.metric of coco2ade)" in page
     assert "href='tables/main.tex'" in page
 
 

@@ -57,13 +57,17 @@ def test_training_table_has_convergence_iterations(tables):
 def test_markdown_rows_bold_the_best_and_mark_switches(tables):
     text = md(tables["main"])
     header = text.splitlines()[2]
-    assert header == (f"| Method | 2 stages | Resid. | CAT | {G25} ↓FID | {G25} ↑mIoU | "
-                      f"{G100} ↓FID | {G100} ↑mIoU |")
-    assert ("| cat-combination | ✓ | ✓ | ✓ | **60.0 ± 2.0** | **25.0 ± 1.0** | "
-            "**40.0 ± 2.0** | **31.4 ± 1.0** |") in text
-    assert "| cat-random | ✓ | ✓ | ✗ | 90.0 ± 2.0 | 15.0 ± 1.0 | 55.0 ± 2.0 | 30.0 ± 1.0 |" in text
-    assert "| freezed | ✗ | ✗ | ✗ | 100.0 ± 2.0 | 12.0 ± 1.0 | 66.0 ± 2.0 | 25.9 ± 1.0 |" in text
-    assert text.count("**") == 2 * 4 + 2  # four bold cells + the bold title
+    assert header == (f"| Method | 2 stages | Resid. | CAT | {G25} ↓FID | {G25} ↓KID×10³ | "
+                      f"{G25} ↑mIoU | {G100} ↓FID | {G100} ↓KID×10³ | {G100} ↑mIoU |")
+    # every trial ends at KID 0.01: a three-way tie, all bold
+    kid = "**10.00 ± 0.00**"
+    assert (f"| cat-combination | ✓ | ✓ | ✓ | **60.0 ± 2.0** | {kid} | **25.0 ± 1.0** | "
+            f"**40.0 ± 2.0** | {kid} | **31.4 ± 1.0** |") in text
+    assert (f"| cat-random | ✓ | ✓ | ✗ | 90.0 ± 2.0 | {kid} | 15.0 ± 1.0 | 55.0 ± 2.0 | {kid} | "
+            "30.0 ± 1.0 |") in text
+    assert (f"| freezed | ✗ | ✗ | ✗ | 100.0 ± 2.0 | {kid} | 12.0 ± 1.0 | 66.0 ± 2.0 | {kid} | "
+            "25.9 ± 1.0 |") in text
+    assert text.count("**") == 2 * (4 + 6) + 2  # four + six KID bold cells + the title
 
 
 def _frame(values: dict[str, tuple[list[float], list[float]]]) -> pd.DataFrame:
@@ -113,9 +117,10 @@ def test_unfinished_trials_are_marked_with_a_dagger(study_dir):
     interrupt_trial(trial_dir_of(study_dir, "freezed", 100, 0))
     table = study_tables(load_study(study_dir))["main"]
     assert table.cell(2, "fid", G100).incomplete and not table.cell(2, "fid", G25).incomplete
-    # seed 0 stopped after its 2nd evaluation: FID 64 + 10, mIoU 24.9 - 2 enter the mean
-    assert ("| freezed | ✗ | ✗ | ✗ | 100.0 ± 2.0 | 12.0 ± 1.0 | 69.3 ± 4.2† | 25.2 ± 2.1† |"
-            in md(table))
+    # seed 0 stopped after its 2nd evaluation: FID 64 + 10, KID 0.02, mIoU 24.9 - 2 enter
+    # the mean
+    assert ("| freezed | ✗ | ✗ | ✗ | 100.0 ± 2.0 | **10.00 ± 0.00** | 12.0 ± 1.0 | 69.3 ± 4.2† | "
+            "13.33 ± 5.77† | 25.2 ± 2.1† |" in md(table))
     assert "† includes unfinished trials" in md(table)
 
 
@@ -144,12 +149,13 @@ def test_training_free_next_to_finetuned_rows_are_split_and_italic(tmp_path):
 
 def test_latex_is_booktabs_with_escapes_bold_and_checkmarks(tables):
     tex = to_latex(tables["main"])
-    for token in ("\\toprule", "\\midrule", "\\bottomrule", "\\cmidrule(lr){5-6}",
-                  "\\multicolumn{2}{c}{COCO$\\to$ADE $\\cdot$ 25 images}",
-                  "$\\downarrow$FID & $\\uparrow$mIoU"):
+    for token in ("\\toprule", "\\midrule", "\\bottomrule", "\\cmidrule(lr){5-7}",
+                  "\\multicolumn{3}{c}{COCO$\\to$ADE $\\cdot$ 25 images}",
+                  "$\\downarrow$FID & $\\downarrow$KID$\\times$10$^3$ & $\\uparrow$mIoU"):
         assert token in tex
     assert ("cat-combination & \\checkmark & \\checkmark & \\checkmark & "
-            "\\textbf{60.0 $\\pm$ 2.0} & \\textbf{25.0 $\\pm$ 1.0}") in tex
+            "\\textbf{60.0 $\\pm$ 2.0} & \\textbf{10.00 $\\pm$ 0.00} & "
+            "\\textbf{25.0 $\\pm$ 1.0}") in tex
     assert "freezed & $\\times$ & $\\times$ & $\\times$ & 100.0 $\\pm$ 2.0" in tex
     body = [line for line in tex.splitlines() if not line.startswith("%")]
     assert all(ord(ch) < 128 for line in body for ch in line)  # pdflatex-safe
@@ -189,3 +195,24 @@ def test_piti_table5_rows_get_fixdec_prompts_and_cat_columns(tmp_path):
     assert [(r["fix_decoder"], r["prompt_count"], r["affinity"]) for r in table.rows] == [
         (False, False, False), (True, False, False), (True, True, False), (True, True, True)]
     assert "| FixDec | Prompts | CAT |" in md(table)
+
+
+def test_single_seed_kid_shows_its_own_spread_and_the_floor_is_never_best():
+    final = pd.DataFrame([
+        {"method": m, "seed": 0, "pair": "A→B", "fid": f, "fid_floor": 117.0, "kid": k,
+         "kid_std": ks, "miou": 0.5, "status": "complete"}
+        for m, f, k, ks in (("cat", 250.0, 0.154, 0.004), ("random", 300.0, 0.29, 0.007))])
+    table = build_table(final, ["method"], ["fid", "fid_floor", "kid"])
+    kid = table.column("kid")
+    assert [c.std for c in kid] == pytest.approx([4.0, 7.0])    # ×10³, the trials' own std
+    assert all(c.own_spread for c in kid)
+    assert math.isnan(table.cell(0, "fid").std)                 # FID has no per-trial spread
+    assert not any(c.best for c in table.column("fid_floor"))   # a reference, not a result
+    text = md(table)
+    assert "| cat | **250.0** | 117.0 | **154.00 ± 4.00** |" in text
+    assert "KID×10³: ± is the trial's own standard deviation" in text
+    assert "FID floor: held-out real images" in text
+    # with several seeds the ± is the spread over seeds again
+    two = pd.concat([final, final.assign(seed=1, kid=final["kid"] + 0.002)])
+    cell = build_table(two, ["method"], ["kid"]).cell(0, "kid")
+    assert not cell.own_spread and cell.std == pytest.approx(1000 * math.sqrt(2e-6))

@@ -137,3 +137,30 @@ def test_concurrency_is_capped_by_cluster():
     g = parse_study({"name": "t", "methods": [{"affinity": "text"}],
                      "resources": {"gpus_per_worker": 1}})
     assert max_concurrency(g, {"CPU": 16, "GPU": 1}) == 1
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("source_seeds: [0, 1, 0]", "source_seeds: repeated [0]"),
+    ("source_seeds: []", "source_seeds"),
+    ("source_seeds: [0, 1]\nsource: {checkpoint: /models/source.pt}",
+     "source_seeds: the source model is the checkpoint source.checkpoint"),
+])
+def test_bad_source_seeds_are_refused(tmp_path, extra, message):
+    path = _write(tmp_path, BASE + extra + "\n")
+    with pytest.raises(StudyError) as err:
+        load_study(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_source_seed_runs_change_the_family_pretraining_seed_only(tmp_path):
+    study = load_study(_write(tmp_path, BASE + "source_seeds: [3, 7]\n"))
+    run = study.for_source_seed(7)
+    assert (run.name, run.source.pretrain.seed, run.pretrain_seed) == ("t-source7", 7, 7)
+    assert run.source_seeds is None and study.pretrain_seed == 0
+    same = run.model_dump()
+    same.update(name="t", source_seeds=[3, 7], source=study.source.model_dump())
+    assert same == study.model_dump()     # nothing else differs
+    piti = load_study(_write(tmp_path, "name: p\nmodel: piti\nsource_seeds: [1, 2]\n"
+                             "methods:\n  - {baseline: cat, affinity: random}\n"))
+    run = piti.for_source_seed(2)
+    assert (run.piti.pretrain.seed, run.source.pretrain.seed, run.pretrain_seed) == (2, 0, 2)

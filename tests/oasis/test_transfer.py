@@ -95,6 +95,34 @@ def test_new_d_head_and_freezed_prefixes(source_models):
         frozen_d_prefixes(new, 9)                        # this tiny D has 4+4+1 layers
 
 
+def test_d_head_inits_keep_the_fake_channel_or_read_the_source_through_a(source_models):
+    _, _, d = source_models                               # C_S = 5: 7 output channels
+    a = np.zeros((5, 3))
+    a[[2, 0, 4], [0, 1, 2]] = 1.0                         # target 1 <- source 3, 2 <- 1, 3 <- 5
+    a[1, 2] = 0.25
+    weight = AffinityLayer(a).weight
+    old = d.layer_up_last
+    torch.manual_seed(0)
+    fresh = replace_d_head(d, 3).layer_up_last
+    torch.manual_seed(0)
+    keep = replace_d_head(d, 3, "keep_fake").layer_up_last
+    torch.manual_seed(0)
+    mapped = replace_d_head(d, 3, "affinity", weight).layer_up_last
+    assert not torch.equal(fresh.weight[:2], old.weight[:2])
+    for head in (keep, mapped):                           # fake + unlabeled carried over
+        assert torch.equal(head.weight[:2], old.weight[:2])
+        assert torch.equal(head.bias[:2], old.bias[:2])
+    assert torch.equal(keep.weight[2:], fresh.weight[2:])  # same draws, class rows fresh
+    # channel k+1 <-> label channel k: target class t (channel t+1) = sum_s A[s, t] source s
+    assert torch.equal(mapped.weight[2], old.weight[4]) and torch.equal(mapped.bias[3],
+                                                                         old.bias[2])
+    assert torch.allclose(mapped.weight[4], old.weight[6] + 0.25 * old.weight[3])
+    with pytest.raises(ValueError, match="needs the \\[6, 4\\] affinity weight"):
+        replace_d_head(d, 3, "affinity", weight[:, :3])
+    with pytest.raises(ValueError, match="d_head: expected one of"):
+        replace_d_head(d, 3, "warm")
+
+
 def test_sample_images_is_deterministic_and_checks_labels(source_models):
     _, g, _ = source_models
     labels = torch.randint(0, 6, (3, 32, 32))
