@@ -353,14 +353,19 @@ def target_counts(n_target: int) -> dict[str, int]:
     return {"training": n_target, "validation": max(20, n_target // 4)}
 
 
+def check_resolution(resolution: int) -> None:
+    """ValueError unless the benchmark resolution is 32..256 pixels."""
+    if not 32 <= resolution <= 256:
+        raise ValueError(f"synthetic benchmark resolution must be 32..256, got {resolution}")
+
+
 def generate_benchmark(out: Path, resolution: int = 64, seed: int = 0, n_source: int = 2000,
                        n_target: int = 1000) -> Benchmark:
     """Draw both domains into `out/{source,target}` (ADE20K layout + classes.txt).
 
     Validation splits add 10% (source) and 25% (target) on top of the training counts.
     """
-    if not 32 <= resolution <= 256:
-        raise ValueError(f"synthetic benchmark resolution must be 32..256, got {resolution}")
+    check_resolution(resolution)
     rng = np.random.default_rng(seed)
     bank = NoiseBank(rng, resolution)
     out = Path(out)
