@@ -10,31 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cat_models.data.synthetic import (
-    GROUND_TRUTH,
-    SOURCE_CLASSES,
-    TARGET_CLASSES,
-    benchmark_folders,
-    ensure_benchmark,
-)
-from cat_models.data.synthetic_aerial import (
-    AERIAL_CLASSES,
-    AERIAL_GROUND_TRUTH,
-    aerial_folder,
-    ensure_aerial,
-)
+from cat_models.data import synthetic, synthetic_aerial
 
 SOURCE_KIND = "synthetic_source"
 TARGET_KINDS = ("synthetic_target", "synthetic_aerial")   # targets for the synthetic source
 CLASS_NAMES: dict[str, list[str]] = {
-    SOURCE_KIND: SOURCE_CLASSES,
-    "synthetic_target": TARGET_CLASSES,
-    "synthetic_aerial": AERIAL_CLASSES,
+    SOURCE_KIND: synthetic.SOURCE_CLASSES,
+    "synthetic_target": synthetic.TARGET_CLASSES,
+    "synthetic_aerial": synthetic_aerial.AERIAL_CLASSES,
 }
 # per target kind: target class -> most related source class (None: no counterpart)
 GROUND_TRUTHS: dict[str, dict[str, str | None]] = {
-    "synthetic_target": GROUND_TRUTH,
-    "synthetic_aerial": AERIAL_GROUND_TRUTH,
+    "synthetic_target": synthetic.GROUND_TRUTH,
+    "synthetic_aerial": synthetic_aerial.AERIAL_GROUND_TRUTH,
 }
 
 
@@ -44,10 +32,10 @@ def domain_root(kind: str, root: str | Path | None = None, resolution: int = 64,
     """The folder of domain `kind` for these benchmark settings (under `root`, else
     `cache_root()/synthetic`); drawn first (once, cached) unless `materialise` is False."""
     if kind == "synthetic_aerial":
-        where = ensure_aerial if materialise else aerial_folder
+        where = synthetic_aerial.ensure_aerial if materialise else synthetic_aerial.aerial_folder
         return where(root, resolution, seed, n_target)
     if kind not in CLASS_NAMES:
         raise ValueError(f"unknown synthetic dataset kind {kind!r}; known: {list(CLASS_NAMES)}")
-    where = ensure_benchmark if materialise else benchmark_folders
-    bench = where(root, resolution, seed, n_source, n_target)
+    where_both = synthetic.ensure_benchmark if materialise else synthetic.benchmark_folders
+    bench = where_both(root, resolution, seed, n_source, n_target)
     return bench.source_root if kind == SOURCE_KIND else bench.target_root
