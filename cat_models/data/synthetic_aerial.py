@@ -63,9 +63,8 @@ def _rows(palette: list[tuple[int, int, int]], period: float, amp: float,
     """Parallel rows at a random angle, `period` pixels apart at 64 px (ploughed rows, roof
     tiles, panel rows); `patchy` shifts large patches towards yellow (ripe vs green fields)."""
     def draw(rng, bank, yy, xx):
-        size = yy.shape[0]
-        angle = rng.uniform(0, np.pi)
-        along = (xx * np.cos(angle) + yy * np.sin(angle)) * size / (period * size / 64.0)
+        angle = rng.uniform(0, np.pi)   # yy, xx run 0..1 over the image
+        along = (xx * np.cos(angle) + yy * np.sin(angle)) * 64.0 / period
         wave = np.sin(2 * np.pi * along + rng.uniform(0, 2 * np.pi))
         if square:
             wave = np.sign(wave)
@@ -79,7 +78,8 @@ def _rows(palette: list[tuple[int, int, int]], period: float, amp: float,
 
 
 def _terraces(base: tuple[int, int, int], rings: float, step: float) -> Texture:
-    """Concentric benches around a random centre, lit on one side (an open-pit quarry)."""
+    """Concentric benches around a random centre, `rings` per image width, each a light
+    ledge and a slope, darker towards the rim (an open-pit quarry)."""
     def draw(rng, bank, yy, xx):
         cy, cx = rng.uniform(0.2, 0.8, 2)
         r = np.hypot(yy - cy, xx - cx) * rings + bank.field(rng, 16) * 0.15
@@ -149,18 +149,19 @@ def _meander(rng: np.random.Generator, size: int, width: float,
 
 
 def _river(rng: np.random.Generator, label: np.ndarray, s: float) -> None:
+    """A river 5-10 px wide (at 64 px) meandering across the map."""
     mask, _ = _meander(rng, label.shape[0], rng.uniform(5, 10) * s, rng.uniform(3, 9) * s)
     label[mask] = _IDS["river"]
 
 
-def _cluster(rng: np.random.Generator, label: np.ndarray, name: str, s: float) -> None:
-    """A clump of tree crowns: overlapping circles around a random centre."""
+def _canopy(rng: np.random.Generator, label: np.ndarray, s: float) -> None:
+    """A clump of tree crowns: 3-9 overlapping circles around a random centre."""
     size = label.shape[0]
     cx, cy = rng.uniform(0, size, 2)
     for _ in range(int(rng.integers(3, 10))):
         u, v = _frame(size, cx + rng.normal(0, 4 * s), cy + rng.normal(0, 4 * s), 0.0)
         r = rng.uniform(1.5, 3.5) * s + 0.6
-        label[(u * u + v * v < r * r) & (label != _IDS["river"])] = _IDS[name]
+        label[(u * u + v * v < r * r) & (label != _IDS["river"])] = _IDS["canopy"]
 
 
 def _village(rng: np.random.Generator, label: np.ndarray, s: float) -> None:
@@ -175,7 +176,8 @@ def _village(rng: np.random.Generator, label: np.ndarray, s: float) -> None:
 
 def _rows_of(rng: np.random.Generator, label: np.ndarray, name: str, s: float,
              count: tuple[int, int], half: tuple[float, float], gap: float) -> None:
-    """`count` parallel rotated rectangles (greenhouse rows), `gap` pixels between centres."""
+    """`count[0]` to `count[1] - 1` parallel rotated rectangles of class `name` (greenhouse
+    rows), `gap` pixels (at 64 px) between centres."""
     size = label.shape[0]
     cx, cy, angle = *rng.uniform(0.15, 0.85, 2) * size, rng.uniform(0, np.pi)
     n = int(rng.integers(*count))
@@ -187,6 +189,7 @@ def _rows_of(rng: np.random.Generator, label: np.ndarray, name: str, s: float,
 
 
 def _solar_farm(rng: np.random.Generator, label: np.ndarray, s: float) -> None:
+    """One rotated rectangle of panels, 12-22 by 10-18 px at 64 px."""
     size = label.shape[0]
     half = (rng.uniform(5, 10) * s + 1, rng.uniform(4, 8) * s + 1)
     box = _box(size, *rng.uniform(0.2, 0.8, 2) * size, rng.uniform(0, np.pi), half)
@@ -194,7 +197,8 @@ def _solar_farm(rng: np.random.Generator, label: np.ndarray, s: float) -> None:
 
 
 def _highway(rng: np.random.Generator, label: np.ndarray, s: float) -> None:
-    """A highway strip (bridging the river) with 0-3 vehicles on its lanes."""
+    """A straight or gently curved highway strip (bridging the river) with 1-3 vehicles
+    near its centre line, none on 15% of highways."""
     size = label.shape[0]
     width = max(rng.uniform(3.5, 5.5) * s, 2.5)
     road, offset = _meander(rng, size, width, rng.choice([0.0, rng.uniform(2, 6) * s]))
@@ -227,7 +231,7 @@ def draw_aerial(rng: np.random.Generator, size: int) -> np.ndarray:
     if rng.random() < 0.22:
         _solar_farm(rng, label, s)
     for _ in range(int(rng.integers(0, 4))):
-        _cluster(rng, label, "canopy", s)
+        _canopy(rng, label, s)
     for _ in range(int(rng.choice([0, 1, 2], p=[0.3, 0.5, 0.2]))):
         _highway(rng, label, s)
     return label
