@@ -1,16 +1,19 @@
 """Quality of the affinity estimators: top-1 agreement with known class correspondences.
 
-    python benchmarks/affinity_quality.py
+    python benchmarks/affinity_quality.py [--target synthetic_aerial]
 
-* embedded benchmark (64 px): text, features (several settings), segmentation (harness small
-  segmenter, if `cat_models.segmenters` is available), combination — fraction of target classes
-  with a counterpart whose GROUND_TRUTH source class is top-1;
+* embedded benchmark (64 px; the outdoor target, or `--target synthetic_aerial`): text,
+  features (several settings), segmentation (harness small segmenter, if
+  `cat_models.segmenters` is available), combination — fraction of target classes with a
+  counterpart whose ground-truth source class (`GROUND_TRUTHS[target]`) is top-1;
 * real names, Cityscapes -> ADE20K, text: how many of the 16 listed pairs land top-1, for
   several prompt-template sets;
 * column sharpness: mean over target classes of the largest weight (1 / C_S = uniform).
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ from cat_models.affinity import (
 )
 from cat_models.affinity.feature_backends import InceptionPatchFeatures
 from cat_models.data import open_dataset, packaged_class_names
-from cat_models.data.synthetic import GROUND_TRUTH, ensure_benchmark
+from cat_models.data.synthetic_domains import GROUND_TRUTHS, SOURCE_KIND, domain_root
 
 PAIRS = {
     "road": {"road"}, "sidewalk": {"sidewalk"}, "building": {"building"}, "wall": {"wall"},
@@ -40,9 +43,9 @@ TEMPLATE_SETS = {
 }
 
 
-def top1(a) -> str:
-    hits = [a.source_names[int(np.argmax(a.values[:, j]))] == GROUND_TRUTH[t]
-            for j, t in enumerate(a.target_names) if GROUND_TRUTH[t] is not None]
+def top1(a, truth: dict[str, str | None]) -> str:
+    hits = [a.source_names[int(np.argmax(a.values[:, j]))] == truth[t]
+            for j, t in enumerate(a.target_names) if truth[t] is not None]
     return f"{sum(hits)}/{len(hits)}"
 
 
@@ -51,6 +54,10 @@ def sharpness(a) -> str:
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--target", choices=sorted(GROUND_TRUTHS), default="synthetic_target")
+    args = p.parse_args()
+    truth = GROUND_TRUTHS[args.target]
     torch.set_num_threads(2)
     print("## Cityscapes -> ADE20K text pairs (16 listed)\n")
     print("| templates | pairs top-1 | misses |\n|---|---:|---|")
@@ -61,9 +68,9 @@ def main() -> None:
         misses = {t: best[t] for t, ok in PAIRS.items() if best[t] not in ok}
         print(f"| `{label}` | {16 - len(misses)}/16 | {misses} |")
 
-    bench = ensure_benchmark(resolution=64, seed=0, n_source=2000, n_target=1000)
-    source = open_dataset("folder", bench.source_root, "train", resolution=64)
-    target = open_dataset("folder", bench.target_root, "train", resolution=64)
+    settings = {"resolution": 64, "seed": 0, "n_source": 2000, "n_target": 1000}
+    source = open_dataset("folder", domain_root(SOURCE_KIND, **settings), "train", resolution=64)
+    target = open_dataset("folder", domain_root(args.target, **settings), "train", resolution=64)
     rows = []
     results = {"text": text_affinity(source.class_names, target.class_names)}
     rows.append(("text (MiniLM, clip)", results["text"]))
@@ -90,10 +97,11 @@ def main() -> None:
             if not soft:
                 results["segmentation"] = a
         rows.append(("combination (majority vote, default order)", majority_vote(results)))
-    print("\n## Embedded benchmark (8 target classes with a counterpart)\n")
+    known = sum(v is not None for v in truth.values())
+    print(f"\n## Embedded benchmark, {args.target} ({known} target classes with a counterpart)\n")
     print("| estimator | top-1 = GROUND_TRUTH | mean max column weight |\n|---|---:|---:|")
     for name, a in rows:
-        print(f"| {name} | {top1(a)} | {sharpness(a)} |")
+        print(f"| {name} | {top1(a, truth)} | {sharpness(a)} |")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -68,7 +68,11 @@ class StudyError(ValueError):
 
 
 # ----------------------------------------------------------------------------- datasets
-DatasetKind = Literal["synthetic_source", "synthetic_target", "ade20k", "coco_stuff",
+# the embedded benchmark's target domains (cat_models.data.synthetic_domains.TARGET_KINDS):
+# the outdoor target and the aerial one
+SyntheticTargetKind = Literal["synthetic_target", "synthetic_aerial"]
+SYNTHETIC_TARGET_KINDS: tuple[str, ...] = get_args(SyntheticTargetKind)
+DatasetKind = Literal["synthetic_source", SyntheticTargetKind, "ade20k", "coco_stuff",
                       "cityscapes", "folder"]
 
 
@@ -430,9 +434,10 @@ def check_freeze_d(study: Study, origin: str) -> None:
 
 
 def check_sizes(study: Study, origin: str) -> None:
-    """Sizes larger than the embedded target's training split fail before anything runs (real
-    datasets are checked when they are opened, in the subsets stage)."""
-    if study.target.dataset.kind == "synthetic_target":
+    """Sizes larger than an embedded target's training split (`benchmark.n_target` images, for
+    every synthetic target kind) fail before anything runs (real datasets are checked when
+    they are opened, in the subsets stage)."""
+    if study.target.dataset.kind in SYNTHETIC_TARGET_KINDS:
         pool = study.benchmark.n_target
         too_big = [s for s in study.target_sizes if s > pool]
         if too_big:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from cat_models.data import DatasetError, kl_greedy_subset, load_subset, save_subset
-from cat_models.data.synthetic import benchmark_folders, ensure_benchmark
+from cat_models.data.synthetic_domains import domain_root
 from harness.cache import StageRunner
 from harness.config import DatasetSpec, Study, StudyError
 
@@ -48,9 +48,8 @@ def resolve_dataset(spec: DatasetSpec, study: Study, cache: Path,
     False (a plan: only where it would be)."""
     if spec.kind.startswith("synthetic"):
         b = study.benchmark
-        where = ensure_benchmark if materialise else benchmark_folders
-        bench = where(cache / "synthetic", b.resolution, b.seed, b.n_source, b.n_target)
-        root = bench.source_root if spec.kind == "synthetic_source" else bench.target_root
+        root = domain_root(spec.kind, cache / "synthetic", b.resolution, b.seed, b.n_source,
+                           b.n_target, materialise)
         return DatasetRef("folder", str(root), study.resolution, spec.kind)
     return DatasetRef(spec.kind, str(spec.root), study.resolution, f"{spec.kind}:{spec.root}")
 

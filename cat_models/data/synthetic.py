@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ class NoiseBank:
 
 
 Texture = Callable[[np.random.Generator, NoiseBank, np.ndarray, np.ndarray], np.ndarray]
+LayoutDrawer = Callable[[np.random.Generator, int], np.ndarray]   # (rng, size) -> label map
 
 
 def _colour(base: tuple[int, int, int], *shades: tuple[np.ndarray, float]) -> np.ndarray:
@@ -296,16 +298,22 @@ def draw_layout(rng: np.random.Generator, spec: DomainSpec, size: int) -> np.nda
     return np.asarray(canvas)
 
 
-def render(rng: np.random.Generator, label: np.ndarray, spec: DomainSpec,
-           bank: NoiseBank) -> np.ndarray:
-    """An RGB image for `label`: each class's texture inside its mask, plus global light."""
+def _grammar(spec: DomainSpec) -> LayoutDrawer:
+    """`draw_layout` for one domain, as a `write_domain` layout."""
+    return lambda rng, size: draw_layout(rng, spec, size)
+
+
+def render(rng: np.random.Generator, label: np.ndarray, classes: Sequence[str],
+           bank: NoiseBank, textures: Mapping[str, Texture] = TEXTURES) -> np.ndarray:
+    """An RGB image for `label` (ids 1..N of `classes`): each class's texture from `textures`
+    inside its mask, times a random exposure."""
     size = label.shape[0]
     yy, xx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing="ij")
     yy, xx = yy.astype(np.float32), xx.astype(np.float32)
     img = np.zeros((size, size, 3), np.float32)
     for k in np.unique(label):
         mask = label == k
-        img[mask] = TEXTURES[spec.classes[k - 1]](rng, bank, yy, xx)[mask]
+        img[mask] = textures[classes[k - 1]](rng, bank, yy, xx)[mask]
     img *= rng.uniform(0.85, 1.1)  # exposure
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -318,22 +326,37 @@ class Benchmark:
     target_root: Path
 
 
-def _write_domain(root: Path, spec: DomainSpec, counts: dict[str, int], size: int,
-                  rng: np.random.Generator, bank: NoiseBank, desc: str) -> None:
+def write_domain(root: Path, classes: Sequence[str], counts: dict[str, int], size: int,
+                 rng: np.random.Generator, bank: NoiseBank, desc: str, layout: LayoutDrawer,
+                 textures: Mapping[str, Texture] = TEXTURES) -> None:
+    """Draw one domain into `root` in ADE20K layout + classes.txt: per split, `counts[split]`
+    label maps from `layout(rng, size)`, each rendered right after it is drawn; files are
+    named `{desc}_{split}_{i:05d}.png`."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "classes.txt").write_text("\n".join(spec.classes) + "\n")
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
     for split, n in counts.items():
         img_dir = root / "images" / split
         ann_dir = root / "annotations" / split
         img_dir.mkdir(parents=True, exist_ok=True)
         ann_dir.mkdir(parents=True, exist_ok=True)
         for i in tqdm(range(n), desc=f"{desc} {split}", leave=False):
-            label = draw_layout(rng, spec, size)
-            image = render(rng, label, spec, bank)
+            label = layout(rng, size)
+            image = render(rng, label, classes, bank, textures)
             stem = f"{desc}_{split}_{i:05d}"
             Image.fromarray(image).save(img_dir / f"{stem}.png", compress_level=1)
             Image.fromarray(label.astype(np.uint8)).save(ann_dir / f"{stem}.png",
                                                          compress_level=1)
+
+
+def target_counts(n_target: int) -> dict[str, int]:
+    """Images per split of a target domain: `n_target` training, 25% (at least 20) validation."""
+    return {"training": n_target, "validation": max(20, n_target // 4)}
+
+
+def check_resolution(resolution: int) -> None:
+    """ValueError unless the benchmark resolution is 32..256 pixels."""
+    if not 32 <= resolution <= 256:
+        raise ValueError(f"synthetic benchmark resolution must be 32..256, got {resolution}")
 
 
 def generate_benchmark(out: Path, resolution: int = 64, seed: int = 0, n_source: int = 2000,
@@ -342,17 +365,15 @@ def generate_benchmark(out: Path, resolution: int = 64, seed: int = 0, n_source:
 
     Validation splits add 10% (source) and 25% (target) on top of the training counts.
     """
-    if not 32 <= resolution <= 256:
-        raise ValueError(f"synthetic benchmark resolution must be 32..256, got {resolution}")
+    check_resolution(resolution)
     rng = np.random.default_rng(seed)
     bank = NoiseBank(rng, resolution)
     out = Path(out)
-    _write_domain(out / "source", SOURCE_SPEC,
-                  {"training": n_source, "validation": max(20, n_source // 10)},
-                  resolution, rng, bank, "source")
-    _write_domain(out / "target", TARGET_SPEC,
-                  {"training": n_target, "validation": max(20, n_target // 4)},
-                  resolution, rng, bank, "target")
+    write_domain(out / "source", SOURCE_CLASSES,
+                 {"training": n_source, "validation": max(20, n_source // 10)},
+                 resolution, rng, bank, "source", _grammar(SOURCE_SPEC))
+    write_domain(out / "target", TARGET_CLASSES, target_counts(n_target),
+                 resolution, rng, bank, "target", _grammar(TARGET_SPEC))
     return Benchmark(out, out / "source", out / "target")
 
 
@@ -370,14 +391,19 @@ def ensure_benchmark(root: str | Path | None = None, resolution: int = 64, seed:
     """The benchmark for these settings (`benchmark_folders`), generated once and cached; a
     folder without its completion marker (an interrupted generation) is drawn again."""
     bench = benchmark_folders(root, resolution, seed, n_source, n_target)
-    out = bench.root
+    ensure_drawn(bench.root, {"resolution": resolution, "seed": seed, "n_source": n_source,
+                              "n_target": n_target, "version": VERSION},
+                 partial(generate_benchmark, resolution=resolution, seed=seed,
+                         n_source=n_source, n_target=n_target))
+    return bench
+
+
+def ensure_drawn(out: Path, settings: dict, generate: Callable[[Path], object]) -> None:
+    """Run `generate(out)` unless `out/COMPLETE.json` exists; a folder without it (an
+    interrupted generation) is removed first. The marker holds `settings` as JSON."""
     marker = out / "COMPLETE.json"
     if not marker.is_file():
         if out.exists():
             shutil.rmtree(out)
-        generate_benchmark(out, resolution, seed, n_source, n_target)
-        marker.write_text(json.dumps({
-            "resolution": resolution, "seed": seed, "n_source": n_source,
-            "n_target": n_target, "version": VERSION,
-        }))
-    return bench
+        generate(out)
+        marker.write_text(json.dumps(settings))

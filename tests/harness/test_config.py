@@ -62,6 +62,18 @@ def test_errors_name_file_and_field(tmp_path, extra, field, message):
     assert message in text
 
 
+def test_aerial_target_kind_validates_and_its_sizes_are_checked(tmp_path):
+    aerial = "target: {dataset: {kind: synthetic_aerial}}\n"
+    s = load_study(_write(tmp_path, BASE + aerial))
+    assert s.target.dataset.kind == "synthetic_aerial" and s.target.dataset.root is None
+    path = _write(tmp_path, BASE + aerial + "benchmark: {n_target: 40}\n")
+    with pytest.raises(StudyError) as err:
+        load_study(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: target_sizes: [50] exceed the 40 images"), text
+    assert "(benchmark.n_target)" in text
+
+
 def test_method_options_are_the_recipes_own(tmp_path):
     ok = load_study(_write(tmp_path, "name: t\nmethods: [{affinity: text, options: "
                                      "{freeze_d: 3, two_stage: false}}]\n"))

@@ -53,11 +53,14 @@ def _dry_run(*args: str) -> tuple[dict, str, str]:
 
 @pytest.fixture(scope="module")
 def drawn_cache(tmp_path_factory) -> Path:
-    """A stage cache holding the drawn benchmark, so the dry run checks its datasets."""
+    """A stage cache holding the drawn benchmark (both target domains), so the dry run checks
+    its datasets."""
     from cat_models.data.synthetic import ensure_benchmark
+    from cat_models.data.synthetic_aerial import ensure_aerial
 
     cache = tmp_path_factory.mktemp("cache")
     ensure_benchmark(cache / "synthetic", **BENCH)
+    ensure_aerial(cache / "synthetic", BENCH["resolution"], BENCH["seed"], BENCH["n_target"])
     return cache
 
 
@@ -69,7 +72,7 @@ def test_dry_run_of_a_shipped_study_imports_no_heavy_module(study, drawn_cache, 
     assert result["heavy"] == [], result
     # the input checks ran on the drawn datasets, and the plan read the cache
     assert "[check] source dataset" in out and "[check] target dataset" in out, out
-    assert "40 training" in out
+    assert "40 training" in out and "drawn by the run" not in out
     assert "[plan]   stage dataset-target" in out and "[plan] inputs checked" in out
     assert not (tmp_path / "out").exists()
 

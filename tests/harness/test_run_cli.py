@@ -52,6 +52,22 @@ def test_dry_run_subprocess_prints_plan_and_runs_nothing(tmp_path):
     assert not (cache / "stages").exists()
 
 
+def test_dry_run_of_the_second_domain_study_plans_the_aerial_target(tmp_path):
+    """`python -m harness.run studies/second_domain.yaml --dry-run` exits 0 and draws nothing."""
+    cache = tmp_path / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.run", "studies/second_domain.yaml", "--dry-run",
+         "--output", str(tmp_path / "out")],
+        cwd=REPO, env={**subprocess_env(), "CAT_HARNESS_CACHE": str(cache)},
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "kind: synthetic_aerial" in proc.stdout                 # the resolved study
+    assert "[plan] trials: grid of 6 over ['method', 'target_size']" in proc.stdout
+    assert "[plan]   target_size: {'grid_search': [25, 100, 400]}" in proc.stdout
+    assert "[check] target dataset: the embedded benchmark, drawn by the run" in proc.stdout
+    assert not any(cache.rglob("*")) and not (tmp_path / "out").exists()   # nothing drawn
+
+
 def test_dry_run_in_process_honours_output_and_sets(tmp_path, capsys):
     path = write_study(tmp_path / "tiny.yaml", tiny_study(tmp_path / "cache", tmp_path / "out"))
     code = main([str(path), "--dry-run", "--output", str(tmp_path / "elsewhere"),
