@@ -72,13 +72,15 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--plot", type=Path)
     p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--no-floor", action="store_true",
+                   help="leave the real-data floor out of the plot (zooms the FID/KID axes)")
     p.add_argument("--select", help="plot only these variant/affinity runs (comma-separated)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--train-fid", action="store_true",
                    help="also score against the few-shot set itself (memorisation check)")
     args = p.parse_args()
     if args.plot_only:
-        return plot(args.out, args.plot, args.select)
+        return plot(args.out, args.plot, args.select, not args.no_floor)
     torch.set_num_threads(args.threads)
 
     bench = Bench(args.cache, args.size, args.seed, args.n_samples)
@@ -131,7 +133,8 @@ def main() -> int:
     return 0
 
 
-def plot(path: Path, out: Path | None, select: str | None = None) -> int:
+def plot(path: Path, out: Path | None, select: str | None = None,
+         with_floor: bool = True) -> int:
     """FID / KID / mIoU vs iteration for every run in `path` (or those whose "variant/affinity"
     is listed in `select`); each run's training-free value is a dashed line of its colour."""
     from fidelity_common import line_panels
@@ -151,7 +154,7 @@ def plot(path: Path, out: Path | None, select: str | None = None) -> int:
                            "y": [c[key] for c in curve]})
             hlines.append({"y": row["curve"][0][key], "colour": i})
         floor = rows[0]["floor"] if rows else {}
-        if key in ("fid", "kid") and floor:
+        if key in ("fid", "kid") and floor and with_floor:
             hlines.append({"y": floor[f"{key}_floor"], "colour": None,
                            "label": "real-data floor (dashed: training-free)"})
         panels.append({"title": title, "series": series, "hlines": hlines})
