@@ -1,5 +1,6 @@
 """A study with `source_seeds` through `python -m harness.run`: one run per source-pretraining
-seed, each with its own source model, then one analysis that pools them."""
+seed, each with its own source model, then one analysis that pools them. (Each sub-study is
+an ordinary study, so its stages are cached and reused as `test_end_to_end.py` checks.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.harness.conftest import tiny_study, write_study
-from tests.harness.test_end_to_end import result_rows, run_harness, stage_states, summary_of
+from tests.harness.test_end_to_end import result_rows, run_harness, summary_of
 
 pytestmark = pytest.mark.slow
 
@@ -55,10 +56,3 @@ def test_pooled_analysis_spans_the_source_seeds(pooled):
     assert f"{fids.mean():.1f} ± {fids.std(ddof=1):.1f}" in row
     assert "source_seed" in (out / "analysis" / "report.html").read_text()
 
-
-def test_rerun_reuses_both_source_models(pooled):
-    study, _, _ = pooled
-    proc = run_harness(str(study), timeout=500)
-    states = stage_states(proc.stdout)
-    assert states.get("source-model") == "cached" and "building" not in proc.stdout
-    assert summary_of(proc.stdout)["trials"] == 2
