@@ -10,10 +10,23 @@ from typing import Any
 RESOLUTION = 32
 
 
-def find_one(cache: Path, stage: str, name: str) -> Path:
-    """`<cache>/stages/<stage>/*/<name>`; the newest when several were built."""
-    found = sorted((cache / "stages" / stage).glob(f"*/{name}"),
-                   key=lambda p: p.stat().st_mtime)
+def _matches(folder: Path, ref_name: str | None, seed: int | None) -> bool:
+    """Whether the stage folder's recorded inputs (STAGE.json) name this dataset / seed."""
+    try:
+        inputs = json.loads((folder / "STAGE.json").read_text()).get("inputs", {})
+    except (OSError, ValueError):
+        return False
+    if ref_name is not None and (inputs.get("ref") or {}).get("name") != ref_name:
+        return False
+    return seed is None or inputs.get("seed") == seed
+
+
+def find_one(cache: Path, stage: str, name: str, ref_name: str | None = None,
+             seed: int | None = None) -> Path:
+    """`<cache>/stages/<stage>/*/<name>` built from dataset `ref_name` with `seed` (when
+    given; a cache shared by several studies holds several); the newest of those left."""
+    found = sorted((p for p in (cache / "stages" / stage).glob(f"*/{name}")
+                    if _matches(p.parent, ref_name, seed)), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"{cache}/stages/{stage}: no {name}; run studies/training_free.yaml "
                          f"with CAT_HARNESS_CACHE={cache} first")
@@ -22,26 +35,32 @@ def find_one(cache: Path, stage: str, name: str) -> Path:
     return found[-1]
 
 
-def target_root(cache: Path) -> Path:
-    stage = json.loads(find_one(cache, "dataset-target", "STAGE.json").read_text())
+def target_root(cache: Path, kind: str = "synthetic_target") -> Path:
+    stage = json.loads(find_one(cache, "dataset-target", "STAGE.json", kind).read_text())
     return Path(stage["inputs"]["ref"]["root"])
 
 
 class Bench:
     """Source model, target splits, few-shot set and evaluator from a harness cache."""
 
-    def __init__(self, cache: Path, size: int, seed: int, n_samples: int = 64) -> None:
+    def __init__(self, cache: Path, size: int, seed: int, n_samples: int = 64,
+                 target_kind: str = "synthetic_target", source_seed: int = 0) -> None:
         from cat_models.data import kl_greedy_subset, label_histograms, open_dataset
         from cat_models.metrics.evaluator import Evaluator
         from cat_models.oasis.source import load_source
         from cat_models.segmenters import load_segmenter
 
         self.cache, self.size, self.seed = cache, size, seed
-        self.source = load_source(find_one(cache, "source-model", "source.pt"))
-        root = target_root(cache)
+        source_pt = find_one(cache, "source-model", "source.pt", "synthetic_source",
+                             source_seed)
+        self.source = load_source(source_pt)
+        source_root = Path(json.loads((source_pt.parent / "STAGE.json").read_text())
+                           ["inputs"]["ref"]["root"])
+        self.target_kind = target_kind
+        root = target_root(cache, target_kind)
         plain = open_dataset("folder", root, "train", RESOLUTION)
         self.test = open_dataset("folder", root, "val", RESOLUTION)
-        self.source_train = open_dataset("folder", root.parent / "source", "train", RESOLUTION)
+        self.source_train = open_dataset("folder", source_root, "train", RESOLUTION)
         # The harness's few-shot set: KL-greedy (paper §4.1); nested in the size.
         indices = kl_greedy_subset(label_histograms(plain, progress=False), size, seed)
         self.subset = plain.subset(indices)   # for the affinity estimators (no augmentation)
@@ -49,9 +68,10 @@ class Bench:
                                   augment=True).subset(indices)
         self.evaluator = Evaluator(
             self.test, self.test,
-            load_segmenter(find_one(cache, "segmenter-target", "segmenter.pt")),
+            load_segmenter(find_one(cache, "segmenter-target", "segmenter.pt", target_kind)),
             n_samples=n_samples, cache_dir=cache / "fid_stats", seed=0, floor_dataset=plain)
-        self.source_segmenter = find_one(cache, "segmenter-source", "segmenter.pt")
+        self.source_segmenter = find_one(cache, "segmenter-source", "segmenter.pt",
+                                         "synthetic_source")
         self.train_evaluator = None
         f = self.evaluator.floor
         print(f"[floor] FID {f['fid_floor']:.1f}  KID {f['kid_floor']:.4f} ± "
@@ -79,7 +99,8 @@ class Bench:
 
         self.train_evaluator = Evaluator(
             self.subset, self.subset,
-            load_segmenter(find_one(self.cache, "segmenter-target", "segmenter.pt")),
+            load_segmenter(find_one(self.cache, "segmenter-target", "segmenter.pt",
+                                    self.target_kind)),
             n_samples=len(self.subset), cache_dir=None, seed=0)
 
     def training_free(self, affinity: Any) -> dict[str, float]:
@@ -211,4 +232,5 @@ def _legend_rows(panels: list[dict]) -> int:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 10 else f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3f}"
+    """Tick label with three significant digits (0.165, 2.41, 265)."""
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"

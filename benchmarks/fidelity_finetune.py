@@ -59,6 +59,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cache", type=Path, default=Path("/work/cache"))
     p.add_argument("--size", type=int, default=50)
+    p.add_argument("--target", default="synthetic_target",
+                   help="target dataset kind in the cache (synthetic_target, synthetic_aerial)")
+    p.add_argument("--source-seed", type=int, default=0,
+                   help="the source model pretrained from this seed (the cache may hold several)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default="paper,fixed")
     p.add_argument("--affinities", default="combination,random")
@@ -83,7 +87,8 @@ def main() -> int:
         return plot(args.out, args.plot, args.select, not args.no_floor)
     torch.set_num_threads(args.threads)
 
-    bench = Bench(args.cache, args.size, args.seed, args.n_samples)
+    bench = Bench(args.cache, args.size, args.seed, args.n_samples, args.target,
+                  args.source_seed)
     if args.train_fid:
         bench.track_training_set()
     source, test, data, score = bench.source, bench.test, bench.train, bench.score
@@ -120,6 +125,7 @@ def main() -> int:
                     "miou_train")
             curve += [{k: h[k] for k in keys if k in h} for h in state.history if "fid" in h]
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
+                   "target": args.target, "source_seed": args.source_seed,
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}
             with args.out.open("a") as f:
