@@ -222,20 +222,18 @@ def run_source_seeds(study: Study, study_file: str, out: Path, address: str | No
     OUT/source_seed_<s>/ (its own source model, affinities, trials and analysis), then one
     analysis of them all under OUT/analysis/, whose cells pool seeds and source seeds."""
     seeds = list(study.source_seeds or [])
+    dirs = [out / SOURCE_SEED_DIR.format(seed) for seed in seeds]
     summaries = []
-    for k, seed in enumerate(seeds, 1):
-        log(f"[harness] source seed {seed} ({k} of {len(seeds)}): "
-            f"{out / SOURCE_SEED_DIR.format(seed)}")
-        summaries.append(run_study(study.for_source_seed(seed), study_file,
-                                   out / SOURCE_SEED_DIR.format(seed), address, resume,
-                                   dry_run))
+    for k, (seed, sub) in enumerate(zip(seeds, dirs, strict=True), 1):
+        log(f"[harness] source seed {seed} ({k} of {len(seeds)}): {sub}")
+        summaries.append(run_study(study.for_source_seed(seed), study_file, sub, address,
+                                   resume, dry_run))
     if dry_run:
         return None
     from harness.analysis import analyze_studies
 
     log(f"[analysis] pooled over source seeds {seeds}")
-    outputs = analyze_studies([out / SOURCE_SEED_DIR.format(s) for s in seeds],
-                              out / "analysis", log=log)
+    outputs = analyze_studies(dirs, out / "analysis", log=log)
     counts = ("trials", "finished_trials", "failed_trials", "interrupted_trials")
     summary = {"study": study.name, "output_dir": str(out.resolve()), "source_seeds": seeds,
                **{key: sum(s[key] for s in summaries) for key in counts},

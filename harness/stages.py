@@ -29,6 +29,7 @@ from harness.stages_common import (
     FewShotSet,
     Log,
     eval_sample_count,
+    floor_split,
     needed_affinities,
     oasis_config,
     open_source,
@@ -238,8 +239,8 @@ def stage_real_stats(study: Study, target: DatasetRef, runner: StageRunner) -> s
     real_statistics(dataset, net, folder, progress=True)
     # The real-data floor (FID/KID of held-out real images at the evaluation's n): the first
     # n images of the training split, computed here once rather than by the first trials.
-    floor = target.open("train")
-    if len(floor) >= 2:
+    floor = floor_split(target)
+    if floor is not None:
         real_statistics(floor, net, folder, eval_sample_count(study, len(dataset)))
     return str(folder)
 

@@ -70,6 +70,13 @@ def eval_sample_count(study: Study, test_images: int) -> int:
     return min(study.evaluation.n_samples, max(2, test_images))
 
 
+def floor_split(target: DatasetRef) -> Any:
+    """The held-out real images of the real-data floor: the target's training split (the
+    statistics are its test split); None when it holds fewer than 2 images (FID needs 2)."""
+    split = target.open("train")
+    return split if len(split) >= 2 else None
+
+
 def oasis_config(study: Study):
     from cat_models.oasis.config import preset
 

@@ -35,7 +35,7 @@ import torch
 from harness.config import MethodSpec, Study, TrainingSpec
 from harness.families import FinetuneJob, ModelFamily, family
 from harness.stages import Artifacts, FewShotSet
-from harness.stages_common import AffinityKey, eval_sample_count
+from harness.stages_common import AffinityKey, eval_sample_count, floor_split
 
 Report = Callable[[dict[str, Any], str | None], None]
 Evaluate = Callable[[torch.nn.Module, int], dict[str, Any]]
@@ -209,12 +209,11 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
     # loading the segmenter, the Inception and the real statistics.
     evaluator = None
     if rank == 0:
-        train_split = art.target_ref.open("train")
         evaluator = Evaluator(test, test, load_segmenter(art.eval_segmenter, device=device),
                               feature_net=art.feature_net,
                               n_samples=eval_sample_count(study, len(test)),
                               cache_dir=art.stats_cache, seed=0,
-                              floor_dataset=train_split if len(train_split) >= 2 else None)
+                              floor_dataset=floor_split(art.target_ref))
     grid_n = min(evaluation.final_samples_grid, len(test))
     grid_labels = torch.stack([torch.as_tensor(test[i]["label"]) for i in range(grid_n)])
     grid_real = torch.stack([torch.as_tensor(test[i]["image"]) for i in range(grid_n)])

@@ -48,8 +48,6 @@ register_metric(MetricSpec("fid", "FID", "min"))
 register_metric(MetricSpec("fid_floor", "FID floor", "min", reference=True))
 register_metric(MetricSpec("kid", "KID×10³", "min", scale=1000.0, decimals=2,
                            spread="kid_std"))
-register_metric(MetricSpec("kid_std", "KID std×10³", "min", scale=1000.0, decimals=2,
-                           reference=True))
 register_metric(MetricSpec("miou", "mIoU", "max", scale=100.0))
 register_metric(MetricSpec("best_fid", "best FID", "min"))
 register_metric(MetricSpec("best_miou", "best mIoU", "max", scale=100.0))
