@@ -8,6 +8,10 @@
   stop with "non-finite loss at iteration N").
 * `CAT_FAULT_STEP_DELAY_S=<seconds>`: every training step waits that long first, so a test
   can kill a trial between two checkpoints.
+* `CAT_FAULT_HOLD=<method label>@<iteration>`: the first (not restored) start of that method's
+  trials stops before the step after `iteration` and waits there (up to `HOLD_S` seconds) for
+  the test to kill it, so the kill lands after that iteration's checkpoint however late its
+  report reaches Tune on a loaded machine.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENV_VARS = ("CAT_FAULT_DIR", "CAT_FAULT_NAN", "CAT_FAULT_STEP_DELAY_S")
+ENV_VARS = ("CAT_FAULT_DIR", "CAT_FAULT_NAN", "CAT_FAULT_STEP_DELAY_S", "CAT_FAULT_HOLD")
+HOLD_S = 120.0
 
 
 def trial_started(trial_dir: str | None, params: dict[str, Any], rank: int | None = None,
@@ -30,17 +35,23 @@ def trial_started(trial_dir: str | None, params: dict[str, Any], rank: int | Non
                 "method": params.get("method")}
         with open(Path(folder) / "starts.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
-    nan = os.environ.get("CAT_FAULT_NAN")
+    poison = _iteration_for(os.environ.get("CAT_FAULT_NAN"), params)
+    hold = None if restored else _iteration_for(os.environ.get("CAT_FAULT_HOLD"), params)
     delay = float(os.environ.get("CAT_FAULT_STEP_DELAY_S", "0"))
-    if nan or delay:
-        label, _, iteration = (nan or "").rpartition("@")
-        poison = int(iteration) if nan and params.get("method") == label else None
-        wrap_train_step(poison, delay)
+    if poison or hold or delay:
+        wrap_train_step(poison, delay, hold)
 
 
-def wrap_train_step(nan_at: int | None, delay: float = 0.0) -> None:
+def _iteration_for(spec: str | None, params: dict[str, Any]) -> int | None:
+    """`<label>@<iteration>` -> the iteration, when this trial's method is that label."""
+    label, _, iteration = (spec or "").rpartition("@")
+    return int(iteration) if spec and params.get("method") == label else None
+
+
+def wrap_train_step(nan_at: int | None, delay: float = 0.0, hold_after: int | None = None) -> None:
     """Make the OASIS training step of iteration `nan_at` (1-based) start from NaN weights,
-    and every step wait `delay` seconds."""
+    every step wait `delay` seconds, and the step after iteration `hold_after` wait `HOLD_S`
+    seconds (to be killed there)."""
     import torch
 
     from cat_models.oasis import train
@@ -49,6 +60,8 @@ def wrap_train_step(nan_at: int | None, delay: float = 0.0) -> None:
 
     def step(state, g, d, *args, **kwargs):
         time.sleep(delay)
+        if hold_after is not None and state.step == hold_after:
+            time.sleep(HOLD_S)
         if state.step + 1 == nan_at:
             with torch.no_grad():
                 for p in state.plan.generator.parameters():

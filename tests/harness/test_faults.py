@@ -1,8 +1,9 @@
 """Faults with real processes and a real local Ray (no mocks of Ray): a trial process killed,
 one DDP worker killed, the driver killed mid-study, Ctrl-C mid-study, a non-finite loss in a
 trial (corrupt artifacts and checkpoints: tests/harness/test_corrupt_artifacts.py). The test hooks of `harness.faults` (environment variables)
-record each trial start's pid and slow the steps down so that a kill lands between two
-checkpoints.
+record each trial start's pid, slow the steps down, and hold the no-cat trial's first start
+after its checkpoint at iteration 2 until the test kills it, so the kill lands between two
+checkpoints however late the reports reach Tune on a busy machine.
 
 Time: the module shares one local Ray, one tiny stage cache (conftest's `tiny_artifacts`) and
 one experiment per trial path (in-process, 2-worker DDP) that carries both the kill and the NaN
@@ -28,7 +29,7 @@ import pytest
 from harness import trial_failures as failures
 from harness import trials
 from harness.config import parse_study
-from tests.harness.conftest import subprocess_env, tiny_study, write_study
+from tests.harness.conftest import LABELS, subprocess_env, tiny_study, write_study
 
 REPO = Path(__file__).resolve().parents[2]
 DELAY_S = 0.4          # per training step: a 6-iteration trial trains for ~2.4 s
@@ -50,7 +51,7 @@ def cluster(fault_dir):
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     env = {"RAY_TRAIN_V2_ENABLED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
            "CAT_FAULT_DIR": str(fault_dir), "CAT_FAULT_STEP_DELAY_S": str(DELAY_S),
-           "CAT_FAULT_NAN": "freezed@3"}
+           "CAT_FAULT_NAN": "freezed@3", "CAT_FAULT_HOLD": "no-cat@2"}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": env})
     yield ray.cluster_resources()
@@ -108,7 +109,7 @@ def _faulty_experiment(cluster, tiny_artifacts, fault_dir, out: Path, rank: int 
     from harness.pipeline import write_resolved
 
     study, art = tiny_artifacts
-    both = _study(study, ("no-cat", "freezed"), resources={"max_failures": 1, **resources})
+    both = _study(study, LABELS, resources={"max_failures": 1, **resources})
     write_resolved(both, out, ["method"], "tiny")
     killed: list[dict] = []
     thread = _kill_when(fault_dir, out, "no-cat", rank, 2, killed)
@@ -237,7 +238,7 @@ def _summary(stdout: str) -> dict:
 def _table_rows(out: Path) -> dict[str, str]:
     table = (out / "analysis" / "tables" / "main.md").read_text()
     return {row.split("|")[1].strip(): row for row in table.splitlines()
-            if row.startswith("| ") and row.split("|")[1].strip() in ("no-cat", "freezed")}
+            if row.startswith("| ") and row.split("|")[1].strip() in LABELS}
 
 
 def _finished(out: Path) -> dict[str, bytes]:
@@ -333,10 +334,11 @@ def test_driver_killed_then_ctrl_c_then_resume_finishes_as_an_uninterrupted_run(
     assert all(start_time(p) is not None for p in agents)   # SIGKILL leaves them running
 
     # ---- run 2: --resume; Ctrl-C (to its whole process group, as a terminal sends it, Ray's
-    # daemons included) while the second trial is midway
-    # (3 s a step: Ctrl-C must land between the second trial's evaluations at 2 and 4, on a
-    # machine that may be busy)
-    resumed = _run([*args, "--resume"], {**env, "CAT_FAULT_STEP_DELAY_S": "3.0"},
+    # daemons included) while the second trial is midway: it holds after its checkpoint at
+    # iteration 2 (CAT_FAULT_HOLD), so the Ctrl-C lands before its last evaluation however
+    # late Tune sees the report on a busy machine
+    (other_method,) = set(LABELS) - {done_method}
+    resumed = _run([*args, "--resume"], {**env, "CAT_FAULT_HOLD": f"{other_method}@2"},
                    tmp_path / "interrupted", start_new_session=True)
     # once it has started its own Ray (its record is written after ray.init), the killed
     # run's agents are gone
