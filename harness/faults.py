@@ -8,10 +8,11 @@
   stop with "non-finite loss at iteration N").
 * `CAT_FAULT_STEP_DELAY_S=<seconds>`: every training step waits that long first, so a test
   can kill a trial between two checkpoints.
-* `CAT_FAULT_HOLD=<method label>@<iteration>`: the first (not restored) start of that method's
-  trials stops before the step after `iteration` and waits there (up to `HOLD_S` seconds) for
-  the test to kill it, so the kill lands after that iteration's checkpoint however late its
-  report reaches Tune on a loaded machine.
+* `CAT_FAULT_HOLD=<method label>@<iteration>`: a start of that method's trials that began
+  before `iteration` stops before the step after it, appends `{"trial", "pid", "step"}` to
+  `<CAT_FAULT_DIR>/holds.jsonl` and waits there (up to `HOLD_S` seconds) for the test to kill
+  or interrupt it, so the fault lands after that iteration however late its report reaches
+  Tune on a loaded machine. A start restored from that iteration's checkpoint does not hold.
 """
 
 from __future__ import annotations
@@ -28,18 +29,21 @@ HOLD_S = 120.0
 
 def trial_started(trial_dir: str | None, params: dict[str, Any], rank: int | None = None,
                   restored: bool = False) -> None:
-    folder = os.environ.get("CAT_FAULT_DIR")
-    if folder:
-        line = {"trial": Path(trial_dir).name if trial_dir else None, "pid": os.getpid(),
-                "rank": rank, "restored": restored, "time": time.time(),
-                "method": params.get("method")}
-        with open(Path(folder) / "starts.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
+    _record("starts.jsonl", {"trial": Path(trial_dir).name if trial_dir else None,
+                             "pid": os.getpid(), "rank": rank, "restored": restored,
+                             "time": time.time(), "method": params.get("method")})
     poison = _iteration_for(os.environ.get("CAT_FAULT_NAN"), params)
-    hold = None if restored else _iteration_for(os.environ.get("CAT_FAULT_HOLD"), params)
+    hold = _iteration_for(os.environ.get("CAT_FAULT_HOLD"), params)
     delay = float(os.environ.get("CAT_FAULT_STEP_DELAY_S", "0"))
     if poison or hold or delay:
-        wrap_train_step(poison, delay, hold)
+        wrap_train_step(poison, delay, hold, Path(trial_dir).name if trial_dir else None)
+
+
+def _record(name: str, line: dict[str, Any]) -> None:
+    folder = os.environ.get("CAT_FAULT_DIR")
+    if folder:
+        with open(Path(folder) / name, "a") as f:
+            f.write(json.dumps(line) + "\n")
 
 
 def _iteration_for(spec: str | None, params: dict[str, Any]) -> int | None:
@@ -48,19 +52,25 @@ def _iteration_for(spec: str | None, params: dict[str, Any]) -> int | None:
     return int(iteration) if spec and params.get("method") == label else None
 
 
-def wrap_train_step(nan_at: int | None, delay: float = 0.0, hold_after: int | None = None) -> None:
+def wrap_train_step(nan_at: int | None, delay: float = 0.0, hold_after: int | None = None,
+                    trial: str | None = None) -> None:
     """Make the OASIS training step of iteration `nan_at` (1-based) start from NaN weights,
     every step wait `delay` seconds, and the step after iteration `hold_after` wait `HOLD_S`
-    seconds (to be killed there)."""
+    seconds (to be killed there) when this start began before it."""
     import torch
 
     from cat_models.oasis import train
 
     real = getattr(train.train_step, "__wrapped__", train.train_step)
 
+    began: list[int] = []
+
     def step(state, g, d, *args, **kwargs):
+        if not began:
+            began.append(state.step)
         time.sleep(delay)
-        if hold_after is not None and state.step == hold_after:
+        if hold_after is not None and state.step == hold_after and began[0] < hold_after:
+            _record("holds.jsonl", {"trial": trial, "pid": os.getpid(), "step": state.step})
             time.sleep(HOLD_S)
         if state.step + 1 == nan_at:
             with torch.no_grad():

@@ -334,24 +334,24 @@ def test_driver_killed_then_ctrl_c_then_resume_finishes_as_an_uninterrupted_run(
     assert all(start_time(p) is not None for p in agents)   # SIGKILL leaves them running
 
     # ---- run 2: --resume; Ctrl-C (to its whole process group, as a terminal sends it, Ray's
-    # daemons included) while the second trial is midway: it holds after its checkpoint at
-    # iteration 2 (CAT_FAULT_HOLD), so the Ctrl-C lands before its last evaluation however
-    # late Tune sees the report on a busy machine
+    # daemons included) while the second trial is midway: it holds after iteration 3, between
+    # its checkpoints at 2 and 4 (CAT_FAULT_HOLD; whether it restarted from scratch or from
+    # run 1's checkpoint), so the Ctrl-C lands there however busy the machine is
     (other_method,) = set(LABELS) - {done_method}
-    resumed = _run([*args, "--resume"], {**env, "CAT_FAULT_HOLD": f"{other_method}@2"},
+    resumed = _run([*args, "--resume"], {**env, "CAT_FAULT_HOLD": f"{other_method}@3"},
                    tmp_path / "interrupted", start_new_session=True)
     # once it has started its own Ray (its record is written after ray.init), the killed
     # run's agents are gone
     assert _wait_for(lambda: (records_dir() / f"{resumed.pid}.json").is_file(), resumed)
     assert [p for p in agents if start_time(p) is not None] == []
-    (second,) = {out / "tune" / s["trial"] for s in _starts(faults)
-                 if s["trial"] not in finished}
-    before = len(_rows(second))
+    (second,) = {s["trial"] for s in _starts(faults) if s["trial"] not in finished}
 
-    def second_trial_midway() -> bool:
-        return any(r.get("iteration") == 2 for r in _rows(second)[before:])
+    def second_trial_held() -> bool:
+        path = faults / "holds.jsonl"
+        return path.is_file() and any(json.loads(x)["trial"] == second
+                                      for x in path.read_text().splitlines())
 
-    assert _wait_for(second_trial_midway, resumed), "the study ended before Ctrl-C"
+    assert _wait_for(second_trial_held, resumed), "the study ended before Ctrl-C"
     os.killpg(resumed.pid, signal.SIGINT)
     resumed.wait(timeout=300)
     stdout, stderr = _output(tmp_path / "interrupted")
