@@ -29,14 +29,15 @@ HOLD_S = 120.0
 
 def trial_started(trial_dir: str | None, params: dict[str, Any], rank: int | None = None,
                   restored: bool = False) -> None:
-    _record("starts.jsonl", {"trial": Path(trial_dir).name if trial_dir else None,
+    trial = Path(trial_dir).name if trial_dir else None
+    _record("starts.jsonl", {"trial": trial,
                              "pid": os.getpid(), "rank": rank, "restored": restored,
                              "time": time.time(), "method": params.get("method")})
     poison = _iteration_for(os.environ.get("CAT_FAULT_NAN"), params)
     hold = _iteration_for(os.environ.get("CAT_FAULT_HOLD"), params)
     delay = float(os.environ.get("CAT_FAULT_STEP_DELAY_S", "0"))
     if poison or hold or delay:
-        wrap_train_step(poison, delay, hold, Path(trial_dir).name if trial_dir else None)
+        wrap_train_step(poison, delay, hold, trial)
 
 
 def _record(name: str, line: dict[str, Any]) -> None:
