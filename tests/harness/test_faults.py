@@ -1,9 +1,9 @@
 """Faults with real processes and a real local Ray (no mocks of Ray): a trial process killed,
 one DDP worker killed, the driver killed mid-study, Ctrl-C mid-study, a non-finite loss in a
 trial (corrupt artifacts and checkpoints: tests/harness/test_corrupt_artifacts.py). The test hooks of `harness.faults` (environment variables)
-record each trial start's pid, slow the steps down, and hold the no-cat trial's first start
-after its checkpoint at iteration 2 until the test kills it, so the kill lands between two
-checkpoints however late the reports reach Tune on a busy machine.
+record each trial start's pid, slow the steps down, and hold a trial after a given iteration
+until the test kills or interrupts it, so the fault lands between two checkpoints however late
+the reports reach Tune on a busy machine.
 
 Time: the module shares one local Ray, one tiny stage cache (conftest's `tiny_artifacts`) and
 one experiment per trial path (in-process, 2-worker DDP) that carries both the kill and the NaN
@@ -58,9 +58,13 @@ def cluster(fault_dir):
     ray.shutdown()
 
 
-def _starts(fault_dir: Path) -> list[dict]:
-    path = fault_dir / "starts.jsonl"
+def _records(fault_dir: Path, name: str = "starts.jsonl") -> list[dict]:
+    """The lines `harness.faults` appended to `name` (trial starts, or holds)."""
+    path = fault_dir / name
     return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
+_starts = _records
 
 
 def _rows(trial_dir: Path) -> list[dict]:
@@ -347,9 +351,7 @@ def test_driver_killed_then_ctrl_c_then_resume_finishes_as_an_uninterrupted_run(
     (second,) = {s["trial"] for s in _starts(faults) if s["trial"] not in finished}
 
     def second_trial_held() -> bool:
-        path = faults / "holds.jsonl"
-        return path.is_file() and any(json.loads(x)["trial"] == second
-                                      for x in path.read_text().splitlines())
+        return any(h["trial"] == second for h in _records(faults, "holds.jsonl"))
 
     assert _wait_for(second_trial_held, resumed), "the study ended before Ctrl-C"
     os.killpg(resumed.pid, signal.SIGINT)
