@@ -178,6 +178,39 @@ class MetricsHistory:
                     tolerance=tolerance, lower_is_better=lower)}
 
 
+class FinalReport:
+    """A finished trial's last report, kept in its trial folder (`final_report.json`).
+
+    The trial writes it just before it sends that report. Tune records a trial as finished in
+    its experiment state only every ~10 s, so a driver killed in between leaves a finished
+    trial marked as running, and `--resume` would train it again from its last checkpoint
+    known there. A trial start that finds this file sends the kept report again instead of
+    training (`harness.trials`). Written through a temporary file and a rename, so it is whole
+    or absent; an unreadable one is ignored (the trial then trains again, as without it).
+    """
+
+    FILE = "final_report.json"
+
+    @classmethod
+    def save(cls, trial_dir: str | Path, metrics: Mapping[str, Any]) -> None:
+        folder = Path(trial_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{cls.FILE}.tmp"
+        tmp.write_text(json.dumps(dict(metrics)))
+        tmp.replace(folder / cls.FILE)
+
+    @classmethod
+    def load(cls, trial_dir: str | Path | None) -> dict[str, Any] | None:
+        path = None if trial_dir is None else Path(trial_dir) / cls.FILE
+        if path is None or not path.is_file():
+            return None
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return metrics if isinstance(metrics, dict) and metrics.get("done") is True else None
+
+
 def world_rank() -> int:
     """This process's DDP rank (0 without a process group)."""
     dist = torch.distributed
@@ -198,6 +231,12 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
     spec, seed, size = trial.method, trial.seed, trial.shot.size
     fam = family(study.model)
     rank = world_rank()
+
+    def send(metrics: dict[str, Any], checkpoint: str | None) -> None:
+        if metrics.get("done") is True and trial_dir is not None and rank == 0:
+            FinalReport.save(trial_dir, metrics)
+        report(metrics, checkpoint)
+
     torch.manual_seed(seed)
     np.random.seed(seed)
 
@@ -265,10 +304,10 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
         if r.get("checkpoint"):
             checkpoint = str(Path(r["checkpoint"]).parent)
             history.save(checkpoint)
-        report(metrics, checkpoint)
+        send(metrics, checkpoint)
 
     if study.training_free:
-        return run_training_free(trial, art, fam, source, evaluate, report)
+        return run_training_free(trial, art, fam, source, evaluate, send)
 
     options = recipe_settings(spec, trial.training, fam)
     if spec.baseline == "cat":

@@ -10,7 +10,9 @@
 
 Checkpoints ride on the evaluation reports (every `checkpoint_every` iterations); a failed trial
 is retried from its last checkpoint (`resources.max_failures`), and `--resume` restores the whole
-Tune experiment without rerunning finished trials.
+Tune experiment without rerunning finished trials: also those Tune had not yet recorded as
+finished when the driver died (a start that finds the trial's `FinalReport` sends it again and
+trains nothing).
 
 A deterministic error (bad input, a non-finite loss) is not retried: the trial ends with a
 failure report instead (`harness.trial_failures`, which says why that is the mechanism).
@@ -31,7 +33,7 @@ from harness import trial_failures as failures
 from harness import tune as study_tune
 from harness.config import Study, StudyError
 from harness.stages import CODE_VERSION, Artifacts
-from harness.trial import run_trial
+from harness.trial import FinalReport, run_trial
 
 EXPERIMENT = "tune"   # the Tune experiment folder inside the study's output folder
 
@@ -62,6 +64,18 @@ def _restore_dir(checkpoint: Any, scratch: str) -> str | None:
     return folder
 
 
+def _replay_finished(trial_dir: str | None, send: Callable[[dict[str, Any]], None]) -> bool:
+    """A trial that finished in an earlier run (its `FinalReport` is in its folder) sends that
+    report again and trains nothing: True when it did."""
+    final = FinalReport.load(trial_dir)
+    if final is None:
+        return False
+    print(f"[trial] {Path(str(trial_dir)).name}: finished in an earlier run; its final report "
+          "is sent again and nothing is trained", flush=True)
+    send(final)
+    return True
+
+
 def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
     """Tune function trainable: one trial, one worker, in this process."""
     import tempfile
@@ -81,6 +95,8 @@ def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
     def run() -> None:
         from harness import faults
 
+        if _replay_finished(ctx.get_trial_dir(), tune.report):
+            return
         with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
             restore = _restore_dir(tune.get_checkpoint(), scratch)
             faults.trial_started(ctx.get_trial_dir(), params, restored=restore is not None)
@@ -157,6 +173,8 @@ def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> N
     trial_dir = ctx.get_trial_dir()
 
     def fit() -> None:
+        if _replay_finished(trial_dir, tune.report):
+            return
         try:
             trainer.fit()
         except Exception:

@@ -4,6 +4,7 @@ resuming from a reported checkpoint."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,40 @@ def test_history_summary_follows_the_ranking_metric():
     # last one; FID (300, 275, 273, 267) is within 5% of its best from 20 on
     assert by_miou["iters_to_convergence"] == 40
     assert by_fid["iters_to_convergence"] == 20
+
+
+def test_the_final_report_is_kept_in_the_trial_folder(straight):
+    """A finished trial leaves its last report in its folder (read back by a later start that
+    Tune, killed before it recorded the trial as finished, would otherwise train again)."""
+    from harness.trial import FinalReport
+
+    tmp, rec = straight
+    kept = FinalReport.load(tmp / "straight")
+    assert kept == json.loads(json.dumps(rec.reports[-1]))
+    assert kept["done"] is True and kept["iteration"] == 4
+
+
+def test_a_damaged_or_unfinished_final_report_is_not_used(tmp_path):
+    from harness.trial import FinalReport
+
+    assert FinalReport.load(None) is None and FinalReport.load(tmp_path) is None
+    FinalReport.save(tmp_path, {"iteration": 4, "done": True, "fid": 1.5})
+    assert FinalReport.load(tmp_path) == {"iteration": 4, "done": True, "fid": 1.5}
+    assert [p.name for p in tmp_path.iterdir()] == [FinalReport.FILE]   # no temporary left
+    path = tmp_path / FinalReport.FILE
+    path.write_text('{"iteration": 4, "done": tr')            # cut short
+    assert FinalReport.load(tmp_path) is None
+    path.write_text(json.dumps({"iteration": 2, "done": False}))
+    assert FinalReport.load(tmp_path) is None
+
+
+def test_a_start_that_finds_the_final_report_sends_it_and_trains_nothing(tmp_path, capsys):
+    from harness.trial import FinalReport
+    from harness.trials import _replay_finished
+
+    sent: list[dict] = []
+    assert _replay_finished(str(tmp_path), sent.append) is False and sent == []
+    FinalReport.save(tmp_path, {"iteration": 4, "done": True, "final_fid": 3.0})
+    assert _replay_finished(str(tmp_path), sent.append) is True
+    assert sent == [{"iteration": 4, "done": True, "final_fid": 3.0}]
+    assert "finished in an earlier run" in capsys.readouterr().out
