@@ -18,7 +18,6 @@ from harness.stages_common import (
     Artifacts,
     Log,
     needed_affinities,
-    open_source,
     ref_key,
     set_threads,
 )
@@ -64,31 +63,38 @@ def _estimate_task(method: str, source: DatasetRef, target: DatasetRef, options:
 
 
 def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str],
-                          indices: list[int], log: Log) -> tuple[list[str], dict[str, float]]:
+                          shot: Any, log: Log) -> tuple[list[str], dict[str, float]]:
     """Base methods ordered by training-free FID on the few-shot target set (paper §3.1).
 
     Only the combination's three-way ties read it. Real images: the subset (at most
-    `RANKING_REAL` of them); generated: the subset's label maps (at most `RANKING_SAMPLES`).
+    `RANKING_REAL` of them); generated: the subset's label maps (at most `RANKING_SAMPLES`),
+    by the study's model family behind each matrix (its training-free transfer and sampler,
+    as a training-free trial of that few-shot set would draw them).
     """
     import torch
 
     from cat_models.affinity.matrix import AffinityMatrix
     from cat_models.metrics.evaluator import Evaluator
-    from cat_models.oasis.sampling import sample_images, training_free_generator
     from cat_models.segmenters import load_segmenter
+    from harness.families import family
+    from harness.trial import TrialSpec
 
-    source = open_source(art)
+    fam = family(study.model)
+    method = next(m for m in study.methods if m.affinity == "combination")
+    trial = TrialSpec(method, shot, study.training, fam.trial_settings(study, {}))
+    source = fam.open_source(art)
+    indices = art.subset(shot)
     subset = art.target_ref.open("train").subset(indices)
     evaluator = Evaluator(subset, subset, load_segmenter(art.eval_segmenter),
                           feature_net=art.feature_net,
                           n_samples=max(2, min(RANKING_SAMPLES, len(subset))),
                           cache_dir=art.stats_cache, max_real_images=RANKING_REAL)
     scores = {}
-    for method in BASE_METHODS:
-        g = training_free_generator(source, AffinityMatrix.load(matrices[method]))
+    for name in BASE_METHODS:
+        g = fam.training_free(source, AffinityMatrix.load(matrices[name]), trial)
         with torch.no_grad():
-            scores[method] = float(evaluator.evaluate(
-                lambda labels, g=g: sample_images(g, labels, seed=0))["fid"])
+            scores[name] = float(evaluator.evaluate(
+                lambda labels, g=g: fam.sample(g, labels, 0, trial))["fid"])
     ranking = sorted(scores, key=scores.get)
     log(f"[stage] affinity-combination ({len(indices)} images): training-free FID " +
         ", ".join(f"{m} {scores[m]:.1f}" for m in ranking))
@@ -132,6 +138,9 @@ def affinity_inputs(study: Study, art: Artifacts, key: AffinityKey, deps: dict[s
     if key.method == "combination":
         inputs.update(source_model=art.source_hash, eval_segmenter=art.eval_segmenter,
                       feature_net=art.feature_net, ranking=[RANKING_REAL, RANKING_SAMPLES])
+        if study.model == "piti":   # its samples depend on the sampler (OASIS's do not)
+            p = study.piti
+            inputs["sampling"] = [p.sampler, p.sampling_steps, p.guidance_scale]
     return inputs
 
 
@@ -175,10 +184,10 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
             inputs = affinity_inputs(study, art, key, deps, source_segmenter)
 
             def build(out: Path, method=method, options=options, deps=deps,
-                      indices=indices, seed=seed) -> None:
+                      indices=indices, seed=seed, shot=key.shot) -> None:
                 ranking = None
                 if method == "combination":
-                    ranking, scores = training_free_ranking(study, art, deps, indices, log)
+                    ranking, scores = training_free_ranking(study, art, deps, shot, log)
                     (out / "training_free_fid.json").write_text(json.dumps(scores, indent=1))
                 common.run_task(_estimate_task, method, art.source_ref, art.target_ref,
                                 options, source_segmenter if method == "segmentation" else None,

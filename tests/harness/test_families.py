@@ -177,3 +177,57 @@ def test_dry_run_of_a_piti_study_lists_the_piti_source_stage(tiny_piti_artifacts
     longer = parse_study(merge(study.model_dump(mode="json"),
                                {"piti": {"pretrain": {"iterations": 5}}}))
     assert dict(planned_stages(longer, harness_cache))["source-model"] is False
+
+
+# ----------------------------------------------------------------------------- the combination
+def _random_matrices(art, folder: Path) -> dict[str, str]:
+    from cat_models.affinity.matrix import AffinityMatrix
+    from harness.stages_common import BASE_METHODS
+
+    source = tuple(art.source_ref.open("train").class_names)
+    target = tuple(art.target_ref.open("train").class_names)
+    rng = np.random.default_rng(0)
+    paths = {}
+    for method in BASE_METHODS:
+        values = rng.random((len(source), len(target)))
+        paths[method] = str(AffinityMatrix(values / values.sum(0), source, target,
+                                           method).save(folder / method))
+    return paths
+
+
+@pytest.mark.parametrize("model", ["oasis", "piti"])
+def test_combination_tie_break_ranks_by_the_familys_training_free_fid(
+        model, tiny_artifacts, tiny_piti_artifacts, tmp_path):
+    """The combination's training-free FID ranking draws samples through the study's family
+    (a PITI study's used to fail opening its source model as an OASIS checkpoint); for OASIS it
+    gives what the OASIS library's training-free generator gives."""
+    from cat_models.metrics.evaluator import Evaluator
+    from cat_models.segmenters import load_segmenter
+    from harness.stages import FewShotSet
+    from harness.stages_affinity import RANKING_REAL, RANKING_SAMPLES, training_free_ranking
+    from harness.stages_common import BASE_METHODS
+
+    study, art = tiny_artifacts if model == "oasis" else tiny_piti_artifacts
+    study = parse_study(merge(study.model_dump(mode="json"), {"methods": [
+        {"label": "cat-combination", "baseline": "cat", "affinity": "combination"}]}))
+    shot = FewShotSet(20, 0)
+    matrices = _random_matrices(art, tmp_path)
+    lines: list[str] = []
+    ranking, scores = training_free_ranking(study, art, matrices, shot, lines.append)
+    assert sorted(ranking) == sorted(BASE_METHODS) and set(scores) == set(BASE_METHODS)
+    assert all(np.isfinite(v) and v > 0 for v in scores.values())
+    assert ranking == sorted(scores, key=scores.get) and "training-free FID" in lines[0]
+    if model == "oasis":
+        from cat_models.affinity.matrix import AffinityMatrix
+        from cat_models.oasis.sampling import sample_images, training_free_generator
+        from harness.stages_common import open_source
+
+        subset = art.target_ref.open("train").subset(art.subset(shot))
+        evaluator = Evaluator(subset, subset, load_segmenter(art.eval_segmenter),
+                              feature_net=art.feature_net,
+                              n_samples=max(2, min(RANKING_SAMPLES, len(subset))),
+                              cache_dir=art.stats_cache, max_real_images=RANKING_REAL)
+        g = training_free_generator(open_source(art), AffinityMatrix.load(matrices["text"]))
+        with torch.no_grad():
+            direct = evaluator.evaluate(lambda labels: sample_images(g, labels, seed=0))["fid"]
+        assert scores["text"] == pytest.approx(direct, rel=1e-6)
