@@ -4,7 +4,7 @@
         [--eval-every 250] [--set model_channels=48 ...] [--train lr=1e-3 --train batch_size=8]
         [--sampler ddim --steps 25 --guidance 1.3] [--n 48] [--fid] [--save CKPT.pt]
         [--load CKPT.pt] [--resume CKPT.pt] [--grid docs/images/piti_source_samples.png]
-        [--data-root DIR]
+        [--data-root DIR] [--samplers ddpm:1000,ddpm:100,ddim:50,dpmsolver++:20]
 
 Pretrains the `embedded` PITI preset (fields replaced with `--set`) from scratch on the source
 training split of the embedded benchmark (32 px) with `pretrain_piti` (settings replaced with
@@ -15,6 +15,13 @@ The last evaluation also scores a freshly initialised model and, with `--fid`, F
 the real validation images. `--load` skips training and scores a saved checkpoint; `--resume`
 continues one (same settings) up to `--iterations`. Prints one JSON line per evaluation and a
 markdown row of the curve at the end.
+
+`--load CKPT --samplers S:N,...` is the quality-vs-speed table instead: for each sampler and
+step count (guidance `--guidance`), the saved model's EMA samples the first `--n` validation
+label maps (fixed noise); the row gives the sampling wall time and images/s (`--threads`), and
+FID / KID against the statistics of all real validation images, with the real-data floor at
+the same n (the first n real training images against those statistics) and the segmenter's
+mIoU on the samples.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ def main() -> int:
     p.add_argument("--load", type=Path)
     p.add_argument("--resume", type=Path, help="continue a --save checkpoint to --iterations")
     p.add_argument("--grid", type=Path)
+    p.add_argument("--samplers", default=None, metavar="S:N,...",
+                   help="with --load: the quality-vs-speed table of these samplers")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     steps = int(args.steps) if args.steps.isdigit() else args.steps
@@ -103,6 +112,9 @@ def main() -> int:
             (args.save.parent / "latest.pt").replace(args.save)
         ema = state.ema_model()
         train_s = time.perf_counter() - start
+    if args.samplers:
+        quality_vs_speed(args, ema, train, val, segmenter, mask_fn, len(labels))
+        return 0
     rows = [("pretrained (EMA)", ema)]
     if args.fid or args.load:
         rows.append(("random init", build_piti(cfg, seed=args.seed + 1).eval()))
@@ -131,6 +143,46 @@ def main() -> int:
               f"{mean:.3f} s/iteration (training only, mean of reports)")
         print_curve(curve)
     return 0
+
+
+def quality_vs_speed(args: argparse.Namespace, ema: torch.nn.Module, train, val, segmenter,
+                     mask_fn, n: int) -> None:
+    """One row per `--samplers` entry: wall time and images/s of sampling n validation label
+    maps, FID / KID (± std) against all validation images, the real floor at n, and mIoU."""
+    from cat_models.data.dataset import SegmentationDataset
+    from cat_models.metrics.evaluator import Evaluator
+    from cat_models.piti.sampling import SamplerSettings, sample_images
+
+    held_out = SegmentationDataset(train.files, train.size_hw, augment=False)
+    evaluator = Evaluator(val, val, segmenter, n_samples=n, batch_size=16,
+                          floor_dataset=held_out)
+    print("| sampler | steps | images | wall | images/s | FID | KID ± std | FID floor | mIoU |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for part in args.samplers.split(","):
+        sampler, steps = part.rsplit(":", 1)
+        settings = SamplerSettings(sampler, int(steps), args.guidance)
+        timed: dict[str, float] = {}
+
+        def generate(lab: torch.Tensor, settings=settings, timed=timed) -> torch.Tensor:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = sample_images(ema, mask_fn(lab), settings=settings, seed=0,
+                                    batch_size=16)
+            timed["s"] = time.perf_counter() - t0
+            return out
+
+        r = evaluator.evaluate(generate)
+        row = {"sampler": sampler, "steps": int(steps), "images": n, "wall_s": timed["s"],
+               "images_per_s": n / timed["s"], "fid": r["fid"], "kid": r["kid"],
+               "kid_std": r["kid_std"], "fid_floor": r.get("fid_floor"), "miou": r["miou"],
+               "guidance": args.guidance, "threads": args.threads}
+        rows.append(row)
+        floor = "—" if row["fid_floor"] is None else f"{row['fid_floor']:.1f}"
+        print(f"| {sampler} | {steps} | {n} | {row['wall_s']:.1f} s | "
+              f"{row['images_per_s']:.3f} | {row['fid']:.1f} | {row['kid']:.3f} ± "
+              f"{row['kid_std']:.3f} | {floor} | {row['miou']:.1%} |", flush=True)
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

@@ -53,8 +53,10 @@ class PitiSpec(Strict):
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.99   # unless training.ema_decay is set
     uncond_p: Annotated[float, Field(ge=0, le=1)] = 0.2     # classifier-free mask dropout
     prompt_count: Annotated[int, Field(ge=0)] | None = None  # None: the recipe's default
-    sampler: str = "ddim"
-    sampling_steps: int | str = 25
+    # PITI's: 100 respaced ancestral steps (deterministic samplers score far lower on an
+    # embedded-scale model: benchmarks/RESULTS_piti.md, "Sampling")
+    sampler: str = "ddpm"
+    sampling_steps: int | str = 100
     guidance_scale: float = 1.3
 
     @field_validator("preset")
