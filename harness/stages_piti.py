@@ -1,6 +1,15 @@
-"""The PITI source-model stage: `pretrain_piti` on the source training split (cached like
-OASIS's, so `--dry-run` reports it), or the user's checkpoint (one written by this stage, or
-the official `base_mask.pt`)."""
+"""The PITI model stages, `pretrain_piti` on the source training split (cached like OASIS's,
+so `--dry-run` reports them):
+
+- `source-model`: the source PITI, or the user's checkpoint (one written by this stage, or the
+  official `base_mask.pt`);
+- `generic-model` (only for a study with a `from_glide` method): the paper's from-GLIDE
+  baseline puts a new encoder on GLIDE's decoder, a diffusion model trained on other images
+  without masks. At the embedded scale its stand-in is the same architecture pretrained on
+  the source images with every mask replaced by the empty mask (`uncond_p` = 1): a decoder
+  that learned the source images' statistics and never saw a layout. Same data, budget and
+  seed as the source model, so the two baselines differ only in what the decoder was given.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +25,13 @@ from harness.stages_common import CODE_VERSION, ref_key, set_threads
 from harness.stages_data import DatasetRef
 
 
-def piti_source_inputs(study: Study, source: DatasetRef) -> dict[str, Any]:
-    """The cache key of the PITI source model: data, architecture, pretraining settings."""
+GENERIC_UNCOND_P = 1.0   # the generic model's pretraining: the empty mask, always
+
+
+def piti_source_inputs(study: Study, source: DatasetRef, generic: bool = False
+                       ) -> dict[str, Any]:
+    """The cache key of the PITI source model (or, `generic`, of the mask-free generic
+    model): data, architecture, pretraining settings."""
     p = study.piti.pretrain
     res = study.resolution if isinstance(study.resolution, int) else study.resolution[0]
     try:   # the class count is the source dataset's (part of `ref`), set when it is built
@@ -25,8 +39,11 @@ def piti_source_inputs(study: Study, source: DatasetRef) -> dict[str, Any]:
     except (TypeError, ValueError) as err:
         raise StudyError(f"piti.overrides: {err}") from None
     cfg.pop("num_classes")
+    train = p.train_config()
+    if generic:
+        train["uncond_p"] = GENERIC_UNCOND_P
     return {"ref": ref_key(source), "cfg": cfg,
-            "train": p.train_config(), "iterations": p.iterations, "seed": p.seed,
+            "train": train, "iterations": p.iterations, "seed": p.seed,
             "code": CODE_VERSION}
 
 
@@ -98,3 +115,33 @@ def stage_piti_source(study: Study, source: DatasetRef, runner: StageRunner,
     if folder is None:
         return "", ""
     return str(folder / "source.pt"), file_hash(folder / "source.pt")
+
+
+def needs_generic(study: Study) -> bool:
+    """Whether the study has a method that starts from the generic model (from_glide)."""
+    return study.model == "piti" and any(m.baseline == "from_glide" for m in study.methods)
+
+
+def stage_piti_generic(study: Study, source: DatasetRef, runner: StageRunner,
+                       cluster: dict[str, float]) -> str:
+    """Path of the generic (mask-free) PITI for from_glide, pretrained and cached; "" when the
+    study has no from_glide method, or while planning and it is not there."""
+    if not needs_generic(study):
+        return ""
+    log = runner.log
+    inputs = piti_source_inputs(study, source, generic=True)
+    work = runner.cache / "work" / f"generic-piti-{input_hash(inputs)}"   # resumable
+    cpus, gpus = common.source_task_resources(study, cluster)
+
+    def build(out: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        log(f"[stage] generic model (from_glide's decoder): pretraining PITI "
+            f"({study.piti.preset}) on {source.name} with the empty mask only for "
+            f"{inputs['iterations']} iterations as a Ray task ({cpus:g} CPU, {gpus:g} GPU)")
+        path = common.run_task(_pretrain_piti_task, source, inputs, str(work / "generic.pt"),
+                               cpus, "cuda" if gpus else "cpu", cpus=cpus, gpus=gpus,
+                               name="pretrain-generic-piti")
+        shutil.copy2(path, out / "generic.pt")
+
+    folder = runner.stage("generic-model", inputs, build)
+    return "" if folder is None else str(folder / "generic.pt")

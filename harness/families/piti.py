@@ -8,10 +8,10 @@
   one set), the steps of later stages counted on from the earlier ones. A checkpoint folder
   records the stage its `latest.pt` belongs to (`stage.json`), so a resumed trial continues
   in that stage; a stage starts with a fresh optimiser and EMA (as a new finetuning run).
-- "from_glide" needs a generic model (a decoder trained without masks). At the embedded
-  scale there is none yet: the source model stands in (its decoder saw the empty mask
-  `uncond_p` of the time), with the encoder re-initialised by the recipe. A deviation from
-  paper §4.1, stated in docs/piti.md.
+- "from_glide" needs a generic model (a decoder trained without masks: GLIDE in the paper).
+  At the embedded scale it is the `generic-model` stage's (`harness.stages_piti`: the same
+  architecture pretrained on the source images with the empty mask only); the recipe puts a
+  new encoder on it. It does not start from the source model.
 - Sampling: `sample_images` with the study's `piti` sampler, step count and guidance scale.
 """
 
@@ -83,6 +83,9 @@ class PitiFamily(ModelFamily):
     def trial_settings(self, study: Any, params: Any) -> Any:
         return study.piti.for_trial(params)
 
+    def needs_source(self, recipe: str) -> bool:
+        return recipe != "from_glide"     # it starts from the generic model instead
+
     def open_source(self, art: Any) -> Any:
         return load_source(art.source_checkpoint)
 
@@ -100,7 +103,13 @@ class PitiFamily(ModelFamily):
             options["prompt_count"] = job.trial.settings.prompt_count
         classes = job.data.num_classes if hasattr(job.data, "num_classes") else None
         classes = classes or job.art.target_ref.open("val").num_classes
-        generic = job.source if job.trial.method.baseline == "from_glide" else None
+        generic = None
+        if job.trial.method.baseline == "from_glide":
+            if not job.art.generic_checkpoint:
+                raise ValueError("from_glide: the study's artifacts hold no generic model "
+                                 "(the generic-model stage runs for studies with a "
+                                 "from_glide method)")
+            generic = load_source(job.art.generic_checkpoint)
         return build_plan(job.trial.method.baseline, job.source, classes, generic,
                           seed=job.trial.seed, **options)
 

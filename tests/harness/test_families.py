@@ -115,6 +115,38 @@ def test_piti_from_glide_trains_in_two_stages(tiny_piti_artifacts, tmp_path):
     assert [(r["iteration"], r["stage"]) for r in rec.reports] == [(2, 0), (4, 1)]
 
 
+def test_piti_from_glide_starts_from_the_mask_free_generic_model(tiny_piti_artifacts):
+    """from_glide's decoder is the generic-model stage's (pretrained with the empty mask only),
+    not the source model's; the stage is built for a study with from_glide and no other."""
+    from harness.families import FinetuneJob
+    from harness.families.piti import load_source
+    from harness.stages_piti import needs_generic, piti_source_inputs
+    from harness.trial import recipe_settings
+
+    study, art = tiny_piti_artifacts
+    assert Path(art.generic_checkpoint).parent.parent.name == "generic-model"
+    generic, source = load_source(art.generic_checkpoint), load_source(art.source_checkpoint)
+    fam = family("piti")
+    assert not fam.needs_source("from_glide") and fam.needs_source("cat")
+    trial = TrialSpec.from_params({"method": "from_glide", "target_size": 20, "seed": 0}, study)
+    job = FinetuneJob(art, trial, None, art.target_ref.open("train"),
+                      recipe_settings(trial.method, trial.training, fam), 4, "cpu", None, None,
+                      lambda _: None, lambda *_: {})
+    decoder = fam.plan(job).model.decoder.state_dict()
+    kept = generic.decoder.state_dict()
+    assert all(torch.equal(decoder[k], v) for k, v in kept.items())
+    assert not all(torch.equal(v, source.decoder.state_dict()[k]) for k, v in kept.items())
+    # the same pretraining as the source model but for the masks: always the empty one
+    ours, theirs = (piti_source_inputs(study, art.source_ref, generic=g) for g in (True, False))
+    assert ours["train"]["uncond_p"] == 1.0 and theirs["train"]["uncond_p"] == 0.2
+    assert {k: v for k, v in ours.items() if k != "train"} == {
+        k: v for k, v in theirs.items() if k != "train"}
+    cat_only = parse_study(merge(study.model_dump(mode="json"), {
+        "methods": [m for m in study.model_dump(mode="json")["methods"]
+                    if m["baseline"] != "from_glide"]}))
+    assert needs_generic(study) and not needs_generic(cat_only)
+
+
 def test_piti_training_free_scores_the_source_behind_a(tiny_piti_artifacts, tmp_path):
     import dataclasses
 

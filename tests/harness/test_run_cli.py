@@ -68,6 +68,17 @@ def test_dry_run_of_the_second_domain_study_plans_the_aerial_target(tmp_path):
     assert not any(cache.rglob("*")) and not (tmp_path / "out").exists()   # nothing drawn
 
 
+@pytest.mark.parametrize(("study", "generic"), [("piti_sota_comparison", True),
+                                               ("piti_training_free", False)])
+def test_dry_run_plans_the_generic_model_only_for_a_study_with_from_glide(
+        study, generic, tmp_path, capsys):
+    code = main([f"studies/{study}.yaml", "--dry-run", "--output", str(tmp_path / "out"),
+                 "--set", f"cache_dir={tmp_path / 'cache'}"])
+    stages = _plan_stages(capsys.readouterr().out)
+    assert code == 0 and stages["source-model"] == "will run"
+    assert (stages.get("generic-model") == "will run") is generic, stages
+
+
 def test_dry_run_in_process_honours_output_and_sets(tmp_path, capsys):
     path = write_study(tmp_path / "tiny.yaml", tiny_study(tmp_path / "cache", tmp_path / "out"))
     code = main([str(path), "--dry-run", "--output", str(tmp_path / "elsewhere"),
