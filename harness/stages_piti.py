@@ -97,24 +97,37 @@ def stage_piti_source(study: Study, source: DatasetRef, runner: StageRunner,
             Path(ckpt), log, runner.plan, runner.report, Path.is_file, file_hash,
             f"source.checkpoint: {ckpt} is not a file (expected a PITI source-model file or "
             "the official base_mask.pt)")
-    inputs = piti_source_inputs(study, source)
-    work = runner.cache / "work" / f"source-piti-{input_hash(inputs)}"   # resumable
+    folder = _pretrained(study, source, runner, cluster, "source")
+    if folder is None:
+        return "", ""
+    return str(folder / "source.pt"), file_hash(folder / "source.pt")
+
+
+# role -> (stage, file and work-folder stem, what the log line says it pretrains)
+PRETRAINED = {"source": ("source-model", "source", "source model: pretraining PITI"),
+              "generic": ("generic-model", "generic", "generic model (from_glide's decoder): "
+                          "pretraining PITI with the empty mask only")}
+
+
+def _pretrained(study: Study, source: DatasetRef, runner: StageRunner,
+                cluster: dict[str, float], role: str) -> Path | None:
+    """The cached stage folder holding `<role>.pt`, pretrained as a Ray task (resumable from
+    the cache's work folder); planning, None while it is not there."""
+    stage, stem, what = PRETRAINED[role]
+    inputs = piti_source_inputs(study, source, generic=role == "generic")
+    work = runner.cache / "work" / f"{stem}-piti-{input_hash(inputs)}"   # resumable
     cpus, gpus = common.source_task_resources(study, cluster)
 
     def build(out: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
-        log(f"[stage] source model: pretraining PITI ({study.piti.preset}) for "
-            f"{inputs['iterations']} iterations on {source.name} as a Ray task "
-            f"({cpus:g} CPU, {gpus:g} GPU)")
-        path = common.run_task(_pretrain_piti_task, source, inputs, str(work / "source.pt"),
+        runner.log(f"[stage] {what} ({study.piti.preset}) for {inputs['iterations']} "
+                   f"iterations on {source.name} as a Ray task ({cpus:g} CPU, {gpus:g} GPU)")
+        path = common.run_task(_pretrain_piti_task, source, inputs, str(work / f"{stem}.pt"),
                                cpus, "cuda" if gpus else "cpu", cpus=cpus, gpus=gpus,
-                               name="pretrain-source-piti")
-        shutil.copy2(path, out / "source.pt")
+                               name=f"pretrain-{stem}-piti")
+        shutil.copy2(path, out / f"{stem}.pt")
 
-    folder = runner.stage("source-model", inputs, build)
-    if folder is None:
-        return "", ""
-    return str(folder / "source.pt"), file_hash(folder / "source.pt")
+    return runner.stage(stage, inputs, build)
 
 
 def needs_generic(study: Study) -> bool:
@@ -128,20 +141,5 @@ def stage_piti_generic(study: Study, source: DatasetRef, runner: StageRunner,
     study has no from_glide method, or while planning and it is not there."""
     if not needs_generic(study):
         return ""
-    log = runner.log
-    inputs = piti_source_inputs(study, source, generic=True)
-    work = runner.cache / "work" / f"generic-piti-{input_hash(inputs)}"   # resumable
-    cpus, gpus = common.source_task_resources(study, cluster)
-
-    def build(out: Path) -> None:
-        work.mkdir(parents=True, exist_ok=True)
-        log(f"[stage] generic model (from_glide's decoder): pretraining PITI "
-            f"({study.piti.preset}) on {source.name} with the empty mask only for "
-            f"{inputs['iterations']} iterations as a Ray task ({cpus:g} CPU, {gpus:g} GPU)")
-        path = common.run_task(_pretrain_piti_task, source, inputs, str(work / "generic.pt"),
-                               cpus, "cuda" if gpus else "cpu", cpus=cpus, gpus=gpus,
-                               name="pretrain-generic-piti")
-        shutil.copy2(path, out / "generic.pt")
-
-    folder = runner.stage("generic-model", inputs, build)
+    folder = _pretrained(study, source, runner, cluster, "generic")
     return "" if folder is None else str(folder / "generic.pt")
