@@ -4,6 +4,7 @@ look at target images, and the combination's training-free FID tie-break (paper 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -172,22 +173,25 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
         row = _plan_row(method, sets)
         if not sets:
             runner.report(row, False)
-        for key in sets:
+
+        def one(key: AffinityKey, method=method, options=options, row=row) -> Path | None:
             deps = _deps(key, paths)
             unknown = deps is None or (method == "segmentation" and source_segmenter is None) \
                 or (method == "combination" and not (art.source_hash and art.eval_segmenter))
             if unknown:                        # planning only: a run has every input
                 runner.report(row, False)
-                continue
+                return None
             indices = None if key.shot is None else art.subset(key.shot)
             seed = study.seeds[0] if key.shot is None else key.shot.seed
             inputs = affinity_inputs(study, art, key, deps, source_segmenter)
 
-            def build(out: Path, method=method, options=options, deps=deps,
-                      indices=indices, seed=seed, shot=key.shot) -> None:
+            def build(out: Path) -> None:
                 ranking = None
                 if method == "combination":
-                    ranking, scores = training_free_ranking(study, art, deps, shot, log)
+                    ranking, scores, line = common.run_task(
+                        _ranking_task, study, art, deps, key.shot, cpus=1,
+                        name="affinity-combination-ranking")
+                    log(line)
                     (out / "training_free_fid.json").write_text(json.dumps(scores, indent=1))
                 common.run_task(_estimate_task, method, art.source_ref, art.target_ref,
                                 options, source_segmenter if method == "segmentation" else None,
@@ -196,13 +200,29 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
 
             label = method if key.shot is None else \
                 f"{method} (size {key.shot.size}, seed {key.shot.seed})"
-            folder = runner.stage(f"affinity-{method}", inputs, build, group=row,
-                                  log=lambda msg, label=label, method=method: log(
-                                      msg.replace(f"affinity-{method}:",
-                                                  f"affinity-{label}:")))
+            return runner.stage(f"affinity-{method}", inputs, build, group=row,
+                                log=lambda msg: log(msg.replace(f"affinity-{method}:",
+                                                                f"affinity-{label}:")))
+
+        # The combination's sets sample from the source model (its tie-break): one Ray task
+        # each, as many at a time as the cluster has CPUs; the other estimators are quick.
+        workers = max(1, int(cluster.get("CPU", 1))) if method == "combination" else 1
+        with ThreadPoolExecutor(min(workers, max(1, len(sets))),
+                                thread_name_prefix=f"affinity-{method}") as pool:
+            folders = list(pool.map(one, sets))
+        for key, folder in zip(sets, folders):
             if folder is not None:
                 paths[key] = str(folder / f"{method}.npy")
     return paths
+
+
+def _ranking_task(study: Study, art: Artifacts, deps: dict[str, str], shot: Any
+                  ) -> tuple[list[str], dict[str, float], str]:
+    """Ray task: the combination's training-free ranking of one few-shot set (one thread)."""
+    set_threads(1)
+    lines: list[str] = []
+    ranking, scores = training_free_ranking(study, art, deps, shot, lines.append)
+    return ranking, scores, lines[0]
 
 
 def publish_affinities(paths: dict[AffinityKey, str], out: Path, log: Log) -> None:
