@@ -34,11 +34,21 @@ class PitiPretrainSpec(Strict):
     lr: Annotated[float, Field(gt=0)] | None = None
     ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None
     uncond_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    lr_schedule: str | None = None     # settings.LR_SCHEDULES; PitiTrainConfig.lr_at
+    lr_final: Annotated[float, Field(ge=0, le=1)] | None = None
     seed: int = 0
 
+    @field_validator("lr_schedule")
+    @classmethod
+    def _known_schedule(cls, v: str | None) -> str | None:
+        from cat_models.piti.settings import LR_SCHEDULES
+
+        return None if v is None else known_name(v, LR_SCHEDULES, "learning-rate schedule")
+
     def train_config(self) -> dict[str, Any]:
-        """`PitiTrainConfig` fields of the pretraining run."""
-        names = ("batch_size", "lr", "ema_decay", "uncond_p")
+        """`PitiTrainConfig` fields of the pretraining run: every field but the run's length
+        and seed, the library's default where null."""
+        names = [n for n in type(self).model_fields if n not in ("iterations", "seed")]
         return {n: getattr(self, n) if getattr(self, n) is not None else _pretrain_default(n)
                 for n in names}
 

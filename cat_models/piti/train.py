@@ -205,6 +205,9 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
             images = F.interpolate(images, size=cfg.image_size, mode="bicubic",
                                    antialias=True, align_corners=False).clamp(-1, 1)
         noise = torch.randn(cfg.batch_size, *images.shape[1:], generator=gen)[part]
+        lr = cfg.lr_at(state.step, iterations)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
         losses = _train_step(state, net, diffusion, images.to(device), mask_fn(labels.to(device)),
                              t[part].to(device), noise.to(device), drop[part].to(device),
                              model_seed, cfg)
@@ -223,7 +226,7 @@ def train_piti(model: nn.Module, data: Sequence[dict], cfg: PitiTrainConfig, ite
                          or last)
         if reporting:
             now = time.perf_counter()
-            report.update(losses, iteration=state.step, lr=cfg.lr, wall_time_s=now - start,
+            report.update(losses, iteration=state.step, lr=lr, wall_time_s=now - start,
                           sec_per_iter=(now - last_time) / max(1, state.step - last_step))
             last_time, last_step = now, state.step
             state.history.append(report)

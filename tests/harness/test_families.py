@@ -186,10 +186,29 @@ def test_schema_takes_a_piti_block_and_derives_methods_from_its_recipes():
     ({"piti": {"sampler": "euler"}}, r"piti: .*sampler.*'euler' unknown"),
     ({"methods": [{"baseline": "training_free", "affinity": "random"}]},
      r"methods\.0\.baseline: 'training_free' trains nothing"),
+    ({"piti": {"pretrain": {"lr_schedule": "step"}}},
+     r"piti.pretrain.lr_schedule: .*unknown learning-rate schedule 'step'; expected one of "
+     r"\['constant', 'cosine'\]"),
 ])
 def test_schema_refuses_mixed_families_and_unknown_recipe_options(changes, message):
     with pytest.raises(StudyError, match=message):
         parse_study(merge(PITI_STUDY, changes), "piti.yaml")
+
+
+def test_pretraining_settings_reach_the_source_models_cache_key(tiny_piti_artifacts):
+    """Every `piti.pretrain` training field (null: the library's default) is in the key."""
+    from cat_models.piti.settings import PRETRAIN_SETTINGS
+    from harness.stages_piti import piti_source_inputs
+
+    study, art = tiny_piti_artifacts
+    train = piti_source_inputs(study, art.source_ref)["train"]
+    assert train["lr_schedule"] == PRETRAIN_SETTINGS.lr_schedule
+    changed = parse_study(merge(study.model_dump(mode="json"), {
+        "piti": {"pretrain": {"lr_schedule": "cosine", "lr_final": 0.25}}}))
+    other = piti_source_inputs(changed, art.source_ref)["train"]
+    assert (other["lr_schedule"], other["lr_final"]) == ("cosine", 0.25)
+    assert {k: v for k, v in other.items() if k not in ("lr_schedule", "lr_final")} == {
+        k: v for k, v in train.items() if k not in ("lr_schedule", "lr_final")}
 
 
 def test_an_oasis_study_refuses_piti_settings():

@@ -217,11 +217,51 @@ def test_pretrain_trains_every_parameter_and_needs_guidance_dropout():
         pretrain(tiny_model(), data, tiny_cfg(), 1, trainable=["norm.bias"])
 
 
+def test_cosine_lr_falls_from_lr_to_its_final_share_and_survives_resume(tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny_cfg(lr_schedule="cosine", lr_final=0.1)
+    assert cfg.lr_at(0, 8) == pytest.approx(1e-3)
+    assert cfg.lr_at(4, 8) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))   # half-way: the mean
+    assert cfg.lr_at(8, 8) == pytest.approx(1e-4)
+    assert tiny_cfg().lr_at(5, 8) == 1e-3                              # constant: PITI's
+    data = blocky_data(8, NUM_CLASSES)
+    reports = []
+    straight = train(tiny_model(), data, cfg, 4, seed=1, trainable=lambda n: True,
+                     on_report=reports.append, report_every=1)
+    # each report names the rate its step used, and the optimizer really used it
+    assert [r["lr"] for r in reports] == pytest.approx([cfg.lr_at(s, 4) for s in range(4)])
+    assert straight.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.lr_at(3, 4))
+    constant = train(tiny_model(), data, tiny_cfg(), 4, seed=1, trainable=lambda n: True)
+    assert any(not torch.equal(a, b) for a, b in zip(params_of(straight.model).values(),
+                                                      params_of(constant.model).values()))
+    # a run killed half-way (after its step-2 checkpoint) continues the schedule of the
+    # whole run on resume, not a fresh one
+    class Killed(Exception):
+        pass
+
+    def kill_at_2(report):
+        if report["iteration"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(tiny_model(), data, cfg, 4, seed=1, trainable=lambda n: True,
+              checkpoint_dir=tmp_path, checkpoint_every=2, on_report=kill_at_2,
+              report_every=1)
+    resumed = train(tiny_model(seed=4), data, cfg, 4, seed=1, trainable=lambda n: True,
+                    resume=tmp_path / "latest.pt")
+    for name, value in params_of(straight.model).items():
+        assert torch.equal(value, params_of(resumed.model)[name]), name
+
+
 def test_config_errors_name_the_field(monkeypatch):
     with pytest.raises(ValueError, match=r"PitiTrainConfig.uncond_p: expected in \[0, 1\]"):
         tiny_cfg(uncond_p=1.5)
     with pytest.raises(ValueError, match="PitiTrainConfig.schedule"):
         tiny_cfg(schedule="cosine")
+    with pytest.raises(ValueError, match="PitiTrainConfig.lr_schedule: expected one of"):
+        tiny_cfg(lr_schedule="step")
+    with pytest.raises(ValueError, match=r"PitiTrainConfig.lr_final: expected in \[0, 1\]"):
+        tiny_cfg(lr_final=2.0)
     with pytest.raises(ValueError, match=r"PitiTrainConfig.image_size: \(height, width\)"):
         tiny_cfg(image_size=(8, 0))
     from cat_models.data import batching
