@@ -45,6 +45,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "ema_slow": ({"d_warmup": 0}, {"ema_decay": 0.999}, PAPER),
     "d_keep_fake": ({"d_warmup": 0, "d_head": "keep_fake"}, {}, PAPER),
     "d_affinity": ({"d_warmup": 0, "d_head": "affinity"}, {}, PAPER),
+    # D sees every image (and label map) through DiffAugment-style transforms
+    "d_augment": ({"d_warmup": 0}, {"d_augment": "color,translation,cutout"}, PAPER),
+    "d_augment_geo": ({"d_warmup": 0}, {"d_augment": "translation,cutout"}, PAPER),
+    "d_augment_color": ({"d_warmup": 0}, {"d_augment": "color"}, PAPER),
     "defaults": ({}, {}, {}),   # whatever the library does now
 }
 TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}

@@ -393,7 +393,28 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     study = parse_study(apply_overrides(data or {}, overrides or [], str(path)), str(path))
     check_sizes(study, str(path))
     check_freeze_d(study, str(path))
+    check_augment_policies(study, str(path))
     return study
+
+
+def check_augment_policies(study: Study, origin: str) -> None:
+    """A swept `d_augment` names known policies (`training.d_augment` is checked by its
+    field); otherwise every trial of that value would fail."""
+    from cat_models.oasis.config import parse_augment_policy
+
+    space = study.search.space.get("d_augment")
+    if space is None:
+        return
+    values = (list(next(iter(space.model_dump().values())))
+              if isinstance(space, (Grid, Choice)) else [space])
+    for value in values:
+        try:
+            if not isinstance(value, str):
+                raise ValueError(f"d_augment: {value!r} is not a policy string "
+                                 "(e.g. 'color,translation')")
+            parse_augment_policy(value)
+        except ValueError as err:
+            raise StudyError(f"{origin}: search.space.{err}") from None
 
 
 def freeze_d_values(study: Study) -> dict[str, list[int]]:

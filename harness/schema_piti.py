@@ -14,7 +14,7 @@ from harness.schema_base import Strict, known_name
 PITI_SEARCHABLE = ("prompt_count", "guidance_scale", "sampling_steps", "sampler")
 # Training-section fields a PITI trial does not read (OASIS's discriminator and generator
 # settings): searching them in a PITI study is an error.
-PITI_IGNORES = ("lr_g", "lr_d", "freeze_d", "labelmix_lambda")
+PITI_IGNORES = ("lr_g", "lr_d", "freeze_d", "labelmix_lambda", "d_augment")
 
 
 def _pretrain_default(name: str) -> Any:

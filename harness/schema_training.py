@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from harness.schema_base import Strict
 
@@ -30,6 +30,16 @@ class TrainingSpec(Strict):
     eval_every: Annotated[int, Field(gt=0)] = 200
     checkpoint_every: Annotated[int, Field(gt=0)] = 200
     amp: bool = True  # used on CUDA only
+    # OASIS: differentiable augmentation of D's inputs, label maps alike (comma-separated
+    # names of cat_models.oasis.config.D_AUGMENT_POLICIES); "" = none, the paper's setting.
+    d_augment: str = ""
+
+    @field_validator("d_augment")
+    @classmethod
+    def _known_policies(cls, value: str) -> str:
+        from cat_models.oasis.config import parse_augment_policy
+
+        return ",".join(parse_augment_policy(value))
 
     @model_validator(mode="after")
     def _stages_fit(self) -> TrainingSpec:

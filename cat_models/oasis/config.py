@@ -12,6 +12,21 @@ from typing import Any
 
 from cat_models.configs import ConfigData
 
+# Differentiable augmentations of everything the discriminator sees (`d_augment`), in the
+# order they are applied; `cat_models.oasis.augment` implements them.
+D_AUGMENT_POLICIES = ("color", "translation", "cutout")
+
+
+def parse_augment_policy(policy: str) -> tuple[str, ...]:
+    """"translation,color" -> ("color", "translation") (application order); "" -> ()."""
+    names = [p.strip() for p in str(policy).split(",") if p.strip()]
+    unknown = sorted(set(names) - set(D_AUGMENT_POLICIES))
+    if unknown:
+        raise ValueError(f"d_augment: unknown polic{'ies' if len(unknown) > 1 else 'y'} "
+                         f"{unknown}; choose from {list(D_AUGMENT_POLICIES)} "
+                         "(comma-separated, '' for none)")
+    return tuple(p for p in D_AUGMENT_POLICIES if p in names)
+
 
 @dataclass(frozen=True)
 class OasisConfig(ConfigData):
@@ -35,6 +50,9 @@ class OasisConfig(ConfigData):
     class_balancing: bool = True
     ignore_unlabeled: bool = True   # label 0 gets weight 0 in the real/G loss (contain_dontcare)
     amp: bool = True                # used on CUDA only
+    # Augment D's inputs (real, fake, LabelMix, and the label maps alike) with these
+    # comma-separated D_AUGMENT_POLICIES; "" = none (OASIS and the CAT paper).
+    d_augment: str = ""
 
     def __post_init__(self) -> None:
         res = self.resolution
@@ -52,6 +70,8 @@ class OasisConfig(ConfigData):
         if self.param_free_norm not in ("batch", "instance"):
             raise ValueError(f"OasisConfig.param_free_norm: 'batch' or 'instance', "
                              f"got {self.param_free_norm!r}")
+        object.__setattr__(self, "d_augment",
+                           ",".join(parse_augment_policy(self.d_augment)))
         if self.num_res_blocks < 2:
             raise ValueError(f"OasisConfig.num_res_blocks: at least 2, got {self.num_res_blocks}")
 

@@ -78,17 +78,29 @@ def generator_loss(d_fake: torch.Tensor, label: torch.Tensor, balance: bool = Tr
     return n_plus_one_loss(d_fake, label, True, balance, ignore_unlabeled, reduce)
 
 
+Augment = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"],
+                   tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]]
+
+
 def discriminator_loss(d: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                        label: torch.Tensor, mask: torch.Tensor | None, lambda_labelmix: float,
                        balance: bool = True, ignore_unlabeled: bool = True,
-                       reduce: Reduce | None = None) -> dict[str, torch.Tensor]:
+                       reduce: Reduce | None = None, augment: Augment | None = None
+                       ) -> dict[str, torch.Tensor]:
     """D loss terms. fake/real/mixed go through D in one batched call (D has no batch norm,
-    so this equals three calls, and DDP sees one forward per backward)."""
+    so this equals three calls, and DDP sees one forward per backward).
+
+    `augment(images, label, mask)` (e.g. `cat_models.oasis.augment.apply` with the step's
+    draws) transforms the stacked fake/real/mixed images, the label map and the LabelMix mask
+    alike before D sees them; the mix itself is cut on the untransformed images."""
     fake = fake.detach()
     inputs = [fake, real]
     if mask is not None:
         inputs.append(mask * real + (1 - mask) * fake)
-    outputs = d(torch.cat(inputs)).chunk(len(inputs))
+    stacked = torch.cat(inputs)
+    if augment is not None:
+        stacked, label, mask = augment(stacked, label, mask)
+    outputs = d(stacked).chunk(len(inputs))
     terms = {
         "d_fake": n_plus_one_loss(outputs[0], label, False),
         "d_real": n_plus_one_loss(outputs[1], label, True, balance, ignore_unlabeled, reduce),

@@ -8,6 +8,8 @@ Determinism: the batch indices, z and the LabelMix bits of step s are drawn from
 seeded by (seed, s) for the *global* batch, and each DDP rank takes its slice. A resumed run
 therefore repeats the next step exactly, and a DDP run computes the same update as one process
 on the global batch (batch norm statistics and class-balancing counts are all-reduced too).
+With `cfg.d_augment`, the step's augmentation draws (`cat_models.oasis.augment`) come last
+from the same generator, so runs without it keep their random streams.
 Deviation from the official loop: the D step reuses the G step's (detached) fake batch instead
 of generating a second one, which saves a third of the generator compute.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ from cat_models.data.batching import (
     world,
 )
 from cat_models.errors import NonFiniteLossError
+from cat_models.oasis import augment as d_augment
 from cat_models.oasis.baselines import TransferPlan
 from cat_models.oasis.config import OasisConfig
 from cat_models.oasis.losses import discriminator_loss, generator_loss, labelmix_mask, update_ema
@@ -138,8 +142,12 @@ def _wrap(module: nn.Module, device: torch.device) -> nn.Module:
 
 def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tensor,
                labels: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None,
-               cfg: OasisConfig, d_trainable: dict[str, bool]) -> dict[str, float]:
-    """One OASIS iteration (G then D then EMA). `g`/`d` may be DDP wrappers."""
+               cfg: OasisConfig, d_trainable: dict[str, bool],
+               augment: d_augment.AugmentParams | None = None) -> dict[str, float]:
+    """One OASIS iteration (G then D then EMA). `g`/`d` may be DDP wrappers.
+
+    `augment`: this rank's draws of `cfg.d_augment` for the step (None: D sees the images as
+    they are); the G step's fake batch and the D step's inputs get the same transforms."""
     plan = state.plan
     reduce = _all_reduce_sum if world()[1] > 1 else None
     amp = cfg.amp and images.device.type == "cuda"
@@ -153,7 +161,8 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp), \
             torch.set_grad_enabled(g_trains):
         fake = g(labels, z)
-        loss_g = generator_loss(plan.discriminator(fake), labels, **balance)
+        fake_seen, labels_seen, _ = d_augment.apply(augment, fake, labels)
+        loss_g = generator_loss(plan.discriminator(fake_seen), labels_seen, **balance)
         total_g = loss_g + (plan.regulariser(g) if plan.regulariser is not None else 0.0)
     if g_trains:
         total_g.backward()
@@ -163,7 +172,9 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
 
     state.opt_d.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        terms = discriminator_loss(d, images, fake, labels, mask, cfg.lambda_labelmix, **balance)
+        terms = discriminator_loss(
+            d, images, fake, labels, mask, cfg.lambda_labelmix, **balance,
+            augment=None if augment is None else partial(d_augment.apply, augment))
     terms["d_total"].backward()
     state.opt_d.step()
     update_ema(state.ema, plan.generator, cfg.ema_decay)
@@ -258,6 +269,7 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
                          f"world size {size}")
     local = cfg.batch_size // size
     num_classes = plan.generator.semantic_nc - 1
+    policy = d_augment.parse_augment_policy(cfg.d_augment)
     state = make_state(plan, cfg, device)
     if resume is not None:
         load_checkpoint(state, resume, device)
@@ -281,8 +293,10 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
         if cfg.lambda_labelmix > 0:
             # Bits drawn per class for the global batch, so every rank mixes the same way.
             mask = labelmix_mask(labels, gen)
+        # Drawn last, for the global batch: a run without augmentation draws nothing.
+        aug = d_augment.draw(policy, cfg.batch_size, tuple(labels.shape[-2:]), gen)
         losses = train_step(state, g, d, images, labels, z[part].to(device), mask, cfg,
-                            d_trainable)
+                            d_trainable, None if aug is None else aug.part(part))
         bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
         if bad:
             raise NonFiniteLossError(f"non-finite loss at iteration {state.step + 1} "

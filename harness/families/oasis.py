@@ -18,7 +18,7 @@ def oasis_trial_config(art: Any, trial: Any, source: Any):
     t = trial.training
     return cfg.replace(lr_g=t.lr_g, lr_d=t.lr_d, batch_size=t.batch_size,
                        ema_decay=t.ema_decay or cfg.ema_decay,
-                       lambda_labelmix=t.labelmix_lambda, amp=t.amp)
+                       lambda_labelmix=t.labelmix_lambda, amp=t.amp, d_augment=t.d_augment)
 
 
 class OasisFamily(ModelFamily):

@@ -52,6 +52,9 @@ def test_valid_study_and_defaults(tmp_path):
      "[9] out of range"),
     ("oasis: {overrides: {num_res_blocks: 3}}\ntraining: {freeze_d: 7}", "training.freeze_d",
      "freeze_d is 0..6"),
+    ("training: {d_augment: 'color,flip'}", "training.d_augment", "unknown policy ['flip']"),
+    ("search: {space: {d_augment: {grid: ['', 'color', 'rotate']}}}",
+     "search.space.d_augment", "unknown policy ['rotate']"),
 ])
 def test_errors_name_file_and_field(tmp_path, extra, field, message):
     path = _write(tmp_path, BASE + extra + "\n")

@@ -78,7 +78,7 @@ def test_searchable_keys_are_the_training_settings():
     assert set(SEARCHABLE) == set(TrainingSpec.model_fields) - set(UNSEARCHABLE)
     values = {"iterations": 9, "stage1_iterations": 3, "batch_size": 2, "lr_g": 0.5,
               "lr_d": 0.25, "freeze_d": 2, "labelmix_lambda": 1.0, "ema_decay": 0.5,
-              "affinity_temperature": 2.0, "affinity_top_k": 3}
+              "affinity_temperature": 2.0, "affinity_top_k": 3, "d_augment": "color"}
     assert set(values) == set(SEARCHABLE)
     trial = TrainingSpec().for_trial({**values, "method": "x", "eval_every": 1})
     assert {k: getattr(trial, k) for k in values} == values
