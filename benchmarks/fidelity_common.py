@@ -35,9 +35,43 @@ def find_one(cache: Path, stage: str, name: str, ref_name: str | None = None,
     return found[-1]
 
 
+SOURCE_KIND = "synthetic_source"
+
+
 def target_root(cache: Path, kind: str = "synthetic_target") -> Path:
-    stage = json.loads(find_one(cache, "dataset-target", "STAGE.json", kind).read_text())
+    """The dataset's root; `SOURCE_KIND` names the source domain itself (the control runs
+    that finetune the source model on source images, identity A)."""
+    stage = "dataset-source" if kind == SOURCE_KIND else "dataset-target"
+    stage = json.loads(find_one(cache, stage, "STAGE.json", kind).read_text())
     return Path(stage["inputs"]["ref"]["root"])
+
+
+def torch_cat(tensors: list) -> Any:
+    import torch
+
+    return torch.cat(tensors)
+
+
+def texture_energy(images: Any) -> float:
+    """Mean absolute difference between vertically and horizontally neighbouring pixels of
+    [B, 3, H, W] images in [-1, 1]: high for textured images, low for smooth ones."""
+    dy = (images[:, :, 1:] - images[:, :, :-1]).abs().mean()
+    dx = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
+    return float((dx + dy) / 2)
+
+
+def class_texture(images: Any, labels: Any, names: list[str]) -> dict[str, list[float]]:
+    """Per class: [tv_y, tv_x], the mean absolute vertical / horizontal neighbour difference
+    inside the class's regions (pairs of pixels both of that class)."""
+    dy = (images[:, :, 1:] - images[:, :, :-1]).abs().mean(1)
+    dx = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean(1)
+    out = {}
+    for k, name in enumerate(names, start=1):
+        my = (labels[:, 1:] == k) & (labels[:, :-1] == k)
+        mx = (labels[:, :, 1:] == k) & (labels[:, :, :-1] == k)
+        if my.any() and mx.any():
+            out[name] = [round(float(dy[my].mean()), 4), round(float(dx[mx].mean()), 4)]
+    return out
 
 
 class Bench:
@@ -57,6 +91,8 @@ class Bench:
         source_root = Path(json.loads((source_pt.parent / "STAGE.json").read_text())
                            ["inputs"]["ref"]["root"])
         self.target_kind = target_kind
+        self.segmenter_stage = ("segmenter-source" if target_kind == SOURCE_KIND
+                                else "segmenter-target")
         root = target_root(cache, target_kind)
         plain = open_dataset("folder", root, "train", RESOLUTION)
         self.test = open_dataset("folder", root, "val", RESOLUTION)
@@ -68,20 +104,44 @@ class Bench:
                                   augment=True).subset(indices)
         self.evaluator = Evaluator(
             self.test, self.test,
-            load_segmenter(find_one(cache, "segmenter-target", "segmenter.pt", target_kind)),
+            load_segmenter(find_one(cache, self.segmenter_stage, "segmenter.pt", target_kind)),
             n_samples=n_samples, cache_dir=cache / "fid_stats", seed=0, floor_dataset=plain)
         self.source_segmenter = find_one(cache, "segmenter-source", "segmenter.pt",
                                          "synthetic_source")
+        real = torch_cat([self.test[i]["image"][None] for i in range(len(self.test))])
+        self.real_tv = texture_energy(real)
+        self.real_tv_class = class_texture(
+            real, torch_cat([self.test[i]["label"][None] for i in range(len(self.test))]),
+            self.test.class_names)
         self.train_evaluator = None
         f = self.evaluator.floor
         print(f"[floor] FID {f['fid_floor']:.1f}  KID {f['kid_floor']:.4f} ± "
-              f"{f['kid_floor_std']:.4f} (n={f['n_floor']} held-out real images)", flush=True)
+              f"{f['kid_floor_std']:.4f} (n={f['n_floor']} held-out real images); texture "
+              f"energy of the real test images {self.real_tv:.4f}", flush=True)
 
     def score(self, generator) -> dict[str, float]:
+        """FID, KID ± std, mIoU, and `tv`: the samples' texture energy (mean absolute
+        difference of neighbouring pixels, images in [-1, 1]; the real test images' value is
+        `self.real_tv`): a smoothing generator loses it."""
         from cat_models.oasis.sampling import sample_images
 
-        m = self.evaluator.evaluate(lambda labels: sample_images(generator, labels, seed=0))
+        drawn, maps = [], []
+
+        def sampler(labels):
+            images = sample_images(generator, labels, seed=0)
+            drawn.append(images.detach().float().cpu())
+            maps.append(labels.cpu())
+            return images
+
+        m = self.evaluator.evaluate(sampler)
         out = {k: round(float(m[k]), 5) for k in ("fid", "kid", "kid_std", "miou")}
+        out["iou"] = {k: round(float(v), 4) for k, v in m["per_class_iou"].items()}
+        images = torch_cat(drawn)
+        out["tv"] = round(texture_energy(images), 5)
+        # vertical neighbours: horizontal stripes raise tv_y, vertical ones tv_x
+        out["tv_y"] = round(float((images[:, :, 1:] - images[:, :, :-1]).abs().mean()), 5)
+        out["tv_x"] = round(float((images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()), 5)
+        out["tv_class"] = class_texture(images, torch_cat(maps), self.test.class_names)
         if self.train_evaluator is not None:
             t = self.train_evaluator.evaluate(
                 lambda labels: sample_images(generator, labels, seed=0))
@@ -99,7 +159,7 @@ class Bench:
 
         self.train_evaluator = Evaluator(
             self.subset, self.subset,
-            load_segmenter(find_one(self.cache, "segmenter-target", "segmenter.pt",
+            load_segmenter(find_one(self.cache, self.segmenter_stage, "segmenter.pt",
                                     self.target_kind)),
             n_samples=len(self.subset), cache_dir=None, seed=0)
 

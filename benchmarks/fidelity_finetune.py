@@ -64,7 +64,8 @@ def main() -> int:
     p.add_argument("--cache", type=Path, default=Path("/work/cache"))
     p.add_argument("--size", type=int, default=50)
     p.add_argument("--target", default="synthetic_target",
-                   help="target dataset kind in the cache (synthetic_target, synthetic_aerial)")
+                   help="target dataset kind in the cache (synthetic_target, synthetic_aerial; "
+                        "synthetic_source with --affinities identity: the source-domain control)")
     p.add_argument("--source-seed", type=int, default=0,
                    help="the source model pretrained from this seed (the cache may hold several)")
     p.add_argument("--seed", type=int, default=0)
@@ -97,7 +98,11 @@ def main() -> int:
         bench.track_training_set()
     source, test, data, score = bench.source, bench.test, bench.train, bench.score
     wanted = args.affinities.split(",")
-    mats = bench.affinities(wanted, args.out.parent / "affinities")
+    mats = bench.affinities([w for w in wanted if w != "identity"],
+                            args.out.parent / "affinities" / args.target)
+    if "identity" in wanted:   # the control: the source's own classes, A = I
+        import numpy as np
+        mats["identity"] = np.eye(source.num_classes, test.num_classes)
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg_fields = set(source.cfg.to_dict())
     for variant in args.variants.split(","):
@@ -119,18 +124,21 @@ def main() -> int:
 
             def evaluate(ema, step, variant=variant, aff=aff):
                 r = score(ema)
-                print(f"  {variant}/{aff} it {step}: {r}", flush=True)
+                print(f"  {variant}/{aff} it {step}: "
+                      f"{ {k: v for k, v in r.items() if k not in ('tv_class', 'iou')} }",
+                      flush=True)
                 return r
 
             state = finetune_oasis("cat", source, data, args.iterations, cfg, seed=args.seed,
                                    evaluate_fn=evaluate, eval_every=args.eval_every,
                                    report_every=0, **kw)
-            keys = ("iteration", "fid", "kid", "kid_std", "miou", "fid_train", "kid_train",
-                    "miou_train")
+            keys = ("iteration", "fid", "kid", "kid_std", "miou", "iou", "tv", "tv_x", "tv_y",
+                    "tv_class", "fid_train", "kid_train", "miou_train")
             curve += [{k: h[k] for k in keys if k in h} for h in state.history if "fid" in h]
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "target": args.target, "source_seed": args.source_seed,
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
+                   "real_tv": bench.real_tv, "real_tv_class": bench.real_tv_class,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -408,10 +408,10 @@ def check_augment_policies(study: Study, origin: str) -> None:
     values = (list(next(iter(space.model_dump().values())))
               if isinstance(space, (Grid, Choice)) else [space])
     for value in values:
+        if not isinstance(value, str):
+            raise StudyError(f"{origin}: search.space.d_augment: {value!r} is not a policy "
+                             "string (e.g. 'color,translation')")
         try:
-            if not isinstance(value, str):
-                raise ValueError(f"d_augment: {value!r} is not a policy string "
-                                 "(e.g. 'color,translation')")
             parse_augment_policy(value)
         except ValueError as err:
             raise StudyError(f"{origin}: search.space.{err}") from None

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import time
-from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
