@@ -149,6 +149,22 @@ class Bench:
                        miou_train=round(float(t["miou"]), 5))
         return out
 
+    def save_samples(self, generator, path: Path, n: int = 8) -> Path:
+        """A PNG of the first `n` test label maps: rows label map | real | generated (the
+        harness's trial grid), noise seed 0 as in `score`."""
+        import torch
+
+        from cat_models.oasis.sampling import sample_images
+        from harness.trial import sample_grid, save_grid
+
+        items = [self.test[i] for i in range(min(n, len(self.test)))]
+        labels = torch.stack([it["label"] for it in items])
+        real = torch.stack([it["image"] for it in items])
+        with torch.no_grad():
+            fake = sample_images(generator, labels, seed=0)
+        save_grid(path, sample_grid(labels, real, fake, self.test.num_classes), scale=3)
+        return path
+
     def track_training_set(self) -> None:
         """Also score every model against the few-shot set itself (its own images as the
         real statistics, its label maps as the inputs): `fid_train` / `kid_train` /

@@ -85,6 +85,9 @@ def main() -> int:
                    help="leave the real-data floor out of the plot (zooms the FID/KID axes)")
     p.add_argument("--select", help="plot only these variant/affinity runs (comma-separated)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--samples", type=Path,
+                   help="save a sample grid (label map | real | generated) of each evaluation "
+                        "here: <variant>-<affinity>-<size>-s<seed>-it<iteration>.png")
     p.add_argument("--train-fid", action="store_true",
                    help="also score against the few-shot set itself (memorisation check)")
     args = p.parse_args()
@@ -116,14 +119,22 @@ def main() -> int:
                 a = random_affinity(source.num_classes, test.num_classes, args.seed)
             start = time.perf_counter()
             curve = [{"iteration": -1, **bench.training_free(a)}]
+            stem = f"{variant}-{aff}-{args.size}-s{args.seed}"
+            if args.samples:
+                from cat_models.oasis.sampling import training_free_generator
+
+                bench.save_samples(training_free_generator(source, a),
+                                   args.samples / f"{stem}-training-free.png")
             kw = dict(affinity=a, freeze_d=args.freeze_d, stage1_iters=args.stage1, **options,
                       **ft)
 
             s0 = finetune_oasis("cat", source, data, 0, cfg, seed=args.seed, **kw)
             curve.append({"iteration": 0, **score(s0.ema)})
 
-            def evaluate(ema, step, variant=variant, aff=aff):
+            def evaluate(ema, step, variant=variant, aff=aff, stem=stem):
                 r = score(ema)
+                if args.samples:
+                    bench.save_samples(ema, args.samples / f"{stem}-it{step}.png")
                 print(f"  {variant}/{aff} it {step}: "
                       f"{ {k: v for k, v in r.items() if k not in ('tv_class', 'iou')} }",
                       flush=True)
