@@ -51,10 +51,19 @@ __all__ = ["CODE_VERSION", "AffinityKey", "Artifacts", "DatasetRef", "FewShotSet
 
 
 # ----------------------------------------------------------------------------- source model
+# OasisConfig fields added after source models were cached: they enter the source model's key
+# only when set to something else than their default (which computes what the model was
+# built with), so the models cached before them keep their keys.
+KEYED_WHEN_SET = ("d_augment",)
+
+
 def source_inputs(study: Study, source: DatasetRef) -> dict[str, Any]:
     cfg = oasis_config(study)
     p = study.source.pretrain
-    return {"ref": ref_key(source), "cfg": cfg.to_dict(), "iterations": p.iterations,
+    defaults = type(cfg)(resolution=cfg.resolution, num_res_blocks=cfg.num_res_blocks)
+    values = {k: v for k, v in cfg.to_dict().items()
+              if k not in KEYED_WHEN_SET or v != getattr(defaults, k)}
+    return {"ref": ref_key(source), "cfg": values, "iterations": p.iterations,
             "batch_size": p.batch_size, "seed": p.seed, "code": CODE_VERSION}
 
 

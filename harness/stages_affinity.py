@@ -15,6 +15,7 @@ from harness.stages_common import (
     BASE_METHODS,
     CODE_VERSION,
     COMBINED,
+    SCORED,
     AffinityKey,
     Artifacts,
     Log,
@@ -63,14 +64,15 @@ def _estimate_task(method: str, source: DatasetRef, target: DatasetRef, options:
     return str(estimate_affinity(method, inputs, **options).save(out))
 
 
-def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str],
-                          shot: Any, log: Log) -> tuple[list[str], dict[str, float]]:
-    """Base methods ordered by training-free FID on the few-shot target set (paper §3.1).
+def training_free_scores(study: Study, art: Artifacts, matrices: dict[str, str],
+                         shot: Any) -> dict[str, dict[str, float]]:
+    """Training-free FID and mIoU of each base method's matrix on the few-shot target set.
 
-    Only the combination's three-way ties read it. Real images: the subset (at most
-    `RANKING_REAL` of them); generated: the subset's label maps (at most `RANKING_SAMPLES`),
-    by the study's model family behind each matrix (its training-free transfer and sampler,
-    as a training-free trial of that few-shot set would draw them).
+    Real images: the subset (at most `RANKING_REAL` of them); generated: the subset's label
+    maps (at most `RANKING_SAMPLES`), by the study's model family behind each matrix (its
+    training-free transfer and sampler, as a training-free trial of that few-shot set would
+    draw them); mIoU by the evaluation segmenter. Only the few-shot set is used, never the
+    test split.
     """
     import torch
 
@@ -81,7 +83,7 @@ def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str]
     from harness.trial import TrialSpec
 
     fam = family(study.model)
-    method = next(m for m in study.methods if m.affinity == "combination")
+    method = next(m for m in study.methods if m.affinity in SCORED)
     trial = TrialSpec(method, shot, study.training, fam.trial_settings(study, {}))
     source = fam.open_source(art)
     indices = art.subset(shot)
@@ -94,12 +96,25 @@ def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str]
     for name in BASE_METHODS:
         g = fam.training_free(source, AffinityMatrix.load(matrices[name]), trial)
         with torch.no_grad():
-            scores[name] = float(evaluator.evaluate(
-                lambda labels, g=g: fam.sample(g, labels, 0, trial))["fid"])
-    ranking = sorted(scores, key=scores.get)
-    log(f"[stage] affinity-combination ({len(indices)} images): training-free FID " +
-        ", ".join(f"{m} {scores[m]:.1f}" for m in ranking))
-    return ranking, scores
+            m = evaluator.evaluate(lambda labels, g=g: fam.sample(g, labels, 0, trial))
+        scores[name] = {"fid": float(m["fid"]), "miou": float(m["miou"])}
+    return scores
+
+
+def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str],
+                          shot: Any, log: Log) -> tuple[list[str], dict[str, float]]:
+    """Base methods ordered by training-free FID on the few-shot target set (paper §3.1;
+    `training_free_scores`), and those FIDs. Only the combination's three-way ties read it."""
+    scores = training_free_scores(study, art, matrices, shot)
+    ranking = sorted(scores, key=lambda m: scores[m]["fid"])
+    log(_scores_line(scores, ranking, len(art.subset(shot))))
+    return ranking, {m: s["fid"] for m, s in scores.items()}
+
+
+def _scores_line(scores: dict[str, dict[str, float]], ranking: list[str], n: int) -> str:
+    return (f"[stage] affinity-combination ({n} images): training-free " +
+            ", ".join(f"{m} FID {scores[m]['fid']:.1f} / mIoU {100 * scores[m]['miou']:.1f}%"
+                      for m in ranking))
 
 
 def affinity_sets(study: Study, art: Artifacts, method: str) -> list[AffinityKey]:
@@ -136,7 +151,7 @@ def affinity_inputs(study: Study, art: Artifacts, key: AffinityKey, deps: dict[s
     if key.method == "segmentation":
         inputs["segmenter"] = file_hash(source_segmenter) \
             if Path(source_segmenter).is_file() else source_segmenter
-    if key.method == "combination":
+    if key.method in SCORED:
         inputs.update(source_model=art.source_hash, eval_segmenter=art.eval_segmenter,
                       feature_net=art.feature_net, ranking=[RANKING_REAL, RANKING_SAMPLES])
         if study.model == "piti":   # its samples depend on the sampler (OASIS's do not)
@@ -177,7 +192,7 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
         def one(key: AffinityKey, method=method, options=options, row=row) -> Path | None:
             deps = _deps(key, paths)
             unknown = deps is None or (method == "segmentation" and source_segmenter is None) \
-                or (method == "combination" and not (art.source_hash and art.eval_segmenter))
+                or (method in SCORED and not (art.source_hash and art.eval_segmenter))
             if unknown:                        # planning only: a run has every input
                 runner.report(row, False)
                 return None
@@ -186,15 +201,19 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
             inputs = affinity_inputs(study, art, key, deps, source_segmenter)
 
             def build(out: Path) -> None:
-                ranking = None
-                if method == "combination":
+                ranking, task_options = None, options
+                if method in SCORED:
                     ranking, scores, line = common.run_task(
                         _ranking_task, study, art, deps, key.shot, cpus=1,
-                        name="affinity-combination-ranking")
-                    log(line)
-                    (out / "training_free_fid.json").write_text(json.dumps(scores, indent=1))
+                        name=f"affinity-{method}-scores")
+                    log(line.replace("affinity-combination", f"affinity-{method}"))
+                    (out / "training_free_scores.json").write_text(json.dumps(scores, indent=1))
+                    if method == "weighted_vote":   # each vote weighs its method's mIoU
+                        task_options = {**options,
+                                        "weights": {m: s["miou"] for m, s in scores.items()}}
                 common.run_task(_estimate_task, method, art.source_ref, art.target_ref,
-                                options, source_segmenter if method == "segmentation" else None,
+                                task_options,
+                                source_segmenter if method == "segmentation" else None,
                                 deps, ranking, seed, indices, str(out / f"{method}.npy"),
                                 cpus=1, name=f"affinity-{method}")
 
@@ -204,9 +223,9 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
                                 log=lambda msg: log(msg.replace(f"affinity-{method}:",
                                                                 f"affinity-{label}:")))
 
-        # The combination's sets sample from the source model (its tie-break): one Ray task
-        # each, as many at a time as the cluster has CPUs; the other estimators are quick.
-        workers = max(1, int(cluster.get("CPU", 1))) if method == "combination" else 1
+        # The scored estimators' sets sample from the source model: one Ray task each, as
+        # many at a time as the cluster has CPUs; the other estimators are quick.
+        workers = max(1, int(cluster.get("CPU", 1))) if method in SCORED else 1
         with ThreadPoolExecutor(min(workers, max(1, len(sets))),
                                 thread_name_prefix=f"affinity-{method}") as pool:
             folders = list(pool.map(one, sets))
@@ -217,12 +236,13 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
 
 
 def _ranking_task(study: Study, art: Artifacts, deps: dict[str, str], shot: Any
-                  ) -> tuple[list[str], dict[str, float], str]:
-    """Ray task: the combination's training-free ranking of one few-shot set (one thread)."""
+                  ) -> tuple[list[str], dict[str, dict[str, float]], str]:
+    """Ray task: the base methods' training-free scores on one few-shot set, their FID
+    ranking and the log line (one thread)."""
     set_threads(1)
-    lines: list[str] = []
-    ranking, scores = training_free_ranking(study, art, deps, shot, lines.append)
-    return ranking, scores, lines[0]
+    scores = training_free_scores(study, art, deps, shot)
+    ranking = sorted(scores, key=lambda m: scores[m]["fid"])
+    return ranking, scores, _scores_line(scores, ranking, len(art.subset(shot)))
 
 
 def publish_affinities(paths: dict[AffinityKey, str], out: Path, log: Log) -> None:

@@ -18,7 +18,11 @@ Log = Callable[[str], None]
 # combination module's own tie-break order.
 BASE_METHODS = DEFAULT_ORDER
 # Estimators that read the base estimators' matrices (`AffinityInputs.matrices`).
-COMBINED = ("combination", "average")
+COMBINED = ("combination", "average", "weighted_vote")
+# Combined estimators that also read each base matrix's training-free score on the few-shot
+# set (samples from the source model behind it): the combination's tie-break ranks by FID,
+# the weighted vote weighs each method's vote by its mIoU.
+SCORED = ("combination", "weighted_vote")
 # Estimators that need no stage: 'random' draws A from the trial's seed.
 NO_STAGE = ("random",)
 CODE_VERSION = 3   # bump when a stage's build changes its output for the same inputs

@@ -267,7 +267,9 @@ def test_combination_tie_break_ranks_by_the_familys_training_free_fid(
     ranking, scores = training_free_ranking(study, art, matrices, shot, lines.append)
     assert sorted(ranking) == sorted(BASE_METHODS) and set(scores) == set(BASE_METHODS)
     assert all(np.isfinite(v) and v > 0 for v in scores.values())
-    assert ranking == sorted(scores, key=scores.get) and "training-free FID" in lines[0]
+    assert ranking == sorted(scores, key=scores.get)
+    assert lines[0].startswith("[stage] affinity-combination (20 images): training-free ")
+    assert all(f"{m} FID {scores[m]:.1f} / mIoU " in lines[0] for m in ranking)
     if model == "oasis":
         from cat_models.affinity.matrix import AffinityMatrix
         from cat_models.oasis.sampling import sample_images, training_free_generator

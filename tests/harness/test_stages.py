@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from harness import stages, stages_common
 from harness.cache import cached_stage, input_hash, is_cached, stage_dir
 from harness.config import StudyError, parse_study
-from tests.harness.conftest import run_stage_tasks_inline, tiny_study
+from tests.harness.conftest import merge, run_stage_tasks_inline, tiny_study
 
 DATA_STAGES = ("dataset-source", "dataset-target", "subsets")
 
@@ -120,6 +121,7 @@ def test_affinities_per_few_shot_set_and_their_plan(tiny_artifacts, harness_cach
                                                          stages.FewShotSet(10, 0))])
     assert combined.shape == (12, 10) and set(np.unique(combined)) == {0.0, 1.0}
     assert (tmp_path / "out" / "affinities" / "combination.npy").is_file()
+    _check_weighted_vote(study, art, harness_cache, tmp_path, monkeypatch)
 
     rows = dict(stages.planned_stages(study, harness_cache))
     assert all(v for k, v in rows.items() if k not in ("trials", "analysis")), rows
@@ -130,6 +132,29 @@ def test_affinities_per_few_shot_set_and_their_plan(tiny_artifacts, harness_cach
     assert rows["affinity-segmentation (2 sets)"] and rows["affinity-features (2 sets)"]
 
 
+def _check_weighted_vote(study, art, harness_cache, tmp_path, monkeypatch):
+    """A study's `weighted_vote` is built per few-shot set from the same base matrices, each
+    vote weighted by its method's training-free mIoU on that set (kept beside the matrix)."""
+    from cat_models.affinity.combination import weighted_vote
+    from cat_models.affinity.matrix import AffinityMatrix
+
+    voted = parse_study(tiny_study(harness_cache, tmp_path / "out", target_sizes=[10, 20],
+                                   methods=[{"baseline": "cat", "affinity": "weighted_vote"}]))
+    log, source, target, subsets = _data_stages(voted, harness_cache)
+    again = stages.prepare_artifacts(voted, source, target, subsets, harness_cache,
+                                     tmp_path / "out", log.append, {"CPU": 1})
+    shot = stages.FewShotSet(10, 0)
+    path = Path(again.affinities[stages.AffinityKey("weighted_vote", shot)])
+    scores = json.loads((path.parent / "training_free_scores.json").read_text())
+    assert set(scores) == {"text", "segmentation", "features"}
+    assert all(0 <= s["miou"] <= 1 and s["fid"] > 0 for s in scores.values())
+    bases = {m: AffinityMatrix.load(art.affinities[stages.AffinityKey(
+        m, None if m == "text" else shot)]) for m in scores}
+    expected = weighted_vote(bases, {m: s["miou"] for m, s in scores.items()})
+    assert np.array_equal(AffinityMatrix.load(path).values, expected.values)
+    assert any("affinity-weighted_vote (10 images): training-free" in line for line in log)
+
+
 def test_source_model_key_follows_its_inputs(tiny_artifacts, harness_cache):
     study, _ = tiny_artifacts
     source = stages.planned_ref(study, harness_cache, "source")
@@ -137,6 +162,11 @@ def test_source_model_key_follows_its_inputs(tiny_artifacts, harness_cache):
     longer = parse_study({**study.model_dump(mode="json"),
                           "source": {"pretrain": {"iterations": 11, "batch_size": 4}}})
     assert input_hash(stages.source_inputs(longer, source)) != input_hash(base)
+    # a field added later enters the key only when set: older cached models keep their keys
+    assert "d_augment" not in base["cfg"]
+    augmented = parse_study(merge(study.model_dump(mode="json"),
+                                  {"oasis": {"overrides": {"d_augment": "color"}}}))
+    assert stages.source_inputs(augmented, source)["cfg"]["d_augment"] == "color"
     assert dict(stages.planned_stages(longer, harness_cache))["source-model"] is False
 
 
