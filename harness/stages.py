@@ -11,6 +11,7 @@ must be a shared path (`cache_dir`). A `StageRunner` either builds the stages or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -60,9 +61,9 @@ KEYED_WHEN_SET = ("d_augment",)
 def source_inputs(study: Study, source: DatasetRef) -> dict[str, Any]:
     cfg = oasis_config(study)
     p = study.source.pretrain
-    defaults = type(cfg)(resolution=cfg.resolution, num_res_blocks=cfg.num_res_blocks)
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
     values = {k: v for k, v in cfg.to_dict().items()
-              if k not in KEYED_WHEN_SET or v != getattr(defaults, k)}
+              if k not in KEYED_WHEN_SET or v != defaults[k]}
     return {"ref": ref_key(source), "cfg": values, "iterations": p.iterations,
             "batch_size": p.batch_size, "seed": p.seed, "code": CODE_VERSION}
 

@@ -341,15 +341,32 @@ def quiet_restore_hint() -> Iterator[None]:
         logger.removeFilter(hint)
 
 
-def trials_fingerprint(study: Study, artifacts: Artifacts) -> dict[str, str]:
-    """What decides the trials' results: `study` (the study minus where/how it runs; a change
-    there starts a new experiment) and `artifacts` (the stage artifacts' content, noted only:
-    a rebuilt artifact does not replace finished trials)."""
-    from harness.cache import file_hash, input_hash
+# Study fields added after experiments were run: they enter the trials' key only when set to
+# something else than their default (which computes what the trials ran), so an experiment
+# finished before them is kept, not moved aside as "changed".
+KEYED_WHEN_SET = {"training": ("d_augment",)}
 
+
+def study_spec(study: Study) -> dict[str, Any]:
+    """The part of the study that decides the trials' results, as plain data."""
     spec = study.model_dump(mode="json")
     for key in ("description", "output_dir", "storage_path", "cache_dir", "resources"):
         spec.pop(key, None)
+    for block, names in KEYED_WHEN_SET.items():
+        fields = type(getattr(study, block)).model_fields
+        for name in names:
+            if spec[block].get(name) == fields[name].default:
+                spec[block].pop(name)
+    return spec
+
+
+def trials_fingerprint(study: Study, artifacts: Artifacts) -> dict[str, str]:
+    """What decides the trials' results: `study` (`study_spec`: the study minus where/how it
+    runs; a change there starts a new experiment) and `artifacts` (the stage artifacts'
+    content, noted only: a rebuilt artifact does not replace finished trials)."""
+    from harness.cache import file_hash, input_hash
+
+    spec = study_spec(study)
     arts = {"source": artifacts.source_hash,
             "subsets": {str(s): idx for s, idx in artifacts.subsets.items()},
             "affinities": {str(k): file_hash(p) for k, p in artifacts.affinities.items()}}

@@ -179,3 +179,18 @@ def test_source_seed_runs_change_the_family_pretraining_seed_only(tmp_path):
                              "methods:\n  - {baseline: cat, affinity: random}\n"))
     run = piti.for_source_seed(2)
     assert (run.piti.pretrain.seed, run.source.pretrain.seed, run.pretrain_seed) == (2, 0, 2)
+
+
+def test_a_later_added_training_field_changes_the_trials_key_only_when_set():
+    """`training.d_augment` came after experiments existed: at its default it is left out of
+    the study part of the trials' key, so an upgrade does not move a finished experiment
+    aside; set, it is part of the key."""
+    from harness.trials import study_spec
+
+    base = {"name": "t", "methods": [{"affinity": "text"}]}
+    plain = study_spec(parse_study(base))
+    assert "d_augment" not in plain["training"]
+    augmented = study_spec(parse_study({**base, "training": {"d_augment": "color"}}))
+    assert augmented["training"]["d_augment"] == "color"
+    assert {k: v for k, v in augmented["training"].items() if k != "d_augment"} == \
+        plain["training"]
