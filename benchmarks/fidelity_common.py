@@ -46,25 +46,26 @@ def target_root(cache: Path, kind: str = "synthetic_target") -> Path:
     return Path(stage["inputs"]["ref"]["root"])
 
 
-def torch_cat(tensors: list) -> Any:
-    import torch
+def neighbour_differences(images: Any) -> tuple[Any, Any]:
+    """|vertical| [B, H-1, W] and |horizontal| [B, H, W-1] neighbour differences of
+    [B, 3, H, W] images, averaged over the channels."""
+    return ((images[:, :, 1:] - images[:, :, :-1]).abs().mean(1),
+            (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean(1))
 
-    return torch.cat(tensors)
 
-
-def texture_energy(images: Any) -> float:
-    """Mean absolute difference between vertically and horizontally neighbouring pixels of
-    [B, 3, H, W] images in [-1, 1]: high for textured images, low for smooth ones."""
-    dy = (images[:, :, 1:] - images[:, :, :-1]).abs().mean()
-    dx = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
-    return float((dx + dy) / 2)
+def texture(images: Any) -> dict[str, float]:
+    """Texture energy of images in [-1, 1]: `tv_y` / `tv_x` the mean absolute vertical /
+    horizontal neighbour difference (horizontal stripes raise `tv_y`), `tv` their mean;
+    high for textured images, low for smooth ones."""
+    dy, dx = neighbour_differences(images)
+    tv_y, tv_x = float(dy.mean()), float(dx.mean())
+    return {"tv": round((tv_y + tv_x) / 2, 5), "tv_y": round(tv_y, 5), "tv_x": round(tv_x, 5)}
 
 
 def class_texture(images: Any, labels: Any, names: list[str]) -> dict[str, list[float]]:
     """Per class: [tv_y, tv_x], the mean absolute vertical / horizontal neighbour difference
     inside the class's regions (pairs of pixels both of that class)."""
-    dy = (images[:, :, 1:] - images[:, :, :-1]).abs().mean(1)
-    dx = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean(1)
+    dy, dx = neighbour_differences(images)
     out = {}
     for k, name in enumerate(names, start=1):
         my = (labels[:, 1:] == k) & (labels[:, :-1] == k)
@@ -108,11 +109,13 @@ class Bench:
             n_samples=n_samples, cache_dir=cache / "fid_stats", seed=0, floor_dataset=plain)
         self.source_segmenter = find_one(cache, "segmenter-source", "segmenter.pt",
                                          "synthetic_source")
-        real = torch_cat([self.test[i]["image"][None] for i in range(len(self.test))])
-        self.real_tv = texture_energy(real)
-        self.real_tv_class = class_texture(
-            real, torch_cat([self.test[i]["label"][None] for i in range(len(self.test))]),
-            self.test.class_names)
+        import torch
+
+        items = [self.test[i] for i in range(len(self.test))]
+        real = torch.stack([it["image"] for it in items])
+        self.real_tv = texture(real)["tv"]
+        self.real_tv_class = class_texture(real, torch.stack([it["label"] for it in items]),
+                                           self.test.class_names)
         self.train_evaluator = None
         f = self.evaluator.floor
         print(f"[floor] FID {f['fid_floor']:.1f}  KID {f['kid_floor']:.4f} ± "
@@ -123,6 +126,8 @@ class Bench:
         """FID, KID ± std, mIoU, and `tv`: the samples' texture energy (mean absolute
         difference of neighbouring pixels, images in [-1, 1]; the real test images' value is
         `self.real_tv`): a smoothing generator loses it."""
+        import torch
+
         from cat_models.oasis.sampling import sample_images
 
         drawn, maps = [], []
@@ -136,12 +141,9 @@ class Bench:
         m = self.evaluator.evaluate(sampler)
         out = {k: round(float(m[k]), 5) for k in ("fid", "kid", "kid_std", "miou")}
         out["iou"] = {k: round(float(v), 4) for k, v in m["per_class_iou"].items()}
-        images = torch_cat(drawn)
-        out["tv"] = round(texture_energy(images), 5)
-        # vertical neighbours: horizontal stripes raise tv_y, vertical ones tv_x
-        out["tv_y"] = round(float((images[:, :, 1:] - images[:, :, :-1]).abs().mean()), 5)
-        out["tv_x"] = round(float((images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()), 5)
-        out["tv_class"] = class_texture(images, torch_cat(maps), self.test.class_names)
+        images = torch.cat(drawn)
+        out.update(texture(images))
+        out["tv_class"] = class_texture(images, torch.cat(maps), self.test.class_names)
         if self.train_evaluator is not None:
             t = self.train_evaluator.evaluate(
                 lambda labels: sample_images(generator, labels, seed=0))

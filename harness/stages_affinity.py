@@ -105,16 +105,20 @@ def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str]
                           shot: Any, log: Log) -> tuple[list[str], dict[str, float]]:
     """Base methods ordered by training-free FID on the few-shot target set (paper §3.1;
     `training_free_scores`), and those FIDs. Only the combination's three-way ties read it."""
-    scores = training_free_scores(study, art, matrices, shot)
-    ranking = sorted(scores, key=lambda m: scores[m]["fid"])
-    log(_scores_line(scores, ranking, len(art.subset(shot))))
+    ranking, scores, line = _ranked_scores("combination", study, art, matrices, shot)
+    log(line)
     return ranking, {m: s["fid"] for m, s in scores.items()}
 
 
-def _scores_line(scores: dict[str, dict[str, float]], ranking: list[str], n: int) -> str:
-    return (f"[stage] affinity-combination ({n} images): training-free " +
+def _ranked_scores(method: str, study: Study, art: Artifacts, matrices: dict[str, str],
+                   shot: Any) -> tuple[list[str], dict[str, dict[str, float]], str]:
+    """(FID ranking, `training_free_scores`, the stage's log line) for `method`'s stage."""
+    scores = training_free_scores(study, art, matrices, shot)
+    ranking = sorted(scores, key=lambda m: scores[m]["fid"])
+    line = (f"[stage] affinity-{method} ({len(art.subset(shot))} images): training-free " +
             ", ".join(f"{m} FID {scores[m]['fid']:.1f} / mIoU {100 * scores[m]['miou']:.1f}%"
                       for m in ranking))
+    return ranking, scores, line
 
 
 def affinity_sets(study: Study, art: Artifacts, method: str) -> list[AffinityKey]:
@@ -204,9 +208,9 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
                 ranking, task_options = None, options
                 if method in SCORED:
                     ranking, scores, line = common.run_task(
-                        _ranking_task, study, art, deps, key.shot, cpus=1,
+                        _ranking_task, method, study, art, deps, key.shot, cpus=1,
                         name=f"affinity-{method}-scores")
-                    log(line.replace("affinity-combination", f"affinity-{method}"))
+                    log(line)
                     (out / "training_free_scores.json").write_text(json.dumps(scores, indent=1))
                     if method == "weighted_vote":   # each vote weighs its method's mIoU
                         task_options = {**options,
@@ -235,14 +239,11 @@ def stage_affinities(study: Study, art: Artifacts, runner: StageRunner,
     return paths
 
 
-def _ranking_task(study: Study, art: Artifacts, deps: dict[str, str], shot: Any
+def _ranking_task(method: str, study: Study, art: Artifacts, deps: dict[str, str], shot: Any
                   ) -> tuple[list[str], dict[str, dict[str, float]], str]:
-    """Ray task: the base methods' training-free scores on one few-shot set, their FID
-    ranking and the log line (one thread)."""
+    """Ray task: `_ranked_scores` of one few-shot set for `method`'s stage (one thread)."""
     set_threads(1)
-    scores = training_free_scores(study, art, deps, shot)
-    ranking = sorted(scores, key=lambda m: scores[m]["fid"])
-    return ranking, scores, _scores_line(scores, ranking, len(art.subset(shot)))
+    return _ranked_scores(method, study, art, deps, shot)
 
 
 def publish_affinities(paths: dict[AffinityKey, str], out: Path, log: Log) -> None:
