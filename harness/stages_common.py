@@ -25,7 +25,8 @@ COMBINED = ("combination", "average", "weighted_vote")
 SCORED = ("combination", "weighted_vote")
 # Estimators that need no stage: 'random' draws A from the trial's seed.
 NO_STAGE = ("random",)
-CODE_VERSION = 3   # bump when a stage's build changes its output for the same inputs
+CODE_VERSION = 4   # bump when a stage's build changes its output for the same inputs
+# 4: OASIS trains in the channels-last layout (cat_models.oasis.train.MEMORY_FORMAT)
 
 
 class AffinityKey(NamedTuple):
