@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cat_models.oasis.config import OasisConfig
-from cat_models.oasis.norms import SPADE, sn
+from cat_models.oasis.norms import SPADE, resize_like, sn
 
 
 class NoiseConcat(nn.Module):
@@ -51,6 +51,7 @@ class SPADEResBlock(nn.Module):
         self.activ = nn.LeakyReLU(0.2)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        seg = resize_like(seg, x)
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
         dx = self.conv_0(self.activ(self.norm_0(x, seg)))
         dx = self.conv_1(self.activ(self.norm_1(dx, seg)))
@@ -77,6 +78,9 @@ class OasisGenerator(nn.Module):
         if z is None:
             z = torch.randn(label.shape[0], self.cfg.z_dim, device=label.device)
         seg = self.condition(label, z)
+        if self.fc.weight.is_contiguous(memory_format=torch.channels_last):
+            # once here, instead of inside each SPADE's convolution (cat_models.oasis.train)
+            seg = seg.contiguous(memory_format=torch.channels_last)
         # `fc` reads the leading channels: a condition may append extra ones (CAT's target map).
         x = F.interpolate(seg[:, :self.fc.in_channels], size=self.cfg.latent_size)
         x = self.fc(x)

@@ -5,7 +5,9 @@ from cat_models.oasis.norms.spade import (
     DistributedBatchNorm2d,
     clone_module,
     param_free_norm,
+    resize_like,
     sn,
 )
 
-__all__ = ["SPADE", "DistributedBatchNorm2d", "clone_module", "param_free_norm", "sn"]
+__all__ = ["SPADE", "DistributedBatchNorm2d", "clone_module", "param_free_norm",
+           "resize_like", "sn"]

@@ -61,6 +61,14 @@ def param_free_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"param_free_norm: 'batch' or 'instance', got {kind!r}")
 
 
+def resize_like(seg: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`seg` resized (nearest) to x's height and width; `seg` itself when they match already
+    (the same values without a copy: a block resizes once for its two or three SPADEs)."""
+    if seg.shape[2:] == x.shape[2:]:
+        return seg
+    return F.interpolate(seg, size=x.shape[2:], mode="nearest")
+
+
 class SPADE(nn.Module):
     """out = norm(x) * (1 + gamma(seg)) + beta(seg); seg = [z ; one-hot], resized to x."""
 
@@ -80,7 +88,7 @@ class SPADE(nn.Module):
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         normalized = self.first_norm(x)
-        seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+        seg = resize_like(seg, x)
         a_gamma, a_beta = self.label_features(seg)
         return normalized * (1 + self.mlp_gamma(a_gamma)) + self.mlp_beta(a_beta)
 
