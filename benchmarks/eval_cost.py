@@ -34,10 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.harness_overhead import prepare
+from harness.analysis.metrics import metric_spec
 from harness.config import load_study
-
-# The deltas of section 3 in the units of the study's tables: FID as is, KID ×10³, mIoU in %.
-DELTA_UNITS = {"fid": (1.0, ""), "kid": (1e3, " ×10³"), "miou": (100.0, " %")}
 
 
 def finetune_keeping_generators(art: Any, params: dict[str, Any], evaluator: Any,
@@ -196,14 +194,14 @@ def main() -> int:
     print("|---|---|" + "---:|" * len(times))
     for name in pairs:
         for metric in ("fid", "kid", "miou"):
-            scale, unit = DELTA_UNITS[metric]
+            spec = metric_spec(metric)          # the tables' units: KID ×10³, mIoU in %
             ref = np.mean([a[metric] - b[metric] for a, b in scores[name][ref_n]])
             cells = []
             for n in sorted(times):
-                diffs = [scale * (a[metric] - b[metric]) for a, b in scores[name][n]]
+                diffs = [spec.scale * (a[metric] - b[metric]) for a, b in scores[name][n]]
                 agree = np.mean([np.sign(d) == np.sign(ref) for d in diffs])
                 cells.append(f"{agree:.0%} (Δ {np.mean(diffs):+.1f} ± {np.std(diffs):.1f})")
-            print(f"| {name} | {metric}{unit} | " + " | ".join(cells) + " |")
+            print(f"| {name} | {spec.label} | " + " | ".join(cells) + " |")
     print("\n| n | seconds per evaluation of one model (median) |")
     print("|---:|---:|")
     for n in sorted(times):
