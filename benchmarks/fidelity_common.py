@@ -10,23 +10,29 @@ from typing import Any
 RESOLUTION = 32
 
 
-def _matches(folder: Path, ref_name: str | None, seed: int | None) -> bool:
-    """Whether the stage folder's recorded inputs (STAGE.json) name this dataset / seed."""
+def _matches(folder: Path, ref_name: str | None, seed: int | None,
+             iterations: int | None = None) -> bool:
+    """Whether the stage folder's recorded inputs (STAGE.json) name this dataset / seed /
+    number of training iterations."""
     try:
         inputs = json.loads((folder / "STAGE.json").read_text()).get("inputs", {})
     except (OSError, ValueError):
         return False
     if ref_name is not None and (inputs.get("ref") or {}).get("name") != ref_name:
         return False
+    if iterations is not None and inputs.get("iterations") != iterations:
+        return False
     return seed is None or inputs.get("seed") == seed
 
 
 def find_one(cache: Path, stage: str, name: str, ref_name: str | None = None,
-             seed: int | None = None) -> Path:
-    """`<cache>/stages/<stage>/*/<name>` built from dataset `ref_name` with `seed` (when
-    given; a cache shared by several studies holds several); the newest of those left."""
+             seed: int | None = None, iterations: int | None = None) -> Path:
+    """`<cache>/stages/<stage>/*/<name>` built from dataset `ref_name` with `seed` and
+    `iterations` (when given; a cache shared by several studies holds several); the newest of
+    those left."""
     found = sorted((p for p in (cache / "stages" / stage).glob(f"*/{name}")
-                    if _matches(p.parent, ref_name, seed)), key=lambda p: p.stat().st_mtime)
+                    if _matches(p.parent, ref_name, seed, iterations)),
+                   key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"{cache}/stages/{stage}: no {name}; run studies/training_free.yaml "
                          f"with CAT_HARNESS_CACHE={cache} first")
@@ -79,7 +85,8 @@ class Bench:
     """Source model, target splits, few-shot set and evaluator from a harness cache."""
 
     def __init__(self, cache: Path, size: int, seed: int, n_samples: int = 64,
-                 target_kind: str = "synthetic_target", source_seed: int = 0) -> None:
+                 target_kind: str = "synthetic_target", source_seed: int = 0,
+                 source_iterations: int | None = None) -> None:
         from cat_models.data import kl_greedy_subset, label_histograms, open_dataset
         from cat_models.metrics.evaluator import Evaluator
         from cat_models.oasis.source import load_source
@@ -87,10 +94,11 @@ class Bench:
 
         self.cache, self.size, self.seed = cache, size, seed
         source_pt = find_one(cache, "source-model", "source.pt", "synthetic_source",
-                             source_seed)
+                             source_seed, source_iterations)
         self.source = load_source(source_pt)
-        source_root = Path(json.loads((source_pt.parent / "STAGE.json").read_text())
-                           ["inputs"]["ref"]["root"])
+        source_inputs = json.loads((source_pt.parent / "STAGE.json").read_text())["inputs"]
+        source_root = Path(source_inputs["ref"]["root"])
+        self.source_iterations = source_inputs.get("iterations")
         self.target_kind = target_kind
         self.segmenter_stage = ("segmenter-source" if target_kind == SOURCE_KIND
                                 else "segmenter-target")

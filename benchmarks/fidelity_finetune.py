@@ -68,6 +68,9 @@ def main() -> int:
                         "synthetic_source with --affinities identity: the source-domain control)")
     p.add_argument("--source-seed", type=int, default=0,
                    help="the source model pretrained from this seed (the cache may hold several)")
+    p.add_argument("--source-iterations", type=int,
+                   help="the source model pretrained for this many iterations (default: the "
+                        "newest of the seed's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default="paper,fixed")
     p.add_argument("--affinities", default="combination,random")
@@ -96,7 +99,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     bench = Bench(args.cache, args.size, args.seed, args.n_samples, args.target,
-                  args.source_seed)
+                  args.source_seed, args.source_iterations)
     if args.train_fid:
         bench.track_training_set()
     source, test, data, score = bench.source, bench.test, bench.train, bench.score
@@ -148,6 +151,7 @@ def main() -> int:
             curve += [{k: h[k] for k in keys if k in h} for h in state.history if "fid" in h]
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "target": args.target, "source_seed": args.source_seed,
+                   "source_iterations": bench.source_iterations,
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
                    "real_tv": bench.real_tv, "real_tv_class": bench.real_tv_class,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}
