@@ -252,7 +252,7 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
                               feature_net=art.feature_net,
                               n_samples=eval_sample_count(study, len(test)),
                               cache_dir=art.stats_cache, seed=0,
-                              floor_dataset=floor_split(art.target_ref))
+                              floor_dataset=floor_split(art.target_ref), device=device)
     grid_n = min(evaluation.final_samples_grid, len(test))
     grid_labels = torch.stack([torch.as_tensor(test[i]["label"]) for i in range(grid_n)])
     grid_real = torch.stack([torch.as_tensor(test[i]["image"]) for i in range(grid_n)])

@@ -60,6 +60,9 @@ class Evaluator:
     floor_dataset: real images held out from the statistics (e.g. the target training split
         when the statistics are the test split); the first `n_samples` of them give the
         real-data floor at the same n (cached with the real statistics). None: no floor keys.
+    device: where the Inception runs when `feature_net` is a path (a trial passes its own
+        device, so a GPU trial evaluates on the GPU; the real statistics are computed there
+        too when they are not cached).
 
     `evaluate` returns:
         fid, kid: the generated samples against the real statistics (KID: clean-fid's
@@ -79,9 +82,9 @@ class Evaluator:
                  n_samples: int | None = None, cache_dir: str | Path | None = None,
                  batch_size: int = 8, seed: int = 0, max_real_images: int | None = None,
                  class_names: Sequence[str] | None = None, progress: bool = False,
-                 floor_dataset: Any = None) -> None:
+                 floor_dataset: Any = None, device: str | torch.device = "cpu") -> None:
         self.net = (feature_net if isinstance(feature_net, FeatureNet)
-                    else load_feature_net(feature_net))
+                    else load_feature_net(feature_net, device=device))
         self.real = real_statistics(real_dataset, self.net, cache_dir, max_real_images,
                                     progress=progress)
         labels = eval_label_maps(eval_labels)

@@ -59,7 +59,11 @@ def load_feature_net(path: str | Path | None = None,
     "<file stem>:<sha1[:10]>" for a user file (e.g. "inception-2015-12-05:…").
     """
     resolved = net_file(path)
-    layers = load_inception_layers(str(resolved))
+    # The CPU copy is shared within the process; another device gets its own copy, so moving
+    # it never moves the module that CPU users (the feature affinity, the statistics) hold.
+    device = torch.device(device)
+    layers = (load_inception_layers(str(resolved)) if device.type == "cpu"
+              else read_inception_layers(str(resolved), device))
     identifier = net_identifier(path)
     return FeatureNet(layers, identifier).to(device).eval()
 
@@ -69,10 +73,15 @@ def load_inception_layers(path: str) -> torch.nn.Module:
     """The `layers` (a Sequential of conv ... mixed_10, pool) of a TorchScript Inception file,
     on the CPU; loaded once per process and shared (FID and the feature affinity use it)."""
     # Loading costs seconds; an Evaluator per trial re-uses the loaded module.
+    return read_inception_layers(path, torch.device("cpu"))
+
+
+def read_inception_layers(path: str, device: torch.device) -> torch.nn.Module:
+    """`load_inception_layers` without the cache, loaded straight onto `device`."""
     try:
         with warnings.catch_warnings():   # torch.jit's deprecation notice: nothing a user can act on
             warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(path, map_location="cpu").eval()
+            module = torch.jit.load(path, map_location=device).eval()
     except RuntimeError as err:
         raise FeatureNetError(f"{path}: not a TorchScript file ({err})") from err
     for owner in (module, getattr(module, "net", None)):

@@ -143,3 +143,32 @@ def test_floor_of_the_statistics_own_images_is_refused(labels, feature_net, tmp_
     with pytest.raises(ValueError, match="floor_dataset holds the images of the real stat"):
         Evaluator(real, real, PaletteSegmenter(), feature_net, n_samples=6,
                   cache_dir=tmp_path, floor_dataset=PaletteDataset(labels, tmp_path))
+
+
+class _TinyInception(torch.nn.Module):
+    """clean-fid's file layout (`.layers`) with a 4-channel 'feature'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def test_another_device_gets_its_own_copy_of_the_network(tmp_path):
+    """A GPU trial's Evaluator loads the Inception on the trial's device; the process's shared
+    CPU copy (used by the statistics and the feature affinity) must stay on the CPU."""
+    from cat_models.metrics.feature_net import load_feature_net
+
+    path = tmp_path / "tiny_inception.pt"
+    torch.jit.script(_TinyInception()).save(str(path))
+    cpu = load_feature_net(path)
+    other = load_feature_net(path, device="meta")   # any non-CPU device; meta needs no GPU
+    assert other.device.type == "meta"
+    assert cpu.device.type == "cpu"
+    assert load_feature_net(path).layers is cpu.layers            # the CPU copy is shared
+    assert other.layers is not cpu.layers
+    assert other.identifier == cpu.identifier                     # same file, same numbers
+    x = torch.rand(2, 3, 8, 8) * 255
+    assert cpu(x).shape == (2, 4)
