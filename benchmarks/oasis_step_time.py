@@ -51,6 +51,8 @@ def bare_loop(cfg, items, classes: int, steps: int, device: torch.device) -> flo
         discriminator_loss(d, images, fake, labels, mask, cfg.lambda_labelmix)["d_total"].backward()
         opt_d.step()
         update_ema(ema, g, cfg.ema_decay)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
