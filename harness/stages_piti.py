@@ -24,7 +24,6 @@ from harness.config import Study, StudyError
 from harness.stages_common import CODE_VERSION, ref_key, set_threads
 from harness.stages_data import DatasetRef
 
-
 GENERIC_UNCOND_P = 1.0   # the generic model's pretraining: the empty mask, always
 
 
@@ -105,8 +104,8 @@ def stage_piti_source(study: Study, source: DatasetRef, runner: StageRunner,
 
 # role -> (stage, file and work-folder stem, what the log line says it pretrains)
 PRETRAINED = {"source": ("source-model", "source", "source model: pretraining PITI"),
-              "generic": ("generic-model", "generic", "generic model (from_glide's decoder): "
-                          "pretraining PITI with the empty mask only")}
+              "generic": ("generic-model", "generic", ("generic model (from_glide's decoder): "
+                                                        "pretraining PITI with the empty mask only"))}
 
 
 def _pretrained(study: Study, source: DatasetRef, runner: StageRunner,

@@ -187,8 +187,8 @@ def test_schema_takes_a_piti_block_and_derives_methods_from_its_recipes():
     ({"methods": [{"baseline": "training_free", "affinity": "random"}]},
      r"methods\.0\.baseline: 'training_free' trains nothing"),
     ({"piti": {"pretrain": {"lr_schedule": "step"}}},
-     r"piti.pretrain.lr_schedule: .*unknown learning-rate schedule 'step'; expected one of "
-     r"\['constant', 'cosine'\]"),
+     (r"piti.pretrain.lr_schedule: .*unknown learning-rate schedule 'step'; expected one of "
+      r"\['constant', 'cosine'\]")),
 ])
 def test_schema_refuses_mixed_families_and_unknown_recipe_options(changes, message):
     with pytest.raises(StudyError, match=message):
