@@ -194,14 +194,18 @@ class Bench:
 
         return self.score(training_free_generator(self.source, affinity))
 
-    def affinities(self, wanted: list[str], store: Path | None = None) -> dict[str, Any]:
+    def affinities(self, wanted: list[str], store: Path | None = None,
+                   ranking: list[str] | None = None) -> dict[str, Any]:
         """The harness's estimators and settings on this few-shot set; the combination's
-        tie-break ranks the base methods by training-free FID (paper §3.1). With `store`,
-        matrices are saved to / reloaded from `store/size<n>-seed<s>/` (the source model and
-        the set decide them; delete the folder after rebuilding the cache)."""
+        tie-break ranks the base methods by training-free FID (paper §3.1), or follows
+        `ranking` (best first) when given. With `store`, matrices are saved to / reloaded from
+        `store/size<n>-seed<s>[-rank-<ranking>]/` (the source model and the set decide them;
+        delete the folder after rebuilding the cache)."""
         from cat_models.affinity.matrix import AffinityMatrix
 
-        folder = store / f"size{self.size}-seed{self.seed}" if store else None
+        self.forced_ranking = self.ranking = ranking
+        suffix = "-rank-" + "-".join(ranking) if ranking else ""
+        folder = store / f"size{self.size}-seed{self.seed}{suffix}" if store else None
         names = [m for m in ("text", "segmentation", "features", *wanted) if m != "random"]
         if folder is not None and all((folder / f"{m}.npy").is_file() for m in names):
             return {m: AffinityMatrix.load(folder / f"{m}.npy") for m in names}
@@ -229,9 +233,10 @@ class Bench:
         combos = [m for m in wanted if m not in (*bases, "random")]
         if combos:
             self.base_scores = {m: self.training_free(out[m]) for m in bases}
-            ranking = sorted(bases, key=lambda m: self.base_scores[m]["fid"])
+            ranking = self.forced_ranking or sorted(bases,
+                                                    key=lambda m: self.base_scores[m]["fid"])
             inputs.matrices = {m: out[m] for m in bases}
-            inputs.fid_ranking = ranking
+            inputs.fid_ranking = self.ranking = ranking
             for method in combos:
                 out[method] = estimate_affinity(method, inputs, **(
                     {"fid_ranking": ranking} if method == "combination" else {}))

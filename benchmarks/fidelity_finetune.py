@@ -72,6 +72,8 @@ def main() -> int:
                    help="the source model pretrained for this many iterations (default: the "
                         "newest of the seed's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ranking", help="the combination's tie-break order, best first (e.g. "
+                   "segmentation,text,features); default: by training-free FID on the test set")
     p.add_argument("--variants", default="paper,fixed")
     p.add_argument("--affinities", default="combination,random")
     p.add_argument("--iterations", type=int, default=300)
@@ -105,7 +107,8 @@ def main() -> int:
     source, test, data, score = bench.source, bench.test, bench.train, bench.score
     wanted = args.affinities.split(",")
     mats = bench.affinities([w for w in wanted if w != "identity"],
-                            args.out.parent / "affinities" / args.target)
+                            args.out.parent / "affinities" / args.target,
+                            args.ranking.split(",") if args.ranking else None)
     if "identity" in wanted:   # the control: the source's own classes, A = I
         import numpy as np
         mats["identity"] = np.eye(source.num_classes, test.num_classes)
@@ -152,6 +155,7 @@ def main() -> int:
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "target": args.target, "source_seed": args.source_seed,
                    "source_iterations": bench.source_iterations,
+                   "ranking": getattr(bench, "ranking", None),
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
                    "real_tv": bench.real_tv, "real_tv_class": bench.real_tv_class,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}
