@@ -203,19 +203,19 @@ class Bench:
         delete the folder after rebuilding the cache)."""
         from cat_models.affinity.matrix import AffinityMatrix
 
-        self.forced_ranking = self.ranking = ranking
+        self.ranking = ranking   # the tie-break order used; None until estimated or forced
         suffix = "-rank-" + "-".join(ranking) if ranking else ""
         folder = store / f"size{self.size}-seed{self.seed}{suffix}" if store else None
         names = [m for m in ("text", "segmentation", "features", *wanted) if m != "random"]
         if folder is not None and all((folder / f"{m}.npy").is_file() for m in names):
             return {m: AffinityMatrix.load(folder / f"{m}.npy") for m in names}
-        out = self._estimate(wanted)
+        out = self._estimate(wanted, ranking)
         if folder is not None:
             for m, matrix in out.items():
                 matrix.save(folder / f"{m}.npy")
         return out
 
-    def _estimate(self, wanted: list[str]) -> dict[str, Any]:
+    def _estimate(self, wanted: list[str], ranking: list[str] | None) -> dict[str, Any]:
         from cat_models.affinity.registry import AffinityInputs, estimate_affinity
         from cat_models.segmenters import load_segmenter
 
@@ -233,8 +233,7 @@ class Bench:
         combos = [m for m in wanted if m not in (*bases, "random")]
         if combos:
             self.base_scores = {m: self.training_free(out[m]) for m in bases}
-            ranking = self.forced_ranking or sorted(bases,
-                                                    key=lambda m: self.base_scores[m]["fid"])
+            ranking = ranking or sorted(bases, key=lambda m: self.base_scores[m]["fid"])
             inputs.matrices = {m: out[m] for m in bases}
             inputs.fid_ranking = self.ranking = ranking
             for method in combos:

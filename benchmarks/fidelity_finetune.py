@@ -155,7 +155,7 @@ def main() -> int:
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "target": args.target, "source_seed": args.source_seed,
                    "source_iterations": bench.source_iterations,
-                   "ranking": getattr(bench, "ranking", None),
+                   "ranking": bench.ranking,
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
                    "real_tv": bench.real_tv, "real_tv_class": bench.real_tv_class,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}

@@ -98,18 +98,12 @@ def env() -> None:
 
 
 # ------------------------------------------------------------------------------ OASIS bits
-def oasis_run(cfg, items, classes: int, steps: int, device: str, seed: int = 0):
-    """`train_oasis` from scratch: (reports, state)."""
-    from cat_models.oasis import build_plan, train_oasis
+def oasis_run(cfg, items, classes: int, steps: int, device: str):
+    """`train_oasis` from scratch (seed 0): (reports, state)."""
+    from oasis_step_time import train_scratch
 
-    class Items(list):
-        num_classes = classes
-
-    torch.manual_seed(seed)
-    plan = build_plan("scratch", None, None, classes, cfg=cfg)
     reports: list[dict] = []
-    state = train_oasis(plan, Items(items), cfg, steps, device=device, seed=seed,
-                        on_report=reports.append, report_every=1)
+    state = train_scratch(cfg, items, classes, steps, device, reports.append)
     return reports, state
 
 
@@ -271,9 +265,9 @@ def standin_inception(path: Path) -> None:
     import torchvision
 
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
-    pool = torch.nn.MaxPool2d(3, 2)
     layers = torch.nn.Sequential(
-        net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, pool, net.Conv2d_3b_1x1,
+        net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, torch.nn.MaxPool2d(3, 2),
+        net.Conv2d_3b_1x1,
         net.Conv2d_4a_3x3, torch.nn.MaxPool2d(3, 2), net.Mixed_5b, net.Mixed_5c, net.Mixed_5d,
         net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e, net.Mixed_7a,
         net.Mixed_7b, net.Mixed_7c, torch.nn.AdaptiveAvgPool2d(1))
@@ -301,15 +295,9 @@ def standin_inception(path: Path) -> None:
 
 def rebase(art, root: Path):
     """`benchmarks/gpu_prepare.py`'s relative paths made absolute under `root`."""
-    def ab(path: str) -> str:
-        return path if not path or Path(path).is_absolute() else str(root / path)
+    from gpu_prepare import map_paths
 
-    return dataclasses.replace(
-        art,
-        source_ref=dataclasses.replace(art.source_ref, root=ab(art.source_ref.root)),
-        target_ref=dataclasses.replace(art.target_ref, root=ab(art.target_ref.root)),
-        source_checkpoint=ab(art.source_checkpoint), eval_segmenter=ab(art.eval_segmenter),
-        affinities={k: ab(v) for k, v in art.affinities.items()})
+    return map_paths(art, lambda p: p if not p or Path(p).is_absolute() else str(root / p))
 
 
 def trial(carry: Path) -> None:

@@ -26,20 +26,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def map_paths(art, fn):
+    """`art` with `fn` applied to every path it holds (the datasets' roots, the checkpoints,
+    the statistics folder, the affinity files)."""
+    return dataclasses.replace(
+        art,
+        source_ref=dataclasses.replace(art.source_ref, root=fn(art.source_ref.root)),
+        target_ref=dataclasses.replace(art.target_ref, root=fn(art.target_ref.root)),
+        source_checkpoint=fn(art.source_checkpoint), eval_segmenter=fn(art.eval_segmenter),
+        stats_cache=fn(art.stats_cache),
+        affinities={k: fn(v) for k, v in art.affinities.items()})
+
+
 def relative(art, cache: Path):
-    """`art` with every path under `cache` made relative to it (see `gpu_check.rebase`)."""
+    """`art` with every path under `cache` made relative to it (`gpu_check.rebase` undoes it)."""
     def rel(path: str) -> str:
         p = Path(path).resolve()
         return str(p.relative_to(cache)) if p.is_relative_to(cache) else path
 
-    return dataclasses.replace(
-        art,
-        source_ref=dataclasses.replace(art.source_ref, root=rel(art.source_ref.root)),
-        target_ref=dataclasses.replace(art.target_ref, root=rel(art.target_ref.root)),
-        source_checkpoint=rel(art.source_checkpoint),
-        eval_segmenter=rel(art.eval_segmenter),
-        stats_cache=rel(art.stats_cache),
-        affinities={k: rel(v) for k, v in art.affinities.items()})
+    return map_paths(art, rel)
 
 
 def main() -> int:

@@ -57,8 +57,18 @@ def bare_loop(cfg, items, classes: int, steps: int, device: torch.device) -> flo
     return sorted(times)[len(times) // 2]
 
 
-def our_loop(cfg, items, classes: int, steps: int, device: torch.device) -> float:
+def train_scratch(cfg, items, classes: int, steps: int, device, on_report, seed: int = 0):
+    """`train_oasis` of a freshly initialised (seeded) model, reporting every step."""
+    class Items(list):
+        num_classes = classes
+
+    torch.manual_seed(seed)
     plan = build_plan("scratch", None, None, classes, cfg=cfg)
+    return train_oasis(plan, Items(items), cfg, steps, seed=seed, device=device,
+                       on_report=on_report, report_every=1)
+
+
+def our_loop(cfg, items, classes: int, steps: int, device: torch.device) -> float:
     times: list[float] = []
     last = [time.perf_counter()]
 
@@ -67,11 +77,7 @@ def our_loop(cfg, items, classes: int, steps: int, device: torch.device) -> floa
         times.append(now - last[0])
         last[0] = now
 
-    class Items(list):
-        num_classes = classes
-
-    train_oasis(plan, Items(items), cfg, steps, device=device, on_report=on_report,
-                report_every=1)
+    train_scratch(cfg, items, classes, steps, device, on_report)
     return sorted(times)[len(times) // 2]
 
 
