@@ -5,8 +5,9 @@
   worker group, process group, storage set-up) for nothing a single worker needs; both paths call the same `run_trial` with the same seeds, so they give
   the same numbers (tests/harness/test_trials.py checks it).
 * `workers_per_trial > 1`: the trainable is a small driver (`tune_driver`) that launches a Ray
-  Train V2 `TorchTrainer` with that many DDP workers (gloo on CPU, nccl on GPU) and forwards
-  their reports to Tune with `TuneReportCallback`.
+  Train V2 `TorchTrainer` with that many DDP workers (`ddp_backend`: nccl with a whole GPU per
+  worker, gloo on CPU or on shared GPUs) and forwards their reports to Tune with
+  `TuneReportCallback`.
 
 Checkpoints ride on the evaluation reports (every `checkpoint_every` iterations); a failed trial
 is retried from its last checkpoint (`resources.max_failures`), and `--resume` restores the whole
@@ -42,6 +43,15 @@ def _device(gpus: float) -> str:
     import torch
 
     return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def ddp_backend(gpus_per_worker: float) -> str:
+    """The process-group backend of a multi-worker trial: nccl when every worker holds a whole
+    GPU; gloo on CPU, and on a fraction of a GPU, where Ray may place two ranks of the group on
+    one device and NCCL refuses them ("Duplicate GPU detected"). Gloo all-reduces CUDA tensors
+    too (through host memory): measured on one H200, a 2-rank gloo step on CUDA gives one
+    process's gradients to 1.2e-5 with TF32 off."""
+    return "nccl" if gpus_per_worker >= 1 else "gloo"
 
 
 def _restore_dir(checkpoint: Any, scratch: str) -> str | None:
@@ -161,7 +171,7 @@ def tune_driver(params: dict[str, Any], artifacts: Artifacts, storage: str) -> N
         train_worker,
         train_loop_config={"params": params, "artifacts": artifacts,
                            "trial_dir": ctx.get_trial_dir()},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=ddp_backend(res.gpus_per_worker)),
         scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
                                      resources_per_worker=resources),
         # The same name on a retry makes Ray Train resume from the run's last checkpoint.

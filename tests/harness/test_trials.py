@@ -131,3 +131,11 @@ def test_two_worker_ddp_trial_reports_rank0_metrics(in_process, cluster, tiny_ar
     single = in_process[0]
     assert rows[0]["fid"] == pytest.approx(single[0]["fid"], rel=0.01)
     print(f"\n[timing] 2-worker DDP trial: {seconds:.1f}s")
+
+
+@pytest.mark.parametrize("gpus, backend", [(0, "gloo"), (0.125, "gloo"), (0.5, "gloo"),
+                                           (1, "nccl"), (2, "nccl")])
+def test_ddp_backend_is_nccl_only_with_a_whole_gpu_per_worker(gpus, backend):
+    # two ranks of one group on a shared GPU are refused by NCCL ("Duplicate GPU detected",
+    # seen on a one-GPU machine); gloo carries CUDA tensors there
+    assert trials.ddp_backend(gpus) == backend
