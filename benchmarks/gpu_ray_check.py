@@ -1,0 +1,222 @@
+"""The Ray layer on a GPU machine: the harness's Tune trials and its Ray Train DDP trial on CUDA.
+
+    python benchmarks/gpu_ray_check.py --out DIR [--carry .devcarry] [--sections a,b,...]
+        [--device cpu --quick]
+
+`benchmarks/gpu_check.py` runs `run_trial` on CUDA directly; this script runs the same trial
+the way a study does, through `harness.trials.run_trials` (Ray Tune, and Ray Train for
+`workers_per_trial > 1`) on a local Ray that sees the machine's GPU. It needs the folder that
+`benchmarks/gpu_prepare.py` writes (`--carry`) and the same stand-in Inception as
+`gpu_check.py` (FID / KID time the evaluation but are not comparable with other numbers; mIoU
+uses the study's own segmenter and is). Rows go to `DIR/gpu_check.jsonl`. Sections:
+
+* `single`: the main job's CAT trial (size 50, seed 0, fp32) called directly (`run_trial` in
+  this process, the "bare" run) and then as a one-trial Tune experiment with
+  `gpus_per_worker: 1`: the same reports expected, and the Tune trial's fixed cost.
+* `ddp`: the same trial with `workers_per_trial: 2, gpus_per_worker: 0.5`, i.e. a Ray Train
+  `TorchTrainer` of two DDP workers sharing the one GPU (`harness.trials.ddp_backend` picks
+  gloo there: NCCL refuses two ranks on one device).
+* `packed`: the main job's whole grid with `gpus_per_worker: 0.125, cpus_per_worker: 2`
+  (8 trials at once on a 16-core, one-GPU machine): the trial phase's wall time, trials per
+  hour, and the per-trial fixed cost (`benchmarks/trial_fixed_cost.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gpu_check
+import torch
+
+QUICK = False
+GPU = 1.0          # gpus_per_worker of a whole-GPU trial (0 for the CPU rehearsal)
+CPUS = 2           # cpus_per_worker (1 for the rehearsal on a 2-core machine)
+
+
+def emit(section: str, **row: Any) -> None:
+    gpu_check.emit(section, **row)
+
+
+def shrink(study):
+    """The study, tiny for `--quick` (a rehearsal on CPU), unchanged otherwise; fp32 always
+    (bf16 autocast is slower at the embedded widths, measured by `gpu_check.py`)."""
+    training = {"amp": False}
+    update: dict[str, Any] = {}
+    if QUICK:
+        training |= {"iterations": 4, "eval_every": 2, "stage1_iterations": 2,
+                     "checkpoint_every": 2}
+        update["evaluation"] = study.evaluation.model_copy(update={"n_samples": 8})
+    update["training"] = study.training.model_copy(update=training)
+    return study.model_copy(update=update)
+
+
+def with_resources(study, name: str, **resources):
+    return study.model_copy(update={
+        "name": name, "resources": study.resources.model_copy(update=resources)})
+
+
+def one_trial(study):
+    return study.model_copy(update={"methods": study.methods[:1], "target_sizes": [50],
+                                    "seeds": [0]})
+
+
+def prepare(carry: Path):
+    """Artifacts from `--carry` with the stand-in Inception, and its real statistics computed
+    once here (as the harness's real-statistics stage does before any trial starts)."""
+    from cat_models.metrics.evaluator import Evaluator
+    from cat_models.segmenters import load_segmenter
+    from harness.stages_common import eval_sample_count, floor_split
+
+    with open(carry / "artifacts.pkl", "rb") as f:
+        art = gpu_check.rebase(pickle.load(f), carry.resolve())
+    work = Path(tempfile.mkdtemp(prefix="gpu-ray-"))
+    net = work / "standin_inception.pt"
+    gpu_check.standin_inception(net)
+    art = dataclasses.replace(art, feature_net=str(net), stats_cache=str(work / "stats"),
+                              study=shrink(art.study))
+    test = art.target_ref.open("val")
+    start = time.perf_counter()
+    Evaluator(test, test, load_segmenter(art.eval_segmenter), feature_net=art.feature_net,
+              n_samples=eval_sample_count(art.study, len(test)), cache_dir=art.stats_cache,
+              seed=0, floor_dataset=floor_split(art.target_ref))
+    emit("prepare", statistics_s=round(time.perf_counter() - start, 1),
+         methods=[m.label for m in art.study.methods], sizes=art.study.target_sizes,
+         seeds=art.study.seeds, iterations=art.study.training.iterations)
+    return art, work
+
+
+def tune_rows(grid) -> list[dict[str, Any]]:
+    from harness import trial_failures as failures
+
+    rows = []
+    for result in grid:
+        m = result.metrics or {}
+        rows.append({"trial": Path(result.path).name, "method": m.get("method"),
+                     "target_size": m.get("target_size"), "iteration": m.get("iteration"),
+                     "final_miou": m.get("final_miou"), "time_total_s": m.get("time_total_s"),
+                     "loop_s": m.get("wall_time_s"), "failure": failures.failure_of(result)})
+    return rows
+
+
+def run_study(study, art, out: Path) -> tuple[float, list[dict[str, Any]]]:
+    import ray
+
+    from harness.pipeline import check_fits
+    from harness.trials import run_trials
+
+    check_fits(study, ray.cluster_resources(), study.name)    # as the harness does first
+    start = time.perf_counter()
+    grid = run_trials(study, dataclasses.replace(art, study=study), out / study.name,
+                      ray.cluster_resources(), False, lambda line: print(line, flush=True))
+    return time.perf_counter() - start, tune_rows(grid)
+
+
+def single(art, work: Path) -> None:
+    from harness.trial import run_trial
+
+    study = one_trial(art.study)
+    params = {"method": study.methods[0].label, "target_size": 50, "seed": 0}
+    reports: list[dict] = []
+    start = time.perf_counter()
+    last = run_trial(params, dataclasses.replace(art, study=study),
+                     lambda m, c: reports.append(dict(m)), trial_dir=str(work / "bare"),
+                     device=gpu_check.DEVICE)
+    bare = time.perf_counter() - start
+    emit("single", run="bare", wall_s=round(bare, 2), loop_s=last["wall_time_s"],
+         miou=[r.get("miou") for r in reports], fid=[r.get("fid") for r in reports])
+    wall, rows = run_study(with_resources(study, "ray_single", gpus_per_worker=GPU,
+                                          cpus_per_worker=CPUS), art, work)
+    emit("single", run="tune", wall_s=round(wall, 2), trials=rows,
+         fixed_cost_s=round(wall - (rows[0]["loop_s"] or 0), 2),
+         miou_equal_to_bare=rows[0]["final_miou"] == last.get("final_miou"),
+         bare_final_miou=last.get("final_miou"))
+
+
+def ddp(art, work: Path) -> None:
+    from harness.trials import ddp_backend
+
+    study = with_resources(one_trial(art.study), "ray_ddp", workers_per_trial=2,
+                           cpus_per_worker=CPUS, gpus_per_worker=GPU / 2)
+    wall, rows = run_study(study, art, work)
+    emit("ddp", backend=ddp_backend(GPU / 2), wall_s=round(wall, 2), trials=rows)
+
+
+def packed(art, work: Path) -> None:
+    study = with_resources(art.study, "ray_packed", gpus_per_worker=GPU / 8,
+                           cpus_per_worker=CPUS, max_concurrent_trials=None)
+    wall, rows = run_study(study, art, work / "packed")
+    done = [r for r in rows if not r["failure"]]
+    emit("packed", wall_s=round(wall, 2), trials=len(rows), finished=len(done),
+         trials_per_hour=round(len(done) / wall * 3600, 1), rows=rows)
+    cost = subprocess.run([sys.executable, str(REPO / "benchmarks" / "trial_fixed_cost.py"),
+                           str(work / "packed"), "--concurrency",
+                           str(int(os.cpu_count() // CPUS))],
+                          capture_output=True, text=True, check=False)
+    emit("packed_fixed_cost", output=(cost.stdout + cost.stderr)[-4000:])
+
+
+SECTIONS = {"single": single, "ddp": ddp, "packed": packed}
+
+
+def main() -> int:
+    global QUICK, GPU, CPUS
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--carry", default=str(REPO / ".devcarry"))
+    p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (a rehearsal on CPU)")
+    args = p.parse_args()
+    QUICK, gpu_check.DEVICE = args.quick, args.device
+    GPU = 1.0 if args.device == "cuda" else 0.0
+    CPUS = 1 if QUICK else 2
+    gpu_check.OUT = Path(args.out)
+    gpu_check.OUT.mkdir(parents=True, exist_ok=True)
+    import ray
+
+    emit("env", ray=ray.__version__, torch=torch.__version__, cpus=os.cpu_count(),
+         gpus=torch.cuda.device_count(), python=sys.version.split()[0])
+    art, work = prepare(Path(args.carry))
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    start = time.perf_counter()
+    # the rehearsal declares 4 logical CPUs so that a 2-worker trial fits on 2 cores
+    ray.init(num_cpus=max(os.cpu_count(), 4 if QUICK else 1), num_gpus=torch.cuda.device_count(),
+             include_dashboard=False, log_to_driver=True,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_TRAIN_V2_ENABLED": "1"}})
+    emit("timing", of="ray_init", seconds=round(time.perf_counter() - start, 1))
+    failed = 0
+    try:
+        for name in args.sections.split(","):
+            start = time.perf_counter()
+            try:
+                SECTIONS[name](art, work)
+            except Exception:  # noqa: BLE001 - record it, run the next section
+                failed += 1
+                emit(name, error=traceback.format_exc()[-3000:])
+            emit("timing", of=name, seconds=round(time.perf_counter() - start, 1))
+    finally:
+        ray.shutdown()
+    print(json.dumps({"failed_sections": failed}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
