@@ -94,20 +94,30 @@ def write_resolved(study: Study, out: Path, axes: list[str], source_file: str) -
     (out / "study.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
-def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
-    import ray
-
+def worker_env() -> dict[str, str]:
+    """The environment of every Ray worker the harness starts (its `runtime_env`)."""
     from harness import faults
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # Workers find our packages through the repo root on PYTHONPATH (a plain local install
     # makes this a no-op); runtime_env keeps cluster workers' environment the same.
     repo = str(Path(__file__).resolve().parents[1])
-    env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-                        "RAY_TRAIN_V2_ENABLED": "1", **progress_env(),
-                        **{k: os.environ[k] for k in faults.ENV_VARS if k in os.environ}}}
+    return {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+            "RAY_TRAIN_V2_ENABLED": "1", **progress_env(),
+            # one malloc arena: a reused trial process (Tune runs each trial in a new thread)
+            # otherwise keeps ~100 MB per finished trial in the old threads' arenas
+            # (measured: +100-130 MB per trial, +20 MB with this)
+            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1"),
+            **{k: os.environ[k] for k in faults.ENV_VARS if k in os.environ}}
+
+
+def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
+    import ray
+
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    env = {"env_vars": worker_env()}
     if address:
         # A `ray start --head` on this machine turns token authentication on as soon as
         # ~/.ray/auth_token exists; a driver given an address must then present the token.

@@ -134,10 +134,10 @@ def cluster():
     """A local 2-CPU Ray for one test module (Ray Train V2, offline, this checkout importable)."""
     import ray
 
-    repo = Path(__file__).resolve().parents[2]
+    from harness.pipeline import worker_env
+
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "HF_HUB_OFFLINE": "1",
-                                       "PYTHONPATH": str(repo)}})
+             runtime_env={"env_vars": {**worker_env(), "HF_HUB_OFFLINE": "1"}})
     yield ray.cluster_resources()
     ray.shutdown()
