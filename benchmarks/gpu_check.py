@@ -397,14 +397,21 @@ SECTIONS = {"env": env, "cuda_vs_cpu": cuda_vs_cpu, "ddp": ddp, "oasis_step": oa
             "trial": None, "piti_step": piti_step, "piti_sampling": piti_sampling}
 
 
-def main() -> int:
-    global OUT, DEVICE, QUICK, TRIAL_AMPS, TRIAL_THREADS
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def device_script_args(description: str, sections: dict) -> argparse.ArgumentParser:
+    """The arguments every GPU-machine script here takes: --out, --carry, --sections,
+    --device, --quick."""
+    p = argparse.ArgumentParser(description=description.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--carry", default=str(REPO / ".devcarry"))
-    p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--sections", default=",".join(sections))
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="tiny sizes (a rehearsal on CPU)")
+    return p
+
+
+def main() -> int:
+    global OUT, DEVICE, QUICK, TRIAL_AMPS, TRIAL_THREADS
+    p = device_script_args(__doc__, SECTIONS)
     p.add_argument("--tf32", choices=("default", "off"), default="default")
     p.add_argument("--trial-amps", default="on,off,on", help="one trial per entry")
     p.add_argument("--trial-threads", type=int, default=None)

@@ -23,7 +23,6 @@ uses the study's own segmenter and is). Rows go to `DIR/gpu_check.jsonl`. Sectio
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -178,13 +177,7 @@ SECTIONS = {"single": single, "ddp": ddp, "packed": packed}
 
 def main() -> int:
     global QUICK, GPU, CPUS
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--carry", default=str(REPO / ".devcarry"))
-    p.add_argument("--sections", default=",".join(SECTIONS))
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (a rehearsal on CPU)")
-    args = p.parse_args()
+    args = gpu_check.device_script_args(__doc__, SECTIONS).parse_args()
     QUICK, gpu_check.DEVICE = args.quick, args.device
     GPU = 1.0 if args.device == "cuda" else 0.0
     CPUS = 1 if QUICK else 2
