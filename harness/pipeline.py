@@ -114,7 +114,6 @@ def worker_env() -> dict[str, str]:
 def init_ray(address: str | None, log_dir: Path) -> dict[str, float]:
     import ray
 
-
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     env = {"env_vars": worker_env()}
