@@ -300,15 +300,21 @@ def rebase(art, root: Path):
     return map_paths(art, lambda p: p if not p or Path(p).is_absolute() else str(root / p))
 
 
+def carried_artifacts(carry: Path, prefix: str):
+    """(Artifacts, work folder): `gpu_prepare.py`'s pickled Artifacts with their paths under
+    `carry`, the stand-in Inception as FID network and a fresh statistics folder."""
+    with open(carry / "artifacts.pkl", "rb") as f:
+        art = rebase(pickle.load(f), carry.resolve())
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    net = work / "standin_inception.pt"
+    standin_inception(net)
+    return dataclasses.replace(art, feature_net=str(net), stats_cache=str(work / "stats")), work
+
+
 def trial(carry: Path) -> None:
     from harness.trial import run_trial
 
-    with open(carry / "artifacts.pkl", "rb") as f:
-        art = rebase(pickle.load(f), carry.resolve())
-    work = Path(tempfile.mkdtemp(prefix="gpu-trial-"))
-    net = work / "standin_inception.pt"
-    standin_inception(net)
-    art = dataclasses.replace(art, feature_net=str(net), stats_cache=str(work / "stats"))
+    art, work = carried_artifacts(carry, "gpu-trial-")
     params = {"method": art.study.methods[0].label, "target_size": 50, "seed": 0}
     if QUICK:
         art = dataclasses.replace(art, study=art.study.model_copy(update={

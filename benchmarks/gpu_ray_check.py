@@ -26,10 +26,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -50,8 +48,7 @@ GPU = 1.0          # gpus_per_worker of a whole-GPU trial (0 for the CPU rehears
 CPUS = 2           # cpus_per_worker (1 for the rehearsal on a 2-core machine)
 
 
-def emit(section: str, **row: Any) -> None:
-    gpu_check.emit(section, **row)
+emit = gpu_check.emit     # rows to OUT/gpu_check.jsonl (`main` sets gpu_check.OUT)
 
 
 def shrink(study):
@@ -84,13 +81,8 @@ def prepare(carry: Path):
     from cat_models.segmenters import load_segmenter
     from harness.stages_common import eval_sample_count, floor_split
 
-    with open(carry / "artifacts.pkl", "rb") as f:
-        art = gpu_check.rebase(pickle.load(f), carry.resolve())
-    work = Path(tempfile.mkdtemp(prefix="gpu-ray-"))
-    net = work / "standin_inception.pt"
-    gpu_check.standin_inception(net)
-    art = dataclasses.replace(art, feature_net=str(net), stats_cache=str(work / "stats"),
-                              study=shrink(art.study))
+    art, work = gpu_check.carried_artifacts(carry, "gpu-ray-")
+    art = dataclasses.replace(art, study=shrink(art.study))
     test = art.target_ref.open("val")
     start = time.perf_counter()
     Evaluator(test, test, load_segmenter(art.eval_segmenter), feature_net=art.feature_net,
@@ -188,12 +180,13 @@ def main() -> int:
     emit("env", ray=ray.__version__, torch=torch.__version__, cpus=os.cpu_count(),
          gpus=torch.cuda.device_count(), python=sys.version.split()[0])
     art, work = prepare(Path(args.carry))
-    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    from harness.pipeline import worker_env
+
     start = time.perf_counter()
     # the rehearsal declares 4 logical CPUs so that a 2-worker trial fits on 2 cores
     ray.init(num_cpus=max(os.cpu_count(), 4 if QUICK else 1), num_gpus=torch.cuda.device_count(),
              include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_TRAIN_V2_ENABLED": "1"}})
+             runtime_env={"env_vars": worker_env()})   # the workers' env of harness.run
     emit("timing", of="ray_init", seconds=round(time.perf_counter() - start, 1))
     failed = 0
     try:
