@@ -11,7 +11,7 @@ the way a study does, through `harness.trials.run_trials` (Ray Tune, and Ray Tra
 uses the study's own segmenter and is). Rows go to `DIR/gpu_check.jsonl`. Sections:
 
 * `single`: the main job's CAT trial (size 50, seed 0, fp32) called directly (`run_trial` in
-  this process, the "bare" run) and then as a one-trial Tune experiment with
+  this process with the Tune trial's `cpus_per_worker` torch threads, the "bare" run) and then as a one-trial Tune experiment with
   `gpus_per_worker: 1`: the same reports expected, and the Tune trial's fixed cost.
 * `ddp`: the same trial with `workers_per_trial: 2, gpus_per_worker: 0.5`, i.e. a Ray Train
   `TorchTrainer` of two DDP workers sharing the one GPU (`harness.trials.ddp_backend` picks
@@ -120,20 +120,26 @@ def run_study(study, art, out: Path) -> tuple[float, list[dict[str, Any]]]:
     return time.perf_counter() - start, tune_rows(grid)
 
 
+RUNS = {"single": 0}   # a repeated section gets a study of its own (a finished one is reused)
+
+
 def single(art, work: Path) -> None:
     from harness.trial import run_trial
 
+    RUNS["single"] += 1
     study = one_trial(art.study)
     params = {"method": study.methods[0].label, "target_size": 50, "seed": 0}
     reports: list[dict] = []
     start = time.perf_counter()
     last = run_trial(params, dataclasses.replace(art, study=study),
-                     lambda m, c: reports.append(dict(m)), trial_dir=str(work / "bare"),
-                     device=gpu_check.DEVICE)
+                     lambda m, c: reports.append(dict(m)),
+                     trial_dir=str(work / f"bare{RUNS['single']}"), device=gpu_check.DEVICE,
+                     threads=CPUS)   # the Tune trial's torch threads (cpus_per_worker)
     bare = time.perf_counter() - start
     emit("single", run="bare", wall_s=round(bare, 2), loop_s=last["wall_time_s"],
          miou=[r.get("miou") for r in reports], fid=[r.get("fid") for r in reports])
-    wall, rows = run_study(with_resources(study, "ray_single", gpus_per_worker=GPU,
+    wall, rows = run_study(with_resources(study, f"ray_single{RUNS['single']}",
+                                          gpus_per_worker=GPU,
                                           cpus_per_worker=CPUS), art, work)
     emit("single", run="tune", wall_s=round(wall, 2), trials=rows,
          fixed_cost_s=round(wall - (rows[0]["loop_s"] or 0), 2),
