@@ -12,19 +12,13 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# The suite runs on two pytest-xdist workers (`-n auto --dist loadgroup`, pyproject.toml).
-# Tests that start Ray (a local cluster, or `python -m harness.run` processes that start one)
-# stay together on one worker, one after another: two local clusters at once would each plan
-# with every CPU, and a run's clean-up of stale Ray processes must never meet another test's.
-RAY_MODULES = ("test_cluster", "test_end_to_end", "test_faults", "test_piti_trials",
-               "test_run_cli", "test_source_seeds", "test_trials")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        uses_ray = "cluster" in getattr(item, "fixturenames", ())   # tests/harness/conftest.py
-        if uses_ray or (item.path.parent.name == "harness" and item.path.stem in RAY_MODULES):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+# The suite runs on two pytest-xdist workers (`-n auto`, pyproject.toml), and tests that start
+# Ray run on both: each starts its own local Ray (a `cluster` fixture, or a `python -m
+# harness.run` process), so two can run at once on the two cores. That is safe because a run
+# only ever stops the Ray processes of drivers that are gone (`harness.ray_session`), never
+# those of another live run. (Until 2026-12-04 this file marked those tests for one xdist
+# group, meaning to run them one after another; the mark was added after xdist had read the
+# groups, so it never took effect, and every CI run since 2026-12-02 ran them concurrently.)
 
 
 @pytest.fixture(scope="session")

@@ -306,8 +306,6 @@ def _ray_processes_of(record: Path) -> list[int]:
     return [int(p) for p, t in rec["processes"].items() if t and start_time(int(p)) == t]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
 def _reported(row: dict) -> dict:
     """A result row without the fields Tune fills in itself (times, pid, iteration count)."""
     from ray.tune.result import AUTO_RESULT_KEYS
@@ -315,6 +313,8 @@ def _reported(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in AUTO_RESULT_KEYS}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_driver_killed_then_ctrl_c_then_resume_finishes_as_an_uninterrupted_run(
         driver_study, reference_run, tmp_path):
     """One study, three runs (a chain, so that each fault costs one driver start): the driver
