@@ -155,7 +155,8 @@ def main() -> int:
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "target": args.target, "source_seed": args.source_seed,
                    "source_iterations": bench.source_iterations,
-                   "ranking": bench.ranking,
+                   "ranking": bench.ranking, "freeze_d": args.freeze_d,
+                   "stage1_iterations": args.stage1,
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
                    "real_tv": bench.real_tv, "real_tv_class": bench.real_tv_class,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}
@@ -186,7 +187,8 @@ def plot(path: Path, out: Path | None, select: str | None = None,
         series, hlines = [], []
         for i, row in enumerate(rows):
             curve = [c for c in row["curve"] if c["iteration"] >= 0]
-            label = f"{row['variant']} / {row['affinity']} (n={row['size']}, seed {row['seed']})"
+            label = f"{row['variant']} / {row['affinity']} (n={row['size']}, seed {row['seed']}"
+            label += f", FreezeD {row['freeze_d']})" if "freeze_d" in row else ")"
             series.append({"label": label, "colour": i, "x": [c["iteration"] for c in curve],
                            "y": [c[key] for c in curve]})
             hlines.append({"y": row["curve"][0][key], "colour": i})
