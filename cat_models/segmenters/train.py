@@ -91,8 +91,8 @@ def train_small_segmenter(
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
-        if progress:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if progress:  # refresh=False: a forced redraw each step would ignore mininterval
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
     model.eval()
     model.train_info = {
         "iterations": iterations, "batch_size": batch_size, "lr": lr, "seed": seed,

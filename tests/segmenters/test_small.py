@@ -134,3 +134,28 @@ def test_training_rejects_empty_or_bad_arguments(stripes):
         train_small_segmenter([], iterations=1)
     with pytest.raises(SegmenterError, match="iterations"):
         train_small_segmenter(stripes, iterations=0)
+
+
+def test_training_progress_keeps_to_the_bar_interval_in_a_log():
+    """In a log (no terminal) the bar writes one line per TQDM_MININTERVAL; the loss shown
+    beside it must not force a redraw on every step (it once wrote one per iteration)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from conftest import StripesDataset\n"
+        "from cat_models.segmenters import SmallSegmenterConfig, train_small_segmenter\n"
+        "train_small_segmenter(StripesDataset(8), iterations=60, batch_size=2, progress=True,\n"
+        "    config=SmallSegmenterConfig(num_classes=2, widths=(4, 4, 4, 4)))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    env.update(TQDM_MININTERVAL="30", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    redraws = [part for part in proc.stderr.replace("\r", "\n").split("\n")
+               if "train segmenter" in part]
+    assert redraws, proc.stderr
+    assert len(redraws) <= 3, f"{len(redraws)} redraws for 60 iterations"
+    assert "60/60" in redraws[-1] and "loss=" in redraws[-1]
