@@ -49,9 +49,14 @@ def palette(num_classes: int) -> torch.Tensor:
     return colours
 
 
+def grid_rows(with_real: bool) -> list[str]:
+    """The captions of a `sample_grid`'s rows, top to bottom."""
+    return ["label map", *(["real"] if with_real else []), "generated"]
+
+
 def sample_grid(labels: torch.Tensor, real: torch.Tensor | None, fake: torch.Tensor,
                 num_classes: int) -> np.ndarray:
-    """uint8 [H', W', 3]: one column per example; rows label map | real (if given) | generated."""
+    """uint8 [H', W', 3]: one column per example; rows as `grid_rows(real is not None)`."""
     colour = palette(num_classes)[labels.clamp(0, num_classes)].permute(0, 3, 1, 2)
     rows = [colour]
     if real is not None:
@@ -68,12 +73,19 @@ def sample_grid(labels: torch.Tensor, real: torch.Tensor | None, fake: torch.Ten
     return canvas.permute(1, 2, 0).numpy()
 
 
-def save_grid(path: Path, grid: np.ndarray, scale: int = 2) -> None:
+def save_grid(path: Path, grid: np.ndarray, scale: int = 2, rows: list[str] | None = None) -> None:
+    """Save a grid as PNG, scaled up; `rows` (its row captions) go into the PNG's text chunk
+    `rows`, "|"-separated, where the report's composite reads them."""
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(grid)
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path)
+    info = PngInfo()
+    if rows:
+        info.add_text("rows", "|".join(rows))
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(
+        path, pnginfo=info)
 
 
 @dataclass(frozen=True)
@@ -273,9 +285,10 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
         if samples is not None:
             fake = fam.sample(ema, grid_labels, seed, trial)
             grid = sample_grid(grid_labels, grid_real, fake, test.num_classes)
-            save_grid(samples / f"iter_{step:06d}.png", grid)
+            rows = grid_rows(grid_real is not None)
+            save_grid(samples / f"iter_{step:06d}.png", grid, rows=rows)
             if step == iterations:
-                save_grid(samples / "final.png", grid)
+                save_grid(samples / "final.png", grid, rows=rows)
         return {**{k: float(m[k]) for k in EVAL_KEYS if k in m},
                 "fid_feature_net": m["feature_net"], "miou_segmenter": m["segmenter"]}
 

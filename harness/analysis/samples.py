@@ -47,17 +47,32 @@ def representative_samples(final: pd.DataFrame, root: Path, by: str = "method",
 
 
 def compose_labelled(images: dict[Any, Path], out: Path, band: int = 150) -> Path:
-    """Stack the grids vertically with the method name in a left band (PIL, no fonts needed)."""
+    """Stack the grids vertically with the method name in a left band (PIL, no fonts needed).
+
+    A grid that names its rows (the PNG text chunk `rows`, written by the trial) gets the
+    method name at its top and each row's caption ("label map", "real", "generated") beside
+    that row; otherwise the name is centred beside the grid.
+    """
     from PIL import Image, ImageDraw
 
-    opened = [(str(label), Image.open(p).convert("RGB")) for label, p in images.items()]
-    width = band + max(im.width for _, im in opened)
-    canvas = Image.new("RGB", (width, sum(im.height + 4 for _, im in opened)), "white")
+    opened = []
+    for label, p in images.items():
+        with Image.open(p) as im:
+            rows = [r for r in str(im.info.get("rows", "")).split("|") if r]
+            opened.append((str(label), rows, im.convert("RGB")))
+    width = band + max(im.width for _, _, im in opened)
+    canvas = Image.new("RGB", (width, sum(im.height + 4 for _, _, im in opened)), "white")
     draw = ImageDraw.Draw(canvas)
     y = 0
-    for label, im in opened:
+    for label, rows, im in opened:
         canvas.paste(im, (band, y))
-        draw.text((6, y + im.height // 2 - 6), label[:24], fill="black")
+        if rows:
+            draw.text((6, y + 2), label[:24], fill="black")
+            step = im.height / len(rows)
+            for k, row in enumerate(rows):
+                draw.text((16, y + int((k + 0.5) * step) - 2), row[:22], fill=(90, 90, 90))
+        else:
+            draw.text((6, y + im.height // 2 - 6), label[:24], fill="black")
         y += im.height + 4
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image
 
 from harness.analysis import load_study
@@ -36,3 +37,24 @@ def test_composite_stacks_grids_under_a_label_band(study_dir, tmp_path):
     # the second grid (cat-random, green shade 100) sits right of the band in the 2nd slot
     assert image.getpixel((60, 36 + 10)) == (0, 100, 0)
     assert image.getpixel((60, 10)) == (0, 40, 0)
+
+
+def test_composite_captions_each_row_of_a_grid_that_names_its_rows(tmp_path):
+    from harness.trial import grid_rows, save_grid
+
+    grid = np.full((3 * 20, 40, 3), 200, dtype=np.uint8)
+    save_grid(tmp_path / "named.png", grid, scale=2, rows=grid_rows(with_real=True))
+    save_grid(tmp_path / "plain.png", grid, scale=2)
+    band = 120
+    named = np.asarray(Image.open(compose_labelled({"cat": tmp_path / "named.png"},
+                                                   tmp_path / "a.png", band=band)))
+    plain = np.asarray(Image.open(compose_labelled({"cat": tmp_path / "plain.png"},
+                                                   tmp_path / "b.png", band=band)))
+    row_h = 2 * 20
+
+    def inked(image, k):  # any text in the band beside row k (below the top line)
+        return (image[k * row_h + 14:(k + 1) * row_h, :band] < 200).any()
+
+    assert all(inked(named, k) for k in range(3))
+    # without row names only the method name, centred beside the grid: rows 0 and 2 stay blank
+    assert inked(plain, 1) and not inked(plain, 0) and not inked(plain, 2)

@@ -78,6 +78,7 @@ def test_sample_grids_are_written(straight, tiny_artifacts):
     with Image.open(samples / "final.png") as image:
         # three rows (label map | real | generated), one column per example, drawn at 2x
         assert image.size == ((n * (res + pad) + pad) * scale, (3 * (res + pad) + pad) * scale)
+        assert image.info["rows"] == "label map|real|generated"  # read by the report's composite
     with Image.open(samples / "final.png") as a, Image.open(samples / "iter_000004.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
