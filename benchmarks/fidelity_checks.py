@@ -1,0 +1,124 @@
+"""The fidelity checks (a)-(c) over seeds, from a finetuned study and its training-free twin.
+
+Reads `analysis/results_final.csv` of two study folders written by `harness.run`:
+
+* FINETUNED: e.g. `studies/dataset_size.yaml --set 'seeds=[0,1,2]'` (a CAT method and a
+  random-A method, several sizes and seeds);
+* TRAINING_FREE: `studies/training_free.yaml` with the same sizes, seeds and affinities.
+
+and prints, per size, mean ± std over seeds of FID, KID×10³ and mIoU for each, and whether
+
+* (a) finetuned CAT beats training-free CAT and finetuned random A on every metric with the
+  ±1 std intervals apart (lower FID / KID, higher mIoU);
+* (b) random A's FID falls with size, and CAT's FID gain over random A is larger at the
+  smallest size than at the largest;
+* (c) training-free CAT's mIoU is ≥ 3× training-free random's.
+
+    python benchmarks/fidelity_checks.py FINETUNED_DIR TRAINING_FREE_DIR \\
+        [--cat cat-combination] [--random no-cat] [--free-cat cat-combination] \\
+        [--free-random cat-random] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = {"final_fid": ("FID", 1.0, "min"), "final_kid": ("KID×10³", 1e3, "min"),
+           "final_miou": ("mIoU %", 100.0, "max")}
+
+
+def summary(study_dir: Path, methods: dict[str, str]) -> pd.DataFrame:
+    """Mean and std over seeds per (role, size, metric); `methods` maps role -> method label."""
+    final = pd.read_csv(study_dir / "analysis" / "results_final.csv")
+    final = final[final["status"] == "complete"]
+    rows = []
+    for role, label in methods.items():
+        part = final[final["method"] == label]
+        if part.empty:
+            raise SystemExit(f"{study_dir}: no finished trial of method {label!r} "
+                             f"(methods there: {sorted(final['method'].unique())})")
+        for size, group in part.groupby("target_size"):
+            for col, (name, scale, _) in METRICS.items():
+                values = group[col].astype(float) * scale
+                rows.append({"role": role, "size": int(size), "metric": name,
+                             "mean": values.mean(), "std": values.std(ddof=1)
+                             if len(values) > 1 else 0.0, "n": len(values)})
+    return pd.DataFrame(rows)
+
+
+def better_apart(a: pd.Series, b: pd.Series, mode: str) -> bool:
+    """a beats b with the mean ± std intervals not overlapping."""
+    if mode == "min":
+        return a["mean"] + a["std"] < b["mean"] - b["std"]
+    return a["mean"] - a["std"] > b["mean"] + b["std"]
+
+
+def checks(table: pd.DataFrame) -> dict:
+    def cell(role: str, size: int, metric: str) -> pd.Series:
+        return table[(table.role == role) & (table["size"] == size)
+                     & (table.metric == metric)].iloc[0]
+
+    sizes = [int(s) for s in sorted(table["size"].unique())]
+    out: dict = {"a": {}, "b": {}, "c": {}}
+    for size in sizes:
+        out["a"][size] = {
+            name: {"vs_training_free": bool(better_apart(cell("cat", size, name),
+                                                         cell("free_cat", size, name), mode)),
+                   "vs_random": bool(better_apart(cell("cat", size, name),
+                                                  cell("random", size, name), mode))}
+            for name, _, mode in METRICS.values()}
+        free_cat, free_rand = (cell("free_cat", size, "mIoU %")["mean"],
+                               cell("free_random", size, "mIoU %")["mean"])
+        out["c"][size] = {"ratio": free_cat / free_rand, "holds": bool(free_cat >= 3 * free_rand)}
+    rand_fid = [cell("random", s, "FID")["mean"] for s in sizes]
+    gain = {s: cell("random", s, "FID")["mean"] - cell("cat", s, "FID")["mean"] for s in sizes}
+    out["b"] = {"random_fid": dict(zip(sizes, rand_fid, strict=True)),
+                "random_falls": bool(all(x > y for x, y in zip(rand_fid, rand_fid[1:]))),
+                "random_first_above_last": bool(rand_fid[0] > rand_fid[-1]),
+                "cat_gain": gain, "gain_larger_at_smallest": bool(gain[sizes[0]] > gain[sizes[-1]])}
+    return out
+
+
+def markdown(table: pd.DataFrame) -> str:
+    roles = ["free_random", "free_cat", "random", "cat"]
+    head = "| size | " + " | ".join(roles) + " |\n|---:|" + "---|" * len(roles)
+    lines = [head]
+    for size in sorted(table["size"].unique()):
+        cells = []
+        for role in roles:
+            part = table[(table.role == role) & (table["size"] == size)]
+            cells.append(" / ".join(f"{r['mean']:.1f} ± {r['std']:.1f}"
+                                    for _, r in part.iterrows()))
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("finetuned", type=Path)
+    ap.add_argument("training_free", type=Path)
+    ap.add_argument("--cat", default="cat-combination")
+    ap.add_argument("--random", default="no-cat")
+    ap.add_argument("--free-cat", default="cat-combination")
+    ap.add_argument("--free-random", default="cat-random")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    table = pd.concat([summary(args.finetuned, {"cat": args.cat, "random": args.random}),
+                       summary(args.training_free, {"free_cat": args.free_cat,
+                                                    "free_random": args.free_random})])
+    result = checks(table)
+    print("FID / KID×10³ / mIoU %, mean ± std over seeds (n = "
+          f"{int(table['n'].min())}–{int(table['n'].max())})\n")
+    print(markdown(table))
+    print("\n" + json.dumps(result, indent=1, default=str))
+    if args.json:
+        args.json.write_text(json.dumps({"table": table.to_dict("records"), "checks": result},
+                                        indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
