@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
@@ -77,7 +78,7 @@ def checks(table: pd.DataFrame) -> dict:
     rand_fid = [cell("random", s, "FID")["mean"] for s in sizes]
     gain = {s: cell("random", s, "FID")["mean"] - cell("cat", s, "FID")["mean"] for s in sizes}
     out["b"] = {"random_fid": dict(zip(sizes, rand_fid, strict=True)),
-                "random_falls": bool(all(x > y for x, y in zip(rand_fid, rand_fid[1:]))),
+                "random_falls": bool(all(x > y for x, y in pairwise(rand_fid))),
                 "random_first_above_last": bool(rand_fid[0] > rand_fid[-1]),
                 "cat_gain": gain, "gain_larger_at_smallest": bool(gain[sizes[0]] > gain[sizes[-1]])}
     return out
