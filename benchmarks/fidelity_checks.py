@@ -1,6 +1,7 @@
 """The fidelity checks (a)-(c) over seeds, from a finetuned study and its training-free twin.
 
-Reads `analysis/results_final.csv` of two study folders written by `harness.run`:
+Reads two study folders written by `harness.run` (through `harness.analysis.load_study`, mean
+± std over seeds as the study tables compute them, `harness.analysis.build_table`):
 
 * FINETUNED: e.g. `studies/dataset_size.yaml --set 'seeds=[0,1,2]'` (a CAT method and a
   random-A method, several sizes and seeds);
@@ -28,26 +29,35 @@ from pathlib import Path
 
 import pandas as pd
 
-METRICS = {"final_fid": ("FID", 1.0, "min"), "final_kid": ("KID×10³", 1e3, "min"),
-           "final_miou": ("mIoU %", 100.0, "max")}
+from harness.analysis import build_table, load_study
+from harness.analysis.metrics import MetricSpec, metric_spec
+
+CHECKED = ("fid", "kid", "miou")   # metric registry names (harness.analysis.metrics)
+
+
+def output_label(spec: MetricSpec) -> str:
+    """The metric's name in this script's output: its table label, "%" when shown ×100."""
+    return f"{spec.label} %" if spec.scale == 100.0 else spec.label
 
 
 def summary(study_dir: Path, methods: dict[str, str]) -> pd.DataFrame:
     """Mean and std over seeds per (role, size, metric); `methods` maps role -> method label."""
-    final = pd.read_csv(study_dir / "analysis" / "results_final.csv")
+    final = load_study(study_dir).final
     final = final[final["status"] == "complete"]
+    table = build_table(final, rows=["method", "target_size"], metrics=list(CHECKED),
+                        group_by=None)
     rows = []
     for role, label in methods.items():
-        part = final[final["method"] == label]
-        if part.empty:
+        found = [i for i, key in enumerate(table.rows) if key["method"] == label]
+        if not found:
             raise SystemExit(f"{study_dir}: no finished trial of method {label!r} "
                              f"(methods there: {sorted(final['method'].unique())})")
-        for size, group in part.groupby("target_size"):
-            for col, (name, scale, _) in METRICS.items():
-                values = group[col].astype(float) * scale
-                rows.append({"role": role, "size": int(size), "metric": name,
-                             "mean": values.mean(), "std": values.std(ddof=1)
-                             if len(values) > 1 else 0.0, "n": len(values)})
+        for i in found:
+            for spec in table.metrics:
+                cell = table.cells[(i, "", spec.name)]
+                rows.append({"role": role, "size": int(table.rows[i]["target_size"]),
+                             "metric": output_label(spec), "mean": cell.mean,
+                             "std": cell.std if cell.n > 1 else 0.0, "n": cell.n})
     return pd.DataFrame(rows)
 
 
@@ -56,6 +66,10 @@ def better_apart(a: pd.Series, b: pd.Series, mode: str) -> bool:
     if mode == "min":
         return a["mean"] + a["std"] < b["mean"] - b["std"]
     return a["mean"] - a["std"] > b["mean"] + b["std"]
+
+
+DIRECTIONS = {output_label(metric_spec(m)): metric_spec(m).direction for m in CHECKED}
+FID, MIOU = output_label(metric_spec("fid")), output_label(metric_spec("miou"))
 
 
 def checks(table: pd.DataFrame) -> dict:
@@ -71,12 +85,12 @@ def checks(table: pd.DataFrame) -> dict:
                                                          cell("free_cat", size, name), mode)),
                    "vs_random": bool(better_apart(cell("cat", size, name),
                                                   cell("random", size, name), mode))}
-            for name, _, mode in METRICS.values()}
-        free_cat, free_rand = (cell("free_cat", size, "mIoU %")["mean"],
-                               cell("free_random", size, "mIoU %")["mean"])
+            for name, mode in DIRECTIONS.items()}
+        free_cat, free_rand = (cell("free_cat", size, MIOU)["mean"],
+                               cell("free_random", size, MIOU)["mean"])
         out["c"][size] = {"ratio": free_cat / free_rand, "holds": bool(free_cat >= 3 * free_rand)}
-    rand_fid = [cell("random", s, "FID")["mean"] for s in sizes]
-    gain = {s: cell("random", s, "FID")["mean"] - cell("cat", s, "FID")["mean"] for s in sizes}
+    rand_fid = [cell("random", s, FID)["mean"] for s in sizes]
+    gain = {s: cell("random", s, FID)["mean"] - cell("cat", s, FID)["mean"] for s in sizes}
     out["b"] = {"random_fid": dict(zip(sizes, rand_fid, strict=True)),
                 "random_falls": bool(all(x > y for x, y in pairwise(rand_fid))),
                 "random_first_above_last": bool(rand_fid[0] > rand_fid[-1]),

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+
+from tests.analysis.conftest import write_trial
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity_checks.py"
 
@@ -20,12 +23,16 @@ def fc():
 
 
 def _study(root: Path, rows: list[tuple[str, int, int, float, float, float]]) -> Path:
-    """A study folder whose analysis/results_final.csv holds (method, size, seed, fid, kid, miou)."""
-    (root / "analysis").mkdir(parents=True)
-    pd.DataFrame([{"method": m, "target_size": s, "seed": k, "final_fid": f,
-                   "final_kid": kid, "final_miou": miou, "status": "complete"}
-                  for m, s, k, f, kid, miou in rows]).to_csv(
-        root / "analysis" / "results_final.csv", index=False)
+    """A study folder in the harness's format: one finished trial per
+    (method, size, seed, fid, kid, miou)."""
+    root.mkdir(parents=True)
+    (root / "study.yaml").write_text(yaml.safe_dump(
+        {"name": root.name, "axes": ["method", "target_size", "seed"],
+         "methods": [{"label": m} for m in dict.fromkeys(r[0] for r in rows)]}))
+    for i, (m, size, seed, fid, kid, miou) in enumerate(rows):
+        write_trial(root / "tune", i, {"method": m, "target_size": size, "seed": seed},
+                    [{"iteration": 300, "done": True, "fid": fid, "kid": kid, "miou": miou,
+                      "final_fid": fid, "final_kid": kid, "final_miou": miou}], sample=False)
     return root
 
 
