@@ -57,11 +57,14 @@ def grid_rows(with_real: bool) -> list[str]:
 def sample_grid(labels: torch.Tensor, real: torch.Tensor | None, fake: torch.Tensor,
                 num_classes: int) -> np.ndarray:
     """uint8 [H', W', 3]: one column per example; rows as `grid_rows(real is not None)`."""
-    colour = palette(num_classes)[labels.clamp(0, num_classes)].permute(0, 3, 1, 2)
-    rows = [colour]
+    def to_uint8(images: torch.Tensor) -> torch.Tensor:
+        return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+    drawn = {"label map": palette(num_classes)[labels.clamp(0, num_classes)].permute(0, 3, 1, 2),
+             "generated": to_uint8(fake)}
     if real is not None:
-        rows.append(((real.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
-    rows.append(((fake.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+        drawn["real"] = to_uint8(real)
+    rows = [drawn[name] for name in grid_rows(real is not None)]
     pad = 2
     n, _, h, w = fake.shape
     canvas = torch.full((3, len(rows) * (h + pad) + pad, n * (w + pad) + pad), 255,
@@ -269,6 +272,7 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
     grid_labels = torch.stack([torch.as_tensor(test[i]["label"]) for i in range(grid_n)])
     grid_real = torch.stack([torch.as_tensor(test[i]["image"]) for i in range(grid_n)])
     samples = Path(trial_dir) / "samples" if trial_dir is not None and rank == 0 else None
+    captions = grid_rows(with_real=True)
 
     # a checkpoint folder to restore: latest.pt + the evaluations so far
     restore_file = None if restore is None else Path(restore) / "latest.pt"
@@ -285,10 +289,9 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
         if samples is not None:
             fake = fam.sample(ema, grid_labels, seed, trial)
             grid = sample_grid(grid_labels, grid_real, fake, test.num_classes)
-            rows = grid_rows(grid_real is not None)
-            save_grid(samples / f"iter_{step:06d}.png", grid, rows=rows)
+            save_grid(samples / f"iter_{step:06d}.png", grid, rows=captions)
             if step == iterations:
-                save_grid(samples / "final.png", grid, rows=rows)
+                save_grid(samples / "final.png", grid, rows=captions)
         return {**{k: float(m[k]) for k in EVAL_KEYS if k in m},
                 "fid_feature_net": m["feature_net"], "miou_segmenter": m["segmenter"]}
 
