@@ -24,6 +24,7 @@ uses the study's own segmenter and is). Rows go to `DIR/gpu_check.jsonl`. Sectio
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -120,25 +121,26 @@ def run_study(study, art, out: Path) -> tuple[float, list[dict[str, Any]]]:
     return time.perf_counter() - start, tune_rows(grid)
 
 
-RUNS = {"single": 0}   # a repeated section gets a study of its own (a finished one is reused)
+SINGLE_RUNS = itertools.count(1)   # a repeated section gets a study of its own (a finished
+                                   # one would be reused)
 
 
 def single(art, work: Path) -> None:
     from harness.trial import run_trial
 
-    RUNS["single"] += 1
+    run = next(SINGLE_RUNS)
     study = one_trial(art.study)
     params = {"method": study.methods[0].label, "target_size": 50, "seed": 0}
     reports: list[dict] = []
     start = time.perf_counter()
     last = run_trial(params, dataclasses.replace(art, study=study),
                      lambda m, c: reports.append(dict(m)),
-                     trial_dir=str(work / f"bare{RUNS['single']}"), device=gpu_check.DEVICE,
+                     trial_dir=str(work / f"bare{run}"), device=gpu_check.DEVICE,
                      threads=CPUS)   # the Tune trial's torch threads (cpus_per_worker)
     bare = time.perf_counter() - start
     emit("single", run="bare", wall_s=round(bare, 2), loop_s=last["wall_time_s"],
          miou=[r.get("miou") for r in reports], fid=[r.get("fid") for r in reports])
-    wall, rows = run_study(with_resources(study, f"ray_single{RUNS['single']}",
+    wall, rows = run_study(with_resources(study, f"ray_single{run}",
                                           gpus_per_worker=GPU,
                                           cpus_per_worker=CPUS), art, work)
     emit("single", run="tune", wall_s=round(wall, 2), trials=rows,
