@@ -17,7 +17,7 @@ and prints, per size, mean ± std over seeds of FID, KID×10³ and mIoU for each
 
     python benchmarks/fidelity_checks.py FINETUNED_DIR TRAINING_FREE_DIR \\
         [--cat cat-combination] [--random no-cat] [--free-cat cat-combination] \\
-        [--free-random cat-random] [--json OUT.json]
+        [--free-random cat-random] [--more-finetuned DIR …] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -40,10 +40,21 @@ def output_label(spec: MetricSpec) -> str:
     return f"{spec.label} %" if spec.scale == 100.0 else spec.label
 
 
-def summary(study_dir: Path, methods: dict[str, str]) -> pd.DataFrame:
-    """Mean and std over seeds per (role, size, metric); `methods` maps role -> method label."""
-    final = load_study(study_dir).final
+def summary(study_dir: Path | list[Path], methods: dict[str, str]) -> pd.DataFrame:
+    """Mean and std over seeds per (role, size, metric); `methods` maps role -> method label.
+
+    Several study folders pool their trials (e.g. seed 0 from the main job, seeds 1 and 2 run
+    as a second study with the same settings); a (method, size, seed) found in two of them is
+    refused, so no run counts twice."""
+    dirs = study_dir if isinstance(study_dir, list) else [study_dir]
+    final = pd.concat([load_study(d).final for d in dirs], ignore_index=True)
     final = final[final["status"] == "complete"]
+    twice = final[final.duplicated(["method", "target_size", "seed"], keep=False)]
+    if not twice.empty:
+        key = twice.iloc[0]
+        raise SystemExit(f"{', '.join(map(str, dirs))}: method {key['method']!r}, size "
+                         f"{key['target_size']}, seed {key['seed']} is in more than one folder")
+    study_dir = dirs[0]
     table = build_table(final, rows=["method", "target_size"], metrics=list(CHECKED),
                         group_by=None)
     rows = []
@@ -115,6 +126,9 @@ def markdown(table: pd.DataFrame) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("finetuned", type=Path)
+    ap.add_argument("--more-finetuned", type=Path, action="append", default=[],
+                    help="another finetuned study folder whose trials pool with FINETUNED "
+                         "(other seeds, same settings); repeatable")
     ap.add_argument("training_free", type=Path)
     ap.add_argument("--cat", default="cat-combination")
     ap.add_argument("--random", default="no-cat")
@@ -122,7 +136,7 @@ def main() -> None:
     ap.add_argument("--free-random", default="cat-random")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    table = pd.concat([summary(args.finetuned, {"cat": args.cat, "random": args.random}),
+    table = pd.concat([summary([args.finetuned, *args.more_finetuned], {"cat": args.cat, "random": args.random}),
                        summary(args.training_free, {"free_cat": args.free_cat,
                                                     "free_random": args.free_random})])
     result = checks(table)

@@ -76,3 +76,16 @@ def test_a_missing_method_is_named(fc, tmp_path):
     root = _study(tmp_path / "s", [("cat", 25, 0, 300.0, 0.2, 0.7)])
     with pytest.raises(SystemExit, match="no finished trial of method 'no-cat'.*'cat'"):
         fc.summary(root, {"random": "no-cat"})
+
+
+def test_studies_pool_over_folders_and_a_run_counts_once(fc, tmp_path):
+    seed0 = _study(tmp_path / "s0", [("cat", 25, 0, 300.0, 0.2, 0.7),
+                                     ("rand", 25, 0, 340.0, 0.3, 0.4)])
+    seeds12 = _study(tmp_path / "s12", [("cat", 25, s, 302.0 + s, 0.2, 0.7) for s in (1, 2)]
+                     + [("rand", 25, s, 330.0, 0.3, 0.4) for s in (1, 2)])
+    table = fc.summary([seed0, seeds12], {"cat": "cat", "random": "rand"})
+    fid = table[(table.role == "cat") & (table.metric == "FID")].iloc[0]
+    assert fid["n"] == 3 and fid["mean"] == pytest.approx((300.0 + 303.0 + 304.0) / 3)
+    again = _study(tmp_path / "again", [("cat", 25, 0, 299.0, 0.2, 0.7)])
+    with pytest.raises(SystemExit, match="'cat', size 25, seed 0 is in more than one folder"):
+        fc.summary([seed0, again], {"cat": "cat"})
