@@ -187,7 +187,17 @@ def export_images(figures: dict[Path, Any], formats: tuple[str, ...] = ("png", "
         os.environ["BROWSER_PATH"] = chromium  # kaleido's choreographer reads the browser here
         try:
             pio.write_images([f for f, _ in targets], [p for _, p in targets])
-            return [p for _, p in targets], None
+            # kaleido can come back without error yet without a file (its browser timed out
+            # on a loaded machine): only files that exist count as written
+            written = [p for _, p in targets if p.is_file() and p.stat().st_size > 0]
+            if len(written) == len(targets):
+                return written, None
+            missing = [p.name for _, p in targets if p not in written]
+            notice = (f"[analysis] PNG/SVG figures: kaleido wrote {len(written)} of "
+                      f"{len(targets)} files, not {', '.join(missing)}; the HTML figures are "
+                      "complete (rerun `python -m harness.analyze` for the images)")
+            print(notice, file=sys.stderr)
+            return written, notice
         # kaleido and its browser driver raise many unrelated types (RuntimeError, their own
         # Exception subclasses, OSError): none of them may cost the user the HTML report
         except Exception as err:  # noqa: BLE001

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,20 @@ def test_a_kaleido_failure_becomes_the_notice(monkeypatch, tmp_path, results):
                                     chromium="/usr/bin/true")
     assert written == [] and "kaleido failed: browser crashed" in notice
     assert "BROWSER_PATH" not in os.environ  # the browser path is not left behind
+
+
+def test_a_file_kaleido_did_not_write_is_not_reported_as_written(monkeypatch, tmp_path,
+                                                                 results, capsys):
+    import plotly.io as pio
+
+    def skip_svgs(figs, paths, **_kwargs):   # returns without error, writes only the PNGs
+        for path in paths:
+            if Path(path).suffix == ".png":
+                Path(path).write_bytes(b"png")
+
+    monkeypatch.setattr(pio, "write_images", skip_svgs)
+    written, notice = export_images({tmp_path / "a": size_curves_figure(results.final)},
+                                    chromium="/usr/bin/true")
+    assert written == [tmp_path / "a.png"]
+    assert "kaleido wrote 1 of 2 files, not a.svg" in notice
+    assert "not a.svg" in capsys.readouterr().err
