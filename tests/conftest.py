@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,3 +39,12 @@ def bench64(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("bench64")
     return ensure_benchmark(root, resolution=64, seed=0, n_source=2000, n_target=1000)
+
+
+def load_benchmark_script(name: str):
+    """Import `benchmarks/<name>.py` (a script, not a package module) for its tests."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

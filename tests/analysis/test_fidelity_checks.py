@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -10,16 +9,12 @@ import pytest
 import yaml
 
 from tests.analysis.conftest import write_trial
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity_checks.py"
+from tests.conftest import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def fc():
-    spec = importlib.util.spec_from_file_location("fidelity_checks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("fidelity_checks")
 
 
 def _study(root: Path, rows: list[tuple[str, int, int, float, float, float]]) -> Path:

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from cat_models.oasis.baselines import build_plan
 from cat_models.oasis.train import save_checkpoint, train_oasis
+from tests.conftest import load_benchmark_script
 from tests.oasis.conftest import random_data, tiny_cfg
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity_continue.py"
 CLASSES = 3
 
 
 @pytest.fixture(scope="module")
 def fc():
-    spec = importlib.util.spec_from_file_location("fidelity_continue", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("fidelity_continue")
 
 
 @pytest.fixture(scope="module")
