@@ -47,21 +47,21 @@ def summary(study_dir: Path | list[Path], methods: dict[str, str]) -> pd.DataFra
     as a second study with the same settings); a (method, size, seed) found in two of them is
     refused, so no run counts twice."""
     dirs = study_dir if isinstance(study_dir, list) else [study_dir]
+    where = ", ".join(map(str, dirs))
     final = pd.concat([load_study(d).final for d in dirs], ignore_index=True)
     final = final[final["status"] == "complete"]
     twice = final[final.duplicated(["method", "target_size", "seed"], keep=False)]
     if not twice.empty:
         key = twice.iloc[0]
-        raise SystemExit(f"{', '.join(map(str, dirs))}: method {key['method']!r}, size "
-                         f"{key['target_size']}, seed {key['seed']} is in more than one folder")
-    study_dir = dirs[0]
+        raise SystemExit(f"{where}: method {key['method']!r}, size {key['target_size']}, "
+                         f"seed {key['seed']} is in more than one folder")
     table = build_table(final, rows=["method", "target_size"], metrics=list(CHECKED),
                         group_by=None)
     rows = []
     for role, label in methods.items():
         found = [i for i, key in enumerate(table.rows) if key["method"] == label]
         if not found:
-            raise SystemExit(f"{study_dir}: no finished trial of method {label!r} "
+            raise SystemExit(f"{where}: no finished trial of method {label!r} "
                              f"(methods there: {sorted(final['method'].unique())})")
         for i in found:
             for spec in table.metrics:
@@ -136,7 +136,8 @@ def main() -> None:
     ap.add_argument("--free-random", default="cat-random")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    table = pd.concat([summary([args.finetuned, *args.more_finetuned], {"cat": args.cat, "random": args.random}),
+    table = pd.concat([summary([args.finetuned, *args.more_finetuned],
+                               {"cat": args.cat, "random": args.random}),
                        summary(args.training_free, {"free_cat": args.free_cat,
                                                     "free_random": args.free_random})])
     result = checks(table)

@@ -243,6 +243,9 @@ class Bench:
         return out
 
 
+# the three per-iteration panels every fidelity script draws: metric key -> panel title
+PANEL_TITLES = {"fid": "FID (lower is better)", "kid": "KID", "miou": "mIoU (higher is better)"}
+
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 

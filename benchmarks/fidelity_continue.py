@@ -53,16 +53,12 @@ TRIAL_LR = {"lr_g": 1e-4, "lr_d": 4e-4}
 def start_checkpoint(latest: Path, arm: dict[str, str], cfg, classes: int, out: Path
                      ) -> Path:
     """The pretraining checkpoint with the arm's changes, written where `train_oasis` can
-    resume from it."""
-    from cat_models.oasis.baselines import build_plan
-    from cat_models.oasis.train import make_state
-
+    resume from it. A fresh Adam is the saved one without its per-parameter state (moments
+    and step counts): its parameter groups are those a new optimizer of the same plan has."""
     payload = torch.load(latest, map_location="cpu", weights_only=False)
-    if arm["opt"] == "fresh":
-        plan = build_plan("scratch", None, None, classes, cfg=cfg)
-        fresh = make_state(plan, cfg, torch.device("cpu"))
-        payload["opt_g"], payload["opt_d"] = fresh.opt_g.state_dict(), fresh.opt_d.state_dict()
     for key, lr in (("opt_g", cfg.lr_g), ("opt_d", cfg.lr_d)):
+        if arm["opt"] == "fresh":
+            payload[key]["state"] = {}
         for group in payload[key]["param_groups"]:
             group["lr"] = lr
     if arm["ema"] == "generator":
@@ -73,7 +69,7 @@ def start_checkpoint(latest: Path, arm: dict[str, str], cfg, classes: int, out: 
 
 
 def main() -> int:
-    from fidelity_common import SOURCE_KIND, Bench, line_panels, target_root
+    from fidelity_common import PANEL_TITLES, SOURCE_KIND, Bench, line_panels, target_root
 
     from cat_models.data import open_dataset
     from cat_models.oasis.baselines import build_plan
@@ -135,8 +131,7 @@ def main() -> int:
     if args.plot:
         rows = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
         panels = []
-        for key, title in (("fid", "FID (lower is better)"), ("kid", "KID"),
-                           ("miou", "mIoU (higher is better)")):
+        for key, title in PANEL_TITLES.items():
             series = [{"label": f"{r['arm']} (seed {r['seed']})", "colour": i,
                        "x": [c["iteration"] for c in r["curve"]],
                        "y": [c[key] for c in r["curve"]]} for i, r in enumerate(rows)]
@@ -151,12 +146,14 @@ def _latest(cache: Path) -> Path:
     """The pretraining loop's last checkpoint for the cached source model."""
     from fidelity_common import find_one
 
-    stage_pt = find_one(cache, "source-model", "source.pt", "synthetic_source", 0)
-    digest = stage_pt.parent.name
-    found = sorted((cache / "work").glob(f"source-{digest}*/source.pt.train/latest.pt"))
-    if not found:
-        raise SystemExit(f"{cache}/work: no pretraining checkpoint for source model {digest}")
-    return found[-1]
+    from cat_models.oasis.pretrain import loop_checkpoint
+    from harness.stages import source_work
+
+    digest = find_one(cache, "source-model", "source.pt", "synthetic_source", 0).parent.name
+    latest = loop_checkpoint(source_work(cache, digest) / "source.pt")
+    if not latest.is_file():
+        raise SystemExit(f"{latest}: no pretraining checkpoint for source model {digest}")
+    return latest
 
 
 if __name__ == "__main__":

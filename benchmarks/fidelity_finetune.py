@@ -175,15 +175,14 @@ def plot(path: Path, out: Path | None, select: str | None = None,
          with_floor: bool = True) -> int:
     """FID / KID / mIoU vs iteration for every run in `path` (or those whose "variant/affinity"
     is listed in `select`); each run's training-free value is a dashed line of its colour."""
-    from fidelity_common import line_panels
+    from fidelity_common import PANEL_TITLES, line_panels
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if select:
         keep = select.split(",")
         rows = [r for r in rows if f"{r['variant']}/{r['affinity']}" in keep]
     panels = []
-    for key, title in (("fid", "FID (lower is better)"), ("kid", "KID"),
-                       ("miou", "mIoU (higher is better)")):
+    for key, title in PANEL_TITLES.items():
         series, hlines = [], []
         for i, row in enumerate(rows):
             curve = [c for c in row["curve"] if c["iteration"] >= 0]

@@ -115,6 +115,12 @@ def generic_stage(study: Study, source: DatasetRef, runner: StageRunner,
     return stage_piti_generic(study, source, runner, cluster)
 
 
+def source_work(cache: Path, digest: str) -> Path:
+    """The resumable work folder of the source-model stage whose inputs hash to `digest` (the
+    stage folder's name): the pretraining writes `source.pt` and its loop state there."""
+    return cache / "work" / f"source-{digest}"
+
+
 def stage_source(study: Study, source: DatasetRef, runner: StageRunner,
                  cluster: dict[str, float]) -> tuple[str, str]:
     """(checkpoint path, content hash): the user's checkpoint, or one pretrained here;
@@ -129,7 +135,7 @@ def stage_source(study: Study, source: DatasetRef, runner: StageRunner,
         return common.user_source(Path(ckpt), log, runner.plan, runner.report, Path.exists,
                                   checkpoint_hash, f"source.checkpoint: {ckpt} does not exist")
     inputs = source_inputs(study, source)
-    work = runner.cache / "work" / f"source-{input_hash(inputs)}"   # resumable
+    work = source_work(runner.cache, input_hash(inputs))   # resumable
     cpus, gpus = common.source_task_resources(study, cluster)
 
     def build(out: Path) -> None:

@@ -22,6 +22,13 @@ from cat_models.oasis.source import save_source
 from cat_models.oasis.train import Evaluate, Report, train_oasis
 
 
+def loop_checkpoint(out: str | Path) -> Path:
+    """Where `pretrain_source(..., out)` keeps its resumable loop state: `<out>.train/latest.pt`
+    (G, D, EMA, both Adam states and the step)."""
+    out = Path(out)
+    return out.with_name(out.name + ".train") / "latest.pt"
+
+
 def pretrain_source(data: Any, cfg: OasisConfig, iterations: int, out: str | Path,
                     seed: int = 0, device: str = "cpu", on_report: Report | None = None,
                     report_every: int = 50, checkpoint_every: int = 500,
@@ -32,8 +39,8 @@ def pretrain_source(data: Any, cfg: OasisConfig, iterations: int, out: str | Pat
     """
     out = Path(out)
     plan = build_plan("scratch", None, None, data.num_classes, cfg=cfg, seed=seed)
-    work = out.with_name(out.name + ".train")
-    latest = work / "latest.pt"
+    latest = loop_checkpoint(out)
+    work = latest.parent
     state = train_oasis(plan, data, cfg, iterations, seed=seed, device=device,
                         checkpoint_dir=work, checkpoint_every=checkpoint_every,
                         resume=latest if latest.is_file() else None, on_report=on_report,
