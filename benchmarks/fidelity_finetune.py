@@ -89,6 +89,9 @@ def main() -> int:
     p.add_argument("--no-floor", action="store_true",
                    help="leave the real-data floor out of the plot (zooms the FID/KID axes)")
     p.add_argument("--select", help="plot only these variant/affinity runs (comma-separated)")
+    p.add_argument("--pool-seeds", action="store_true",
+                   help="with --plot-only: one curve per (variant, affinity, size, FreezeD), the "
+                        "mean over the seeds in the file, and a markdown table of mean ± std")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--samples", type=Path,
                    help="save a sample grid (label map | real | generated) of each evaluation "
@@ -97,6 +100,8 @@ def main() -> int:
                    help="also score against the few-shot set itself (memorisation check)")
     args = p.parse_args()
     if args.plot_only:
+        if args.pool_seeds:
+            return plot_pooled(args.out, args.plot, args.select, not args.no_floor)
         return plot(args.out, args.plot, args.select, not args.no_floor)
     torch.set_num_threads(args.threads)
 
@@ -175,23 +180,37 @@ def plot(path: Path, out: Path | None, select: str | None = None,
          with_floor: bool = True) -> int:
     """FID / KID / mIoU vs iteration for every run in `path` (or those whose "variant/affinity"
     is listed in `select`); each run's training-free value is a dashed line of its colour."""
-    from fidelity_common import PANEL_TITLES, line_panels
+    rows = _read(path, select)
+    curves = []
+    for row in rows:
+        label = f"{row['variant']} / {row['affinity']} (n={row['size']}, seed {row['seed']}"
+        label += f", FreezeD {row['freeze_d']})" if "freeze_d" in row else ")"
+        curves.append((label, [c["iteration"] for c in row["curve"]],
+                       {m: [c[m] for c in row["curve"]] for m in METRICS}))
+    return _draw(curves, rows[0]["floor"] if rows else {}, out, with_floor)
 
+
+def _read(path: Path, select: str | None) -> list[dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if select:
-        keep = select.split(",")
-        rows = [r for r in rows if f"{r['variant']}/{r['affinity']}" in keep]
+        rows = [r for r in rows if f"{r['variant']}/{r['affinity']}" in select.split(",")]
+    return rows
+
+
+def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: dict,
+          out: Path | None, with_floor: bool) -> int:
+    """One panel per metric; each curve (label, iterations, metric -> values) drawn from
+    iteration 0 on, its value at iteration -1 (training-free) as a dashed line."""
+    from fidelity_common import PANEL_TITLES, line_panels
+
     panels = []
     for key, title in PANEL_TITLES.items():
         series, hlines = [], []
-        for i, row in enumerate(rows):
-            curve = [c for c in row["curve"] if c["iteration"] >= 0]
-            label = f"{row['variant']} / {row['affinity']} (n={row['size']}, seed {row['seed']}"
-            label += f", FreezeD {row['freeze_d']})" if "freeze_d" in row else ")"
-            series.append({"label": label, "colour": i, "x": [c["iteration"] for c in curve],
-                           "y": [c[key] for c in curve]})
-            hlines.append({"y": row["curve"][0][key], "colour": i})
-        floor = rows[0]["floor"] if rows else {}
+        for i, (label, its, values) in enumerate(curves):
+            pts = [(it, v) for it, v in zip(its, values[key]) if it >= 0]
+            series.append({"label": label, "colour": i, "x": [q[0] for q in pts],
+                           "y": [q[1] for q in pts]})
+            hlines.append({"y": values[key][0], "colour": i})
         if key in ("fid", "kid") and floor and with_floor:
             hlines.append({"y": floor[f"{key}_floor"], "colour": None,
                            "label": "real-data floor (dashed: training-free)"})
@@ -200,6 +219,63 @@ def plot(path: Path, out: Path | None, select: str | None = None,
         print(f"[plot] {line_panels(panels, out)}")
     return 0
 
+
+METRICS = ("fid", "kid", "miou")
+
+
+def pool_seeds(rows: list[dict]) -> dict[tuple, dict]:
+    """Rows of the same (variant, affinity, size, FreezeD) over seeds: mean and std (ddof 0,
+    as the harness's seed tables) of each metric at each evaluation; iteration -1 is the
+    training-free model. Refuses a seed found twice and seeds evaluated at other iterations."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["affinity"], r["size"], r.get("freeze_d")),
+                          []).append(r)
+    out = {}
+    for key, runs in groups.items():
+        seeds = [r["seed"] for r in runs]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{'/'.join(map(str, key))}: seed found twice in {sorted(seeds)}")
+        its = [c["iteration"] for c in runs[0]["curve"]]
+        for r in runs[1:]:
+            if [c["iteration"] for c in r["curve"]] != its:
+                raise ValueError(f"{'/'.join(map(str, key))}: seed {r['seed']} was evaluated "
+                                 f"at other iterations than seed {runs[0]['seed']}")
+        vals = {m: np.array([[c[m] for c in r["curve"]] for r in runs]) for m in METRICS}
+        out[key] = {"seeds": sorted(seeds), "iterations": its,
+                    "mean": {m: v.mean(0).tolist() for m, v in vals.items()},
+                    "std": {m: v.std(0).tolist() for m, v in vals.items()},
+                    "floor": runs[0].get("floor", {})}
+    return out
+
+
+def pooled_table(pooled: dict[tuple, dict]) -> str:
+    """Markdown: one row per group and evaluation, FID / KID×10³ / mIoU % as mean ± std."""
+    lines = ["| variant / A | size | FreezeD | seeds | iteration | FID | KID×10³ | mIoU % |",
+             "|---|--:|--:|---|--:|---|---|---|"]
+    scale = {"fid": 1.0, "kid": 1e3, "miou": 100.0}
+    for (variant, aff, size, depth), g in pooled.items():
+        for i, it in enumerate(g["iterations"]):
+            cells = [f"{g['mean'][m][i] * scale[m]:.1f} ± {g['std'][m][i] * scale[m]:.1f}"
+                     for m in METRICS]
+            lines.append(f"| {variant} / {aff} | {size} | {depth} | "
+                         f"{','.join(map(str, g['seeds']))} | "
+                         f"{'training-free' if it < 0 else it} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_pooled(path: Path, out: Path | None, select: str | None = None,
+                with_floor: bool = True) -> int:
+    """The mean over seeds of each group's curve (solid) and of its training-free value
+    (dashed), plus the markdown table of `pooled_table` on stdout."""
+    pooled = pool_seeds(_read(path, select))
+    print(pooled_table(pooled))
+    curves = [(f"{v} / {a} (n={size}, FreezeD {depth}, mean of {len(g['seeds'])} seeds)",
+               g["iterations"], g["mean"]) for (v, a, size, depth), g in pooled.items()]
+    return _draw(curves, next(iter(pooled.values()))["floor"] if pooled else {}, out,
+                 with_floor)
 
 if __name__ == "__main__":
     raise SystemExit(main())

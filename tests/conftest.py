@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,13 @@ def bench64(tmp_path_factory):
 
 
 def load_benchmark_script(name: str):
-    """Import `benchmarks/<name>.py` (a script, not a package module) for its tests."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    """Import `benchmarks/<name>.py` (a script, not a package module) for its tests, with
+    `benchmarks/` on the import path as `python benchmarks/<name>.py` has it (the scripts
+    import their sibling modules, e.g. `fidelity_common`)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    path = folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
