@@ -329,8 +329,11 @@ def test_driver_killed_then_ctrl_c_then_resume_finishes_as_an_uninterrupted_run(
     args = [str(driver_study), "--output", str(tmp_path / "out")]
     out = tmp_path / "out" / "tiny"
 
-    # ---- run 1: SIGKILL of the driver mid-study
-    driver = _run(args, env, tmp_path / "killed")
+    # ---- run 1: SIGKILL of the driver mid-study. The trial that runs second holds after
+    # iteration 3 (the grid starts LABELS[0] first at one trial at a time; had LABELS[1] run
+    # first, it would only wait HOLD_S and go on), so it cannot also finish before the test
+    # sees the first one done, however late that trial's final report reaches result.json
+    driver = _run(args, {**env, "CAT_FAULT_HOLD": f"{LABELS[1]}@3"}, tmp_path / "killed")
     assert _wait_for(lambda: _finished(out) and len(_starts(faults)) >= 2, driver), \
         "the study ended before the driver was killed"
     finished = _finished(out)
@@ -357,8 +360,11 @@ def test_driver_killed_then_ctrl_c_then_resume_finishes_as_an_uninterrupted_run(
     assert [p for p in agents if start_time(p) is not None] == []
     (second,) = {s["trial"] for s in _starts(faults) if s["trial"] not in finished}
 
-    def second_trial_held() -> bool:
-        return any(h["trial"] == second for h in _records(faults, "holds.jsonl"))
+    held_in_run_1 = len(_records(faults, "holds.jsonl"))
+
+    def second_trial_held() -> bool:   # in this run
+        return any(h["trial"] == second
+                   for h in _records(faults, "holds.jsonl")[held_in_run_1:])
 
     assert _wait_for(second_trial_held, resumed), "the study ended before Ctrl-C"
     os.killpg(resumed.pid, signal.SIGINT)
