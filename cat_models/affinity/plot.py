@@ -1,7 +1,8 @@
 """Heatmap of an affinity matrix: plotly HTML always, PNG via kaleido when a Chromium exists.
 
 The figure and `find_chromium` are `cat_models.plotting`'s. Without a Chromium the PNG is
-skipped with a single notice (a `UserWarning`) per process.
+skipped with a single notice (a `UserWarning`) per process; a kaleido failure skips it with a
+notice naming the file.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def save_heatmap(affinity: AffinityMatrix, path: str | Path, png: bool = True,
                 _png_notice_given = True
         else:
             os.environ.setdefault("BROWSER_PATH", chromium)
-            written["png"] = stem.with_suffix(".png")
-            fig.write_image(written["png"])
+            png_path = stem.with_suffix(".png")
+            # kaleido and its browser driver fail in many ways on a loaded machine (their own
+            # exception types, RuntimeError, OSError): the PNG is a convenience, never worth
+            # the matrix or the HTML already written
+            try:
+                fig.write_image(png_path)
+            except Exception as err:  # noqa: BLE001
+                warnings.warn(f"{png_path} not written: kaleido failed ({err}); the HTML "
+                              "heatmap was written", stacklevel=2)
+            else:
+                if png_path.is_file() and png_path.stat().st_size > 0:
+                    written["png"] = png_path
     return written
