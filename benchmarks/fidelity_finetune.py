@@ -26,9 +26,12 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # name -> (cat recipe options, OasisConfig fields, finetune_oasis keywords): each one a
 # hypothesis of issue #13. "paper" is the recipe as the paper describes it (and the harness ran
@@ -221,61 +224,55 @@ def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: di
 
 
 METRICS = ("fid", "kid", "miou")
+GROUP = ["variant", "affinity", "target_size", "freeze_d"]   # one pooled curve each
 
 
-def pool_seeds(rows: list[dict]) -> dict[tuple, dict]:
-    """Rows of the same (variant, affinity, size, FreezeD) over seeds: mean and std (ddof 0,
-    as the harness's seed tables) of each metric at each evaluation; iteration -1 is the
-    training-free model. Refuses a seed found twice and seeds evaluated at other iterations."""
-    import numpy as np
+def seed_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per (run, evaluation): GROUP, seed, iteration (-1 = the training-free model)
+    and METRICS. Refuses a seed found twice in a group, and seeds of one group evaluated at
+    other iterations (their mean would mix evaluations)."""
+    import pandas as pd
 
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["variant"], r["affinity"], r["size"], r.get("freeze_d")),
-                          []).append(r)
-    out = {}
-    for key, runs in groups.items():
-        seeds = [r["seed"] for r in runs]
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"{'/'.join(map(str, key))}: seed found twice in {sorted(seeds)}")
-        its = [c["iteration"] for c in runs[0]["curve"]]
-        for r in runs[1:]:
-            if [c["iteration"] for c in r["curve"]] != its:
-                raise ValueError(f"{'/'.join(map(str, key))}: seed {r['seed']} was evaluated "
-                                 f"at other iterations than seed {runs[0]['seed']}")
-        vals = {m: np.array([[c[m] for c in r["curve"]] for r in runs]) for m in METRICS}
-        out[key] = {"seeds": sorted(seeds), "iterations": its,
-                    "mean": {m: v.mean(0).tolist() for m, v in vals.items()},
-                    "std": {m: v.std(0).tolist() for m, v in vals.items()},
-                    "floor": runs[0].get("floor", {})}
-    return out
+    frame = pd.DataFrame([{"variant": r["variant"], "affinity": r["affinity"],
+                           "target_size": r["size"], "freeze_d": r.get("freeze_d"),
+                           "seed": r["seed"], "iteration": c["iteration"],
+                           **{m: c[m] for m in METRICS}}
+                          for r in rows for c in r["curve"]])
+    for key, part in frame.groupby(GROUP, dropna=False, sort=False):
+        name = "/".join(map(str, key))
+        runs = part.groupby("seed", sort=False)["iteration"].apply(tuple)
+        if part.duplicated(["seed", "iteration"]).any():
+            raise ValueError(f"{name}: seed found twice in {sorted(part['seed'])}")
+        if runs.nunique() > 1:
+            other = runs[runs != runs.iloc[0]].index[0]
+            raise ValueError(f"{name}: seed {other} was evaluated at other iterations than "
+                             f"seed {runs.index[0]}")
+    return frame
 
 
-def pooled_table(pooled: dict[tuple, dict]) -> str:
-    """Markdown: one row per group and evaluation, FID / KID×10³ / mIoU % as mean ± std."""
-    lines = ["| variant / A | size | FreezeD | seeds | iteration | FID | KID×10³ | mIoU % |",
-             "|---|--:|--:|---|--:|---|---|---|"]
-    scale = {"fid": 1.0, "kid": 1e3, "miou": 100.0}
-    for (variant, aff, size, depth), g in pooled.items():
-        for i, it in enumerate(g["iterations"]):
-            cells = [f"{g['mean'][m][i] * scale[m]:.1f} ± {g['std'][m][i] * scale[m]:.1f}"
-                     for m in METRICS]
-            lines.append(f"| {variant} / {aff} | {size} | {depth} | "
-                         f"{','.join(map(str, g['seeds']))} | "
-                         f"{'training-free' if it < 0 else it} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def pooled_table(frame: pd.DataFrame) -> str:
+    """Markdown of mean ± std over the seeds per group and evaluation, by the harness's own
+    seed table (sample std, the metrics' display scales: KID×10³, mIoU %)."""
+    from harness.analysis.tables import build_table, to_markdown
+
+    return to_markdown(build_table(frame, rows=[*GROUP, "iteration"], metrics=list(METRICS),
+                                   group_by=None, title="iteration -1: training-free"))
 
 
 def plot_pooled(path: Path, out: Path | None, select: str | None = None,
                 with_floor: bool = True) -> int:
     """The mean over seeds of each group's curve (solid) and of its training-free value
     (dashed), plus the markdown table of `pooled_table` on stdout."""
-    pooled = pool_seeds(_read(path, select))
-    print(pooled_table(pooled))
-    curves = [(f"{v} / {a} (n={size}, FreezeD {depth}, mean of {len(g['seeds'])} seeds)",
-               g["iterations"], g["mean"]) for (v, a, size, depth), g in pooled.items()]
-    return _draw(curves, next(iter(pooled.values()))["floor"] if pooled else {}, out,
-                 with_floor)
+    rows = _read(path, select)
+    frame = seed_frame(rows)
+    print(pooled_table(frame))
+    curves = []
+    for (variant, aff, size, depth), part in frame.groupby(GROUP, dropna=False, sort=False):
+        mean = part.groupby("iteration")[list(METRICS)].mean()
+        label = (f"{variant} / {aff} (n={size}, FreezeD {depth}, mean of "
+                 f"{part['seed'].nunique()} seeds)")
+        curves.append((label, list(mean.index), {m: mean[m].tolist() for m in METRICS}))
+    return _draw(curves, rows[0]["floor"] if rows else {}, out, with_floor)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -21,24 +21,23 @@ def _row(seed, fids, affinity="combination", size=25, iterations=(-1, 0, 300)):
             "freeze_d": 0, "floor": {"fid_floor": 95.0, "kid_floor": 0.0}, "curve": curve}
 
 
-def test_pooled_mean_and_population_std_per_evaluation(ff):
-    pooled = ff.pool_seeds([_row(0, [260, 270, 250]), _row(1, [264, 274, 230]),
-                            _row(0, [330, 340, 300], affinity="random")])
-    cat = pooled[("paper", "combination", 25, 0)]
-    assert cat["seeds"] == [0, 1] and cat["iterations"] == [-1, 0, 300]
-    assert cat["mean"]["fid"] == pytest.approx([262, 272, 240])
-    assert cat["std"]["fid"] == pytest.approx([2, 2, 10])      # ddof 0, as the seed tables
-    assert pooled[("paper", "random", 25, 0)]["mean"]["fid"] == pytest.approx([330, 340, 300])
-    table = ff.pooled_table(pooled)
-    assert "| paper / combination | 25 | 0 | 0,1 | training-free | 262.0 ± 2.0 |" in table
-    assert "| 300 | 240.0 ± 10.0 | 240.0 ± 10.0 | 76.0 ± 1.0 |" in table   # KID×10³, mIoU %
+def test_pooled_mean_and_sample_std_per_evaluation_as_the_harness_tables(ff):
+    frame = ff.seed_frame([_row(0, [260, 270, 250]), _row(1, [264, 274, 230]),
+                           _row(0, [330, 340, 300], affinity="random")])
+    assert len(frame) == 9 and set(frame["seed"]) == {0, 1}
+    table = ff.pooled_table(frame)
+    # mean ± sample std (ddof 1) over seeds 0 and 1, KID×10³ and mIoU % as the harness shows them
+    assert "| paper | combination | 25 | 0 | -1 | 262.0 ± 2.8 | 262.00 ± 2.83 | 73.8 ± 0.3 |" in table
+    assert ("| paper | combination | 25 | 0 | 300 | **240.0 ± 14.1** | **240.00 ± 14.14** | "
+            "**76.0 ± 1.4** |") in table                   # the table's best cells, in bold
+    assert "| paper | random | 25 | 0 | 300 | 300.0 | 300.00 | 70.0 |" in table   # one seed
 
 
 def test_a_seed_twice_or_another_evaluation_grid_is_refused(ff):
     with pytest.raises(ValueError, match="seed found twice"):
-        ff.pool_seeds([_row(0, [260, 270, 250]), _row(0, [261, 271, 251])])
+        ff.seed_frame([_row(0, [260, 270, 250]), _row(0, [261, 271, 251])])
     with pytest.raises(ValueError, match="seed 1 was evaluated at other iterations"):
-        ff.pool_seeds([_row(0, [260, 270, 250]),
+        ff.seed_frame([_row(0, [260, 270, 250]),
                        _row(1, [260, 270, 250], iterations=(-1, 0, 100))])
 
 
@@ -49,7 +48,7 @@ def test_plot_pooled_draws_one_curve_per_group(ff, tmp_path, capsys):
     png = tmp_path / "pooled.png"
     assert ff.plot_pooled(path, png) == 0
     out = capsys.readouterr().out
-    assert out.count("| paper / combination |") == 3 and out.count("| paper / random |") == 3
+    assert out.count("| paper | combination |") == 3 and out.count("| paper | random |") == 3
     from PIL import Image
 
     with Image.open(png) as im:     # three panels, and their legend below
