@@ -34,6 +34,33 @@ def find_chromium() -> str | None:
     return None
 
 
+def write_images(targets: list[tuple[Any, Path]], chromium: str) -> tuple[list[Path], str | None]:
+    """Write each (figure, path) in one kaleido batch (one browser start) with `chromium`.
+
+    Returns (the paths written, the error or None). Only files that exist and are not empty
+    count as written: kaleido can return without an error yet without a file (its browser
+    timed out on a loaded machine). kaleido and its browser driver raise many unrelated types
+    (RuntimeError, their own Exception subclasses such as a JavascriptError from the tab,
+    OSError): each becomes the error text, never a crash, since an image is never worth the
+    HTML or the results written before it. `BROWSER_PATH` (where kaleido's driver looks for the
+    browser) is restored afterwards.
+    """
+    import plotly.io as pio
+
+    previous = os.environ.get("BROWSER_PATH")
+    os.environ["BROWSER_PATH"] = chromium
+    try:
+        pio.write_images([f for f, _ in targets], [p for _, p in targets])
+    except Exception as err:  # noqa: BLE001
+        return [], str(err)
+    finally:
+        if previous is None:
+            os.environ.pop("BROWSER_PATH", None)
+        else:
+            os.environ["BROWSER_PATH"] = previous
+    return [p for _, p in targets if p.is_file() and p.stat().st_size > 0], None
+
+
 def top_k_text(values: np.ndarray, k: int) -> list[list[str]]:
     """Per row, "#rank value" on its `k` largest cells, "" elsewhere.
 

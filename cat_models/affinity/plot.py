@@ -7,12 +7,11 @@ notice naming the file.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 from cat_models.affinity.matrix import AffinityMatrix
-from cat_models.plotting import find_chromium, heatmap_figure
+from cat_models.plotting import find_chromium, heatmap_figure, write_images
 
 __all__ = ["find_chromium", "heatmap_figure", "save_heatmap"]
 
@@ -41,17 +40,11 @@ def save_heatmap(affinity: AffinityMatrix, path: str | Path, png: bool = True,
                     stacklevel=2)
                 _png_notice_given = True
         else:
-            os.environ.setdefault("BROWSER_PATH", chromium)
             png_path = stem.with_suffix(".png")
-            # kaleido and its browser driver fail in many ways on a loaded machine (their own
-            # exception types, RuntimeError, OSError): the PNG is a convenience, never worth
-            # the matrix or the HTML already written
-            try:
-                fig.write_image(png_path)
-            except Exception as err:  # noqa: BLE001
-                warnings.warn(f"{png_path} not written: kaleido failed ({err}); the HTML "
+            pngs, error = write_images([(fig, png_path)], chromium)
+            if error is not None:
+                warnings.warn(f"{png_path} not written: kaleido failed ({error}); the HTML "
                               "heatmap was written", stacklevel=2)
-            else:
-                if png_path.is_file() and png_path.stat().st_size > 0:
-                    written["png"] = png_path
+            if pngs:
+                written["png"] = pngs[0]
     return written

@@ -179,34 +179,22 @@ def export_images(figures: dict[Path, Any], formats: tuple[str, ...] = ("png", "
         chromium = find_chromium()
     notice = image_notice(chromium)
     if notice is None and figures and formats:
-        import plotly.io as pio
+        from cat_models.plotting import write_images
 
         targets = [(fig, stem.with_suffix(f".{fmt}")) for stem, fig in figures.items()
                    for fmt in formats]
-        previous = os.environ.get("BROWSER_PATH")
-        os.environ["BROWSER_PATH"] = chromium  # kaleido's choreographer reads the browser here
-        try:
-            pio.write_images([f for f, _ in targets], [p for _, p in targets])
-            # kaleido can come back without error yet without a file (its browser timed out
-            # on a loaded machine): only files that exist count as written
-            written = [p for _, p in targets if p.is_file() and p.stat().st_size > 0]
-            if len(written) == len(targets):
-                return written, None
+        written, error = write_images(targets, chromium)
+        if error is not None:
+            notice = f"[analysis] PNG/SVG figures skipped: kaleido failed: {error}"
+        elif len(written) == len(targets):
+            return written, None
+        else:
             missing = [p.name for _, p in targets if p not in written]
             notice = (f"[analysis] PNG/SVG figures: kaleido wrote {len(written)} of "
                       f"{len(targets)} files, not {', '.join(missing)}; the HTML figures are "
                       "complete (rerun `python -m harness.analyze` for the images)")
-            print(notice, file=sys.stderr)
+            print(notice, file=sys.stderr)   # a partial write is its own event each time
             return written, notice
-        # kaleido and its browser driver raise many unrelated types (RuntimeError, their own
-        # Exception subclasses, OSError): none of them may cost the user the HTML report
-        except Exception as err:  # noqa: BLE001
-            notice = f"[analysis] PNG/SVG figures skipped: kaleido failed: {err}"
-        finally:
-            if previous is None:
-                os.environ.pop("BROWSER_PATH", None)
-            else:
-                os.environ["BROWSER_PATH"] = previous
     if notice and not _notice_given:
         print(notice, file=sys.stderr)
         _notice_given = True

@@ -50,13 +50,13 @@ def test_find_chromium_honours_browser_path(tmp_path, monkeypatch):
 
 def test_a_kaleido_failure_leaves_the_html_and_names_the_png(tmp_path, monkeypatch):
     """kaleido can raise from its browser tab (a JavascriptError on a loaded machine)."""
-    import plotly.graph_objects as go
+    import plotly.io as pio
 
-    def broken(self, path, *args, **kwargs):
+    def broken(figs, paths, **kwargs):
         raise RuntimeError("kaleido_scopes is not defined")
 
     monkeypatch.setattr(plot_module, "find_chromium", lambda: str(tmp_path / "chromium"))
-    monkeypatch.setattr(go.Figure, "write_image", broken)
+    monkeypatch.setattr(pio, "write_images", broken)
     with pytest.warns(UserWarning, match=r"C\.png not written: kaleido failed"):
         written = save_heatmap(_matrix(), tmp_path / "C")
     assert set(written) == {"html"} and written["html"].is_file()
