@@ -224,7 +224,8 @@ def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: di
 
 
 METRICS = ("fid", "kid", "miou")
-GROUP = ["variant", "affinity", "target_size", "freeze_d"]   # one pooled curve each
+# One pooled curve each: runs of another target domain or source model never pool together.
+GROUP = ["target", "source_iterations", "variant", "affinity", "target_size", "freeze_d"]
 
 
 def seed_frame(rows: list[dict]) -> pd.DataFrame:
@@ -233,7 +234,9 @@ def seed_frame(rows: list[dict]) -> pd.DataFrame:
     other iterations (their mean would mix evaluations)."""
     import pandas as pd
 
-    frame = pd.DataFrame([{"variant": r["variant"], "affinity": r["affinity"],
+    frame = pd.DataFrame([{"target": r.get("target", "synthetic_target"),
+                           "source_iterations": r.get("source_iterations"),
+                           "variant": r["variant"], "affinity": r["affinity"],
                            "target_size": r["size"], "freeze_d": r.get("freeze_d"),
                            "seed": r["seed"], "iteration": c["iteration"],
                            **{m: c[m] for m in METRICS}}
@@ -267,10 +270,15 @@ def plot_pooled(path: Path, out: Path | None, select: str | None = None,
     frame = seed_frame(rows)
     print(pooled_table(frame))
     curves = []
-    for (variant, aff, size, depth), part in frame.groupby(GROUP, dropna=False, sort=False):
+    varies = [c for c in ("target", "source_iterations") if frame[c].nunique(dropna=False) > 1]
+    for key, part in frame.groupby(GROUP, dropna=False, sort=False):
+        g = dict(zip(GROUP, key))
+        where = "".join(f", {g['target']}" if c == "target" else
+                        f", source {g['source_iterations']} it" for c in varies)
+        n = part["seed"].nunique()
+        label = (f"{g['variant']} / {g['affinity']} (n={g['target_size']}, FreezeD "
+                 f"{g['freeze_d']}{where}, mean of {n} seed{'s' if n > 1 else ''})")
         mean = part.groupby("iteration")[list(METRICS)].mean()
-        label = (f"{variant} / {aff} (n={size}, FreezeD {depth}, mean of "
-                 f"{part['seed'].nunique()} seeds)")
         curves.append((label, list(mean.index), {m: mean[m].tolist() for m in METRICS}))
     return _draw(curves, rows[0]["floor"] if rows else {}, out, with_floor)
 

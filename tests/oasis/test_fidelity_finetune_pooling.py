@@ -14,10 +14,12 @@ def ff():
     return load_benchmark_script("fidelity_finetune")
 
 
-def _row(seed, fids, affinity="combination", size=25, iterations=(-1, 0, 300)):
+def _row(seed, fids, affinity="combination", size=25, iterations=(-1, 0, 300),
+         source_iterations=1500, target="synthetic_target"):
     curve = [{"iteration": it, "fid": f, "kid": f / 1000, "miou": 1 - f / 1000}
              for it, f in zip(iterations, fids)]
     return {"variant": "paper", "affinity": affinity, "size": size, "seed": seed,
+            "target": target, "source_iterations": source_iterations,
             "freeze_d": 0, "floor": {"fid_floor": 95.0, "kid_floor": 0.0}, "curve": curve}
 
 
@@ -27,10 +29,10 @@ def test_pooled_mean_and_sample_std_per_evaluation_as_the_harness_tables(ff):
     assert len(frame) == 9 and set(frame["seed"]) == {0, 1}
     table = ff.pooled_table(frame)
     # mean ± sample std (ddof 1) over seeds 0 and 1, KID×10³ and mIoU % as the harness shows them
-    assert "| paper | combination | 25 | 0 | -1 | 262.0 ± 2.8 | 262.00 ± 2.83 | 73.8 ± 0.3 |" in table
-    assert ("| paper | combination | 25 | 0 | 300 | **240.0 ± 14.1** | **240.00 ± 14.14** | "
+    assert "| synthetic_target | 1500 | paper | combination | 25 | 0 | -1 | 262.0 ± 2.8 | 262.00 ± 2.83 | 73.8 ± 0.3 |" in table
+    assert ("| synthetic_target | 1500 | paper | combination | 25 | 0 | 300 | **240.0 ± 14.1** | **240.00 ± 14.14** | "
             "**76.0 ± 1.4** |") in table                   # the table's best cells, in bold
-    assert "| paper | random | 25 | 0 | 300 | 300.0 | 300.00 | 70.0 |" in table   # one seed
+    assert "| synthetic_target | 1500 | paper | random | 25 | 0 | 300 | 300.0 | 300.00 | 70.0 |" in table   # one seed
 
 
 def test_a_seed_twice_or_another_evaluation_grid_is_refused(ff):
@@ -53,3 +55,24 @@ def test_plot_pooled_draws_one_curve_per_group(ff, tmp_path, capsys):
 
     with Image.open(png) as im:     # three panels, and their legend below
         assert im.width == 3 * 330 and im.height > 230
+
+
+def test_runs_of_another_source_model_or_target_domain_never_pool(ff, tmp_path, monkeypatch):
+    rows = [_row(0, [260, 270, 250]), _row(1, [180, 190, 170], source_iterations=6000),
+            _row(2, [300, 310, 290], target="synthetic_aerial")]
+    table = ff.pooled_table(ff.seed_frame(rows))
+    # three groups of one seed each, not one mean of three (which would read 246.7 at -1)
+    assert "| synthetic_target | 1500 | paper | combination | 25 | 0 | -1 | 260.0 |" in table
+    assert "| synthetic_target | 6000 | paper | combination | 25 | 0 | -1 | 180.0 |" in table
+    assert "| synthetic_aerial | 1500 | paper | combination | 25 | 0 | -1 | 300.0 |" in table
+    assert "246.7" not in table
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labels = []
+    monkeypatch.setattr(ff, "_draw", lambda curves, *a: labels.extend(c[0] for c in curves) or 0)
+    ff.plot_pooled(path, None)
+    # the legend names what tells the curves apart, and one seed in the singular
+    assert labels == [
+        "paper / combination (n=25, FreezeD 0, synthetic_target, source 1500 it, mean of 1 seed)",
+        "paper / combination (n=25, FreezeD 0, synthetic_target, source 6000 it, mean of 1 seed)",
+        "paper / combination (n=25, FreezeD 0, synthetic_aerial, source 1500 it, mean of 1 seed)"]
