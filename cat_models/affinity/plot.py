@@ -42,9 +42,10 @@ def save_heatmap(affinity: AffinityMatrix, path: str | Path, png: bool = True,
         else:
             png_path = stem.with_suffix(".png")
             pngs, error = write_images([(fig, png_path)], chromium)
-            if error is not None:
-                warnings.warn(f"{png_path} not written: kaleido failed ({error}); the HTML "
-                              "heatmap was written", stacklevel=2)
             if pngs:
                 written["png"] = pngs[0]
+            else:   # an error, or kaleido came back without a file (see write_images)
+                warnings.warn(f"{png_path} not written: kaleido failed "
+                              f"({error or 'it wrote no file'}); the HTML heatmap was written",
+                              stacklevel=2)
     return written

@@ -61,3 +61,14 @@ def test_a_kaleido_failure_leaves_the_html_and_names_the_png(tmp_path, monkeypat
         written = save_heatmap(_matrix(), tmp_path / "C")
     assert set(written) == {"html"} and written["html"].is_file()
     assert not (tmp_path / "C.png").exists()
+
+
+def test_kaleido_returning_without_a_file_is_said_too(tmp_path, monkeypatch):
+    """kaleido can come back without an error yet without the PNG (its browser timed out)."""
+    import plotly.io as pio
+
+    monkeypatch.setattr(plot_module, "find_chromium", lambda: str(tmp_path / "chromium"))
+    monkeypatch.setattr(pio, "write_images", lambda figs, paths, **kwargs: None)
+    with pytest.warns(UserWarning, match=r"C\.png not written: kaleido failed \(it wrote no file\)"):
+        written = save_heatmap(_matrix(), tmp_path / "C")
+    assert set(written) == {"html"}
