@@ -42,9 +42,10 @@ def find_one(cache: Path, stage: str, name: str, ref_name: str | None = None,
 
 
 SOURCE_KIND = "synthetic_source"
+TARGET_KIND = "synthetic_target"   # the embedded target, the fidelity scripts' default
 
 
-def target_root(cache: Path, kind: str = "synthetic_target") -> Path:
+def target_root(cache: Path, kind: str = TARGET_KIND) -> Path:
     """The dataset's root; `SOURCE_KIND` names the source domain itself (the control runs
     that finetune the source model on source images, identity A)."""
     stage = "dataset-source" if kind == SOURCE_KIND else "dataset-target"
@@ -85,7 +86,7 @@ class Bench:
     """Source model, target splits, few-shot set and evaluator from a harness cache."""
 
     def __init__(self, cache: Path, size: int, seed: int, n_samples: int = 64,
-                 target_kind: str = "synthetic_target", source_seed: int = 0,
+                 target_kind: str = TARGET_KIND, source_seed: int = 0,
                  source_iterations: int | None = None) -> None:
         from cat_models.data import kl_greedy_subset, label_histograms, open_dataset
         from cat_models.metrics.evaluator import Evaluator

@@ -58,7 +58,7 @@ TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}
 
 
 def main() -> int:
-    from fidelity_common import Bench
+    from fidelity_common import TARGET_KIND, Bench
 
     from cat_models.oasis.finetune import finetune_oasis
     from cat_models.oasis.transfer import random_affinity
@@ -66,7 +66,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cache", type=Path, default=Path("/work/cache"))
     p.add_argument("--size", type=int, default=50)
-    p.add_argument("--target", default="synthetic_target",
+    p.add_argument("--target", default=TARGET_KIND,
                    help="target dataset kind in the cache (synthetic_target, synthetic_aerial; "
                         "synthetic_source with --affinities identity: the source-domain control)")
     p.add_argument("--source-seed", type=int, default=0,
@@ -233,8 +233,9 @@ def seed_frame(rows: list[dict]) -> pd.DataFrame:
     and METRICS. Refuses a seed found twice in a group, and seeds of one group evaluated at
     other iterations (their mean would mix evaluations)."""
     import pandas as pd
+    from fidelity_common import TARGET_KIND
 
-    frame = pd.DataFrame([{"target": r.get("target", "synthetic_target"),
+    frame = pd.DataFrame([{"target": r.get("target", TARGET_KIND),   # rows before --target
                            "source_iterations": r.get("source_iterations"),
                            "variant": r["variant"], "affinity": r["affinity"],
                            "target_size": r["size"], "freeze_d": r.get("freeze_d"),
@@ -244,8 +245,9 @@ def seed_frame(rows: list[dict]) -> pd.DataFrame:
     for key, part in frame.groupby(GROUP, dropna=False, sort=False):
         name = "/".join(map(str, key))
         runs = part.groupby("seed", sort=False)["iteration"].apply(tuple)
-        if part.duplicated(["seed", "iteration"]).any():
-            raise ValueError(f"{name}: seed found twice in {sorted(part['seed'])}")
+        twice = part.loc[part.duplicated(["seed", "iteration"]), "seed"].unique()
+        if len(twice):
+            raise ValueError(f"{name}: seed found twice: {sorted(twice.tolist())}")
         if runs.nunique() > 1:
             other = runs[runs != runs.iloc[0]].index[0]
             raise ValueError(f"{name}: seed {other} was evaluated at other iterations than "
