@@ -3,7 +3,10 @@
 `cached_stage("affinities", inputs, build)` returns `<cache>/stages/affinities/<hash>/`, calling
 `build(tmp_dir)` only when no completed folder for those inputs exists. Building happens in a
 temporary sibling that is renamed into place when done, so an interrupted build never leaves a
-half-written artifact that a later run would trust.
+half-written artifact that a later run would trust. The temporary folder is named
+`<hash>.tmp-<host>-<pid>-<ns>`; a process killed mid-build (SIGKILL, a lost node) cannot
+remove its own, so the next build of the same key removes those of this host whose process
+is gone, saying so (another host's, on a shared cache, are left to that host).
 
 The completion marker `STAGE.json` records the inputs and `hash_files` of the finished folder;
 every use of a cached folder (building or planning) checks those files with `verify_files`
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +83,37 @@ def check_folder(folder: Path) -> str | None:
     return None
 
 
+def _host() -> str:
+    # '-' separates the fields of a temporary folder's name
+    return socket.gethostname().replace("-", "_") or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # alive, another user's
+        return True
+    return True
+
+
+def remove_abandoned_builds(final: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Remove `final`'s temporary build folders left by dead processes of this host."""
+    removed = []
+    prefix = f"{final.name}.tmp-{_host()}-"
+    for tmp in final.parent.glob(f"{final.name}.tmp-*"):
+        if not tmp.name.startswith(prefix):
+            continue
+        pid = tmp.name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"[stage] removed {tmp}: a build whose process (pid {pid}) is gone")
+        removed.append(tmp)
+    return removed
+
+
 def cached_stage(
     cache: Path,
     name: str,
@@ -94,7 +130,9 @@ def cached_stage(
         log(f"[stage] {name}: rebuilding: {problem}")
     else:
         log(f"[stage] {name}: building ...")
-    tmp = final.with_name(final.name + f".tmp-{time.time_ns()}")
+    if final.parent.is_dir():
+        remove_abandoned_builds(final, log)
+    tmp = final.with_name(f"{final.name}.tmp-{_host()}-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir(parents=True)
     start = time.perf_counter()
     try:

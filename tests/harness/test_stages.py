@@ -194,6 +194,50 @@ def test_interrupted_build_leaves_nothing_trusted(tmp_path):
     assert len(calls) == 1
 
 
+def test_a_killed_builds_folder_is_removed_by_the_next_build(tmp_path):
+    """SIGKILL leaves the temporary folder behind; the next build of the key removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from harness.cache import _host
+
+    cache = tmp_path / "cache"
+    inputs = {"x": 2}
+    final = stage_dir(cache, "demo", inputs)
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from harness.cache import cached_stage\n"
+        "def build(out):\n"
+        "    (out / 'half.bin').write_bytes(b'12')\n"
+        "    print('half written', flush=True)\n"
+        "    time.sleep(60)\n"
+        f"cached_stage(Path({str(cache)!r}), 'demo', {inputs!r}, build)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    try:
+        while "half written" not in (line := proc.stdout.readline()):   # the folder exists
+            assert line, "the build process ended early"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (killed,) = final.parent.glob(f"{final.name}.tmp-*")
+    assert (killed / "half.bin").exists()
+    live = final.parent / f"{final.name}.tmp-{_host()}-{os.getpid()}-1"   # this test's own
+    other_host = final.parent / f"{final.name}.tmp-elsewhere-{proc.pid}-1"
+    live.mkdir()
+    other_host.mkdir()
+
+    lines = []
+    result = cached_stage(cache, "demo", inputs, lambda out: None, log=lines.append)
+    assert not result.cached
+    assert not killed.exists()
+    assert any(str(killed) in line and f"pid {proc.pid}" in line for line in lines)
+    assert live.is_dir() and other_host.is_dir()      # a running build, another host's
+
+
 def test_target_size_larger_than_pool_names_file_and_field(tmp_path):
     cache = tmp_path / "cache"
     study = parse_study(tiny_study(cache, tmp_path / "out", target_sizes=[20, 61]))
