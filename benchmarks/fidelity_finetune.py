@@ -95,6 +95,10 @@ def main() -> int:
     p.add_argument("--pool-seeds", action="store_true",
                    help="with --plot-only: one curve per (variant, affinity, size, FreezeD), the "
                         "mean over the seeds in the file, and a markdown table of mean ± std")
+    p.add_argument("--size-plot", type=Path,
+                   help="with --plot-only: FID / KID / mIoU at each run's last evaluation and "
+                        "training-free vs the few-shot set size (paper Fig. 4), mean ± std over "
+                        "the seeds in the file, as PNG (and HTML beside it)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--samples", type=Path,
                    help="save a sample grid (label map | real | generated) of each evaluation "
@@ -103,8 +107,12 @@ def main() -> int:
                    help="also score against the few-shot set itself (memorisation check)")
     args = p.parse_args()
     if args.plot_only:
+        if args.size_plot:
+            plot_sizes(args.out, args.size_plot, args.select)
         if args.pool_seeds:
             return plot_pooled(args.out, args.plot, args.select, not args.no_floor)
+        if args.size_plot and not args.plot:
+            return 0
         return plot(args.out, args.plot, args.select, not args.no_floor)
     torch.set_num_threads(args.threads)
 
@@ -283,6 +291,46 @@ def plot_pooled(path: Path, out: Path | None, select: str | None = None,
         mean = part.groupby("iteration")[list(METRICS)].mean()
         curves.append((label, list(mean.index), {m: mean[m].tolist() for m in METRICS}))
     return _draw(curves, rows[0]["floor"] if rows else {}, out, with_floor)
+
+
+def size_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per run (GROUP, seed): its last evaluation, method "<affinity> finetuned (<its> it)",
+    and its training-free model (iteration -1), method "<affinity> training-free"; a run's
+    other group fields (variant, FreezeD, target, source) are named only when they vary."""
+    import pandas as pd
+
+    varies = [c for c in GROUP if c not in ("affinity", "target_size")
+              and frame[c].nunique(dropna=False) > 1]
+    rows = []
+    for _, run in frame.groupby([*GROUP, "seed"], dropna=False, sort=False):
+        first = run.iloc[0]
+        where = "".join(f", {c} {first[c]}" for c in varies)
+        last = run.loc[run["iteration"].idxmax()]
+        start = run[run["iteration"] == -1]
+        rows.append({**last.to_dict(),
+                     "method": f"{first['affinity']} finetuned ({last['iteration']} it{where})"})
+        if len(start):
+            rows.append({**start.iloc[0].to_dict(),
+                         "method": f"{first['affinity']} training-free{where}"})
+    return pd.DataFrame(rows)
+
+
+def plot_sizes(path: Path, out: Path, select: str | None = None) -> Path:
+    """Paper Fig. 4 from the rows in `path`: metrics vs few-shot set size, ±std over seeds."""
+    from harness.analysis.curves import export_images, save_html, size_curves_figure
+
+    final = size_frame(seed_frame(_read(path, select)))
+    order = sorted(final["method"].unique(), key=lambda m: ("training-free" in m, m))
+    seeds = sorted(set(final.groupby(["method", "target_size"])["seed"].nunique()))
+    counts = "–".join(map(str, seeds[::max(len(seeds) - 1, 1)]))
+    fig = size_curves_figure(final, metrics=METRICS, order=order, title=(
+        "Last evaluation and training-free start vs few-shot set size "
+        f"(mean ± std over {counts} seed{'s' if seeds != [1] else ''})"))
+    html = save_html(fig, out.with_suffix(".html"))
+    written, notice = export_images({out.with_suffix(""): fig}, formats=("png",))
+    print(f"[plot] {written[0] if written else html}" + (f" ({notice})" if notice else ""))
+    return written[0] if written else html
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -76,3 +76,22 @@ def test_runs_of_another_source_model_or_target_domain_never_pool(ff, tmp_path, 
         "paper / combination (n=25, FreezeD 0, synthetic_target, source 1500 it, mean of 1 seed)",
         "paper / combination (n=25, FreezeD 0, synthetic_target, source 6000 it, mean of 1 seed)",
         "paper / combination (n=25, FreezeD 0, synthetic_aerial, source 1500 it, mean of 1 seed)"]
+
+
+def test_size_plot_takes_each_runs_last_evaluation_and_its_training_free_start(ff):
+    rows = [_row(0, [260, 270, 250]), _row(1, [264, 274, 230]),
+            _row(0, [200, 210, 190, 180], size=400, iterations=(-1, 0, 300, 600)),
+            _row(0, [330, 340, 300], affinity="random")]
+    final = ff.size_frame(ff.seed_frame(rows))
+    by = {(r.method, r.target_size, r.seed): r for r in final.itertuples()}
+    assert len(final) == 8
+    assert by[("combination finetuned (300 it)", 25, 1)].fid == 230
+    assert by[("combination training-free", 25, 1)].fid == 264
+    # the longer run at 400 ends at its own last evaluation, and says so
+    assert by[("combination finetuned (600 it)", 400, 0)].fid == 180
+    assert by[("random training-free", 25, 0)].fid == 330
+    # another variant in the file is named in every label
+    other = dict(_row(2, [250, 260, 240]), variant="fixed")
+    labels = set(ff.size_frame(ff.seed_frame([*rows, other]))["method"])
+    assert "combination finetuned (300 it, variant fixed)" in labels
+    assert "combination finetuned (300 it, variant paper)" in labels
