@@ -16,6 +16,12 @@ uses the study's own segmenter and is). Rows go to `DIR/gpu_check.jsonl`. Sectio
 * `ddp`: the same trial with `workers_per_trial: 2, gpus_per_worker: 0.5`, i.e. a Ray Train
   `TorchTrainer` of two DDP workers sharing the one GPU (`harness.trials.ddp_backend` picks
   gloo there: NCCL refuses two ranks on one device).
+* `scaling`: DDP scaling through Ray Train, the main job's CAT trial with 1 worker and with
+  one worker per GPU (nccl; 2 workers with gloo in the CPU rehearsal) at the same per-worker
+  batch (the study's `batch_size` is the global batch, so it is multiplied by the workers),
+  bf16 autocast off and on (on CUDA): images per second of the training loop, its ratio to
+  one worker's, and the final mIoU. On a one-GPU machine it records that there is nothing to
+  scale and measures the one-worker rows only.
 * `packed`: the main job's whole grid with `gpus_per_worker: 0.125, cpus_per_worker: 2`
   (8 trials at once on a 16-core, one-GPU machine): the trial phase's wall time, trials per
   hour, and the per-trial fixed cost (`benchmarks/trial_fixed_cost.py`).
@@ -158,6 +164,40 @@ def ddp(art, work: Path) -> None:
     emit("ddp", backend=ddp_backend(GPU / 2), wall_s=round(wall, 2), trials=rows)
 
 
+def scaling(art, work: Path) -> None:
+    from harness.trials import ddp_backend
+
+    gpus = torch.cuda.device_count() if gpu_check.DEVICE == "cuda" else 0
+    widest = gpus if gpus else 2          # the rehearsal: two gloo workers on the CPU
+    if gpu_check.DEVICE == "cuda" and gpus < 2:
+        emit("scaling", note=f"{gpus} GPU: nothing to scale, one-worker rows only")
+    base = one_trial(art.study)
+    per_worker = base.training.batch_size
+    one_eval = base.training.iterations     # one evaluation, at the end: the loop is training
+    single: dict[bool, float] = {}
+    for amp in ((False, True) if gpus else (False,)):
+        for workers in sorted({1, widest}):
+            study = with_resources(base, f"ray_scaling_{workers}w_amp{int(amp)}",
+                                   workers_per_trial=workers, cpus_per_worker=CPUS,
+                                   gpus_per_worker=GPU)
+            training = study.training.model_copy(update={
+                "batch_size": per_worker * workers, "amp": amp, "eval_every": one_eval,
+                "checkpoint_every": one_eval})
+            study = study.model_copy(update={"training": training})
+            wall, rows = run_study(study, art, work / "scaling")
+            row = rows[0]
+            images = training.iterations * training.batch_size
+            rate = images / row["loop_s"] if row["loop_s"] else None
+            if workers == 1 and rate:
+                single[amp] = rate
+            emit("scaling", workers=workers, amp=amp, backend=ddp_backend(GPU) if workers > 1
+                 else None, global_batch=training.batch_size, iterations=training.iterations,
+                 wall_s=round(wall, 2), loop_s=row["loop_s"],
+                 images_per_s=round(rate, 2) if rate else None,
+                 vs_one_worker=round(rate / single[amp], 3) if rate and amp in single else None,
+                 final_miou=row["final_miou"], failure=row["failure"])
+
+
 def packed(art, work: Path) -> None:
     study = with_resources(art.study, "ray_packed", gpus_per_worker=GPU / 8,
                            cpus_per_worker=CPUS, max_concurrent_trials=None)
@@ -172,7 +212,7 @@ def packed(art, work: Path) -> None:
     emit("packed_fixed_cost", output=(cost.stdout + cost.stderr)[-4000:])
 
 
-SECTIONS = {"single": single, "ddp": ddp, "packed": packed}
+SECTIONS = {"single": single, "ddp": ddp, "scaling": scaling, "packed": packed}
 
 
 def main() -> int:
