@@ -176,7 +176,9 @@ def load_transformers_checked(model_class: Any, path: str | Path, what: str,
 
     path = Path(path)
     verbosity = hf_logging.get_verbosity()
+    bar = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()   # the load report would repeat what the error says
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load, on stderr
     try:
         model, info = model_class.from_pretrained(
             path, local_files_only=True, output_loading_info=True,
@@ -186,6 +188,8 @@ def load_transformers_checked(model_class: Any, path: str | Path, what: str,
                               f"({_first_line(err)})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
     diff = StateDictDiff(
         missing=tuple(sorted(info.get("missing_keys", ()))),
         unexpected=(),

@@ -5,6 +5,13 @@ and a sample fully decoded), target sizes against the training pool, the source 
 (`cat_models.oasis.source.check_source`: file, format, resolution, every tensor), the segmenter
 and backend files the study names, and the output folder (writable, room left). Each failure
 is one `StudyError` (or the library's `InputError`) naming the file or field.
+
+A network file the study names is loaded here when a method will use it, by the loader the
+run uses (segmenters, the text encoder, the timm feature network), so weights that do not fit
+the named model stop the run before Ray with the library's message (the file, the model and
+the first differing tensors) instead of failing inside a stage. The packaged defaults (the
+sentence model, the Inception) are not loaded: the dry run of a study that names no file
+imports no torch.
 """
 
 from __future__ import annotations
@@ -100,12 +107,35 @@ def named_files(study: Study) -> dict[str, str]:
     return {k: v for k, v in found.items() if v and v != defaults.get(k)}
 
 
+# The estimator that reads each backend file (the others, e.g. the evaluation segmenter, are
+# read by every run).
+FILE_READERS = {"affinity_backends.segmentation.segmenter": "segmentation",
+                "affinity_backends.text.sentence_model": "text",
+                "affinity_backends.features.checkpoint": "features"}
+
+
+def _load_text_encoder(study: Study) -> None:
+    from cat_models.affinity.text import text_affinity
+
+    text_affinity(["a"], ["b"], **study.affinity_backends.text.options())
+
+
+def _load_feature_network(study: Study) -> None:
+    from cat_models.affinity.feature_backends import make_feature_extractor
+
+    options = study.affinity_backends.features.options()
+    make_feature_extractor(options["backend"], **options["backend_options"])
+
+
 def check_files(study: Study, origin: str) -> None:
-    """The named files exist; segmenters are loaded (their own checks say what is wrong)."""
-    needed = {m.affinity for m in study.methods}
+    """The named files exist; the networks in them that the run will use are loaded (their
+    own checks say what is wrong)."""
+    from harness.stages_common import needed_affinities
+
+    needed = set(needed_affinities(study))
     for field, value in named_files(study).items():
-        if field == "affinity_backends.segmentation.segmenter" and not (
-                needed & {"segmentation", "combination", "average"}):
+        reader = FILE_READERS.get(field)
+        if reader is not None and reader not in needed:
             continue
         path = Path(value)
         if not path.exists():
@@ -113,10 +143,24 @@ def check_files(study: Study, origin: str) -> None:
         if field.endswith("segmenter"):
             from cat_models.segmenters import load_segmenter
 
-            try:
-                load_segmenter(path)
-            except InputError as err:
-                raise StudyError(f"{origin}: {field}: {err}") from None
+            _loaded(origin, field, load_segmenter, path)
+        elif field == "affinity_backends.features.checkpoint":
+            _loaded(origin, field, _load_feature_network, study)
+    text = study.affinity_backends.text
+    if "text" in needed and (text.sentence_model or text.clip_pretrained):
+        # clip_pretrained may be a tag in the open_clip cache: only the load tells
+        field = "affinity_backends.text." + (
+            "clip_pretrained" if text.clip_pretrained else "sentence_model")
+        _loaded(origin, field, _load_text_encoder, study)
+
+
+def _loaded(origin: str, field: str, load: Callable[[object], object], arg: object) -> None:
+    from cat_models.affinity.matrix import AffinityError
+
+    try:
+        load(arg)
+    except (InputError, AffinityError) as err:
+        raise StudyError(f"{origin}: {field}: {err}") from None
 
 
 def check_output(folder: Path, origin: str, what: str = "output folder") -> None:

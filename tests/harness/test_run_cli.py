@@ -258,6 +258,41 @@ def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
         path = _source_checkpoint(tmp / "s64.pt", resolution=64)
         return ({"source": {"checkpoint": str(path)}}, "source.checkpoint",
                 "source checkpoint was trained at 64×64")
+    if case == "wrong-timm-checkpoint":        # weights of a smaller ViT than the named one
+        import timm
+        import torch
+
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
+                                patch_size=8, embed_dim=32, depth=2, num_heads=2)
+        torch.save(vit.state_dict(), tmp / "small_vit.pth")
+        return ({"affinity_backends": {"features": {
+                    "backend": "timm", "model": "vit_tiny_patch16_224",
+                    "checkpoint": str(tmp / "small_vit.pth")}},
+                 "methods": [{"label": "cat-features", "baseline": "cat",
+                              "affinity": "features"}]},
+                "affinity_backends.features.checkpoint",
+                "does not match timm model 'vit_tiny_patch16_224'")
+    if case == "wrong-sentence-model":      # a config.json that the weights do not fit
+        import json
+        import shutil
+
+        from cat_models.affinity.text_backends import default_sentence_model_path
+
+        folder = Path(shutil.copytree(default_sentence_model_path(), tmp / "minilm"))
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 512}))
+        return ({"affinity_backends": {"text": {"sentence_model": str(folder)}},
+                 "methods": [{"label": "cat-text", "baseline": "cat", "affinity": "text"}]},
+                "affinity_backends.text.sentence_model",
+                "intermediate.dense.weight: checkpoint [1536, 384] vs model [512, 384]")
+    if case == "open-clip-weights-not-a-checkpoint":
+        (tmp / "clip.bin").write_bytes(bytes(range(256)) * 16)
+        return ({"affinity_backends": {"text": {"backend": "open_clip", "clip_model": "RN50",
+                                                "clip_pretrained": str(tmp / "clip.bin")}},
+                 "methods": [{"label": "cat-combination", "baseline": "cat",
+                              "affinity": "combination"}]},
+                "affinity_backends.text.clip_pretrained",
+                "open_clip weights is not a torch checkpoint")
     if case == "output-under-a-file":
         (tmp / "plain-file").write_text("x")
         return ({"output_dir": str(tmp / "plain-file" / "out")}, "output folder",
@@ -269,7 +304,8 @@ BAD_INPUTS = ["yaml-syntax", "empty-file", "size-larger-than-pool", "missing-dat
               "image-without-label", "label-id-out-of-range", "unreadable-image",
               "rgb-label-png", "missing-classes-txt", "missing-checkpoint", "not-a-checkpoint",
               "wrong-architecture-checkpoint", "wrong-resolution-checkpoint",
-              "output-under-a-file"]
+              "wrong-timm-checkpoint", "wrong-sentence-model",
+              "open-clip-weights-not-a-checkpoint", "output-under-a-file"]
 
 
 def _bad_study(tmp_path: Path, case: str) -> tuple[Path, str, str]:
@@ -300,7 +336,7 @@ def test_dry_run_refuses_bad_input_naming_file_and_field(tmp_path, capsys, case)
 
 
 @pytest.mark.parametrize("case", ["missing-classes-txt", "wrong-architecture-checkpoint",
-                                  "output-under-a-file"])
+                                  "wrong-timm-checkpoint", "output-under-a-file"])
 def test_real_run_stops_on_bad_input_before_ray(tmp_path, case):
     path, field, message = _bad_study(tmp_path, case)
     proc = subprocess.run([sys.executable, "-m", "harness.run", str(path)], cwd=REPO,
