@@ -33,6 +33,9 @@ SMALL = [f"--set=benchmark.{k}={v}" for k, v in BENCH.items()] + ["--set=target_
 # Bad inputs whose check needs a network file read (torch is imported for those only).
 NEEDS_TORCH = {"not-a-checkpoint", "wrong-architecture-checkpoint",
                "wrong-resolution-checkpoint", "missing-checkpoint"}
+# a named network is loaded by its own library (timm, transformers, open_clip)
+LOADS_A_NETWORK = {"wrong-timm-checkpoint", "wrong-sentence-model",
+                   "open-clip-weights-not-a-checkpoint"}
 
 DRY_RUN = f"""
 import json, sys
@@ -77,7 +80,8 @@ def test_dry_run_of_a_shipped_study_imports_no_heavy_module(study, drawn_cache, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", [c for c in BAD_INPUTS if c not in NEEDS_TORCH])
+@pytest.mark.parametrize("case", [c for c in BAD_INPUTS
+                                  if c not in NEEDS_TORCH | LOADS_A_NETWORK])
 def test_bad_input_fails_the_dry_run_without_heavy_imports(tmp_path, case):
     """The torch-free dry run keeps every check: one line naming file and field, exit 2."""
     path, field, message = _bad_study(tmp_path, case)
@@ -95,6 +99,14 @@ def test_a_named_checkpoint_is_still_checked(tmp_path, case):
     result, _, err = _dry_run(str(path))
     assert result["code"] == 2 and message in err and f"{path}: {field}" in err, err
     assert not {"ray", "diffusers", "transformers"} & set(result["heavy"]), result
+
+
+@pytest.mark.parametrize("case", sorted(LOADS_A_NETWORK))
+def test_a_named_network_is_checked_without_ray(tmp_path, case):
+    path, field, message = _bad_study(tmp_path, case)
+    result, _, err = _dry_run(str(path))
+    assert result["code"] == 2 and message in err and f"{path}: {field}" in err, err
+    assert not {"ray", "diffusers"} & set(result["heavy"]), result
 
 
 NAMES = """
