@@ -251,9 +251,13 @@ def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
         return ({"source": {"checkpoint": str(tmp / "rand.pt")}}, "source.checkpoint",
                 "source checkpoint is not a torch checkpoint")
     if case == "wrong-architecture-checkpoint":
+        import torch
+
         path = _source_checkpoint(tmp / "wrong.pt", wrong_tensor=True)
+        name = next(iter(torch.load(path, weights_only=False)["G"]))   # the one changed
         return ({"source": {"checkpoint": str(path)}}, "source.checkpoint",
-                "tensor(s) of another shape (")
+                f"does not match the OASIS G of its own config (32×32, 4 blocks, 2 classes): "
+                f"1 tensor(s) of another shape ({name}: checkpoint [")
     if case == "wrong-resolution-checkpoint":
         path = _source_checkpoint(tmp / "s64.pt", resolution=64)
         return ({"source": {"checkpoint": str(path)}}, "source.checkpoint",
@@ -335,7 +339,8 @@ def test_dry_run_refuses_bad_input_naming_file_and_field(tmp_path, capsys, case)
     assert not (tmp_path / "cache" / "stages").exists()
 
 
-@pytest.mark.parametrize("case", ["missing-classes-txt", "wrong-architecture-checkpoint",
+@pytest.mark.parametrize("case", ["missing-classes-txt", "not-a-checkpoint",
+                                  "wrong-architecture-checkpoint", "wrong-resolution-checkpoint",
                                   "wrong-timm-checkpoint", "output-under-a-file"])
 def test_real_run_stops_on_bad_input_before_ray(tmp_path, case):
     path, field, message = _bad_study(tmp_path, case)
