@@ -256,8 +256,8 @@ def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
         path = _source_checkpoint(tmp / "wrong.pt", wrong_tensor=True)
         name = next(iter(torch.load(path, weights_only=False)["G"]))   # the one changed
         return ({"source": {"checkpoint": str(path)}}, "source.checkpoint",
-                f"does not match the OASIS G of its own config (32×32, 4 blocks, 2 classes): "
-                f"1 tensor(s) of another shape ({name}: checkpoint [")
+                ("does not match the OASIS G of its own config (32×32, 4 blocks, 2 classes): "
+                 f"1 tensor(s) of another shape ({name}: checkpoint ["))
     if case == "wrong-resolution-checkpoint":
         path = _source_checkpoint(tmp / "s64.pt", resolution=64)
         return ({"source": {"checkpoint": str(path)}}, "source.checkpoint",
