@@ -257,6 +257,39 @@ def experiment_path(study: Study, out: Path) -> str:
     return f"{base.rstrip('/')}/{EXPERIMENT}" if "://" in base else str(Path(base) / EXPERIMENT)
 
 
+def reuse_or_replace(old: dict, key: dict, path: str, resume: bool, restorable: bool,
+                     log: Callable[[str], None]) -> bool:
+    """Whether the experiment at `path` is resumed; moves it aside when its study changed.
+
+    `old` is the `trials.json` the last run wrote (`trials_fingerprint` + path), `key` this
+    run's. The experiment is replaced only when its study really changed: a rebuilt stage
+    artifact (same study, other `artifacts` hash) keeps its finished trials, with a note; a
+    marker written before the study key existed is not known to differ, so it is kept. With
+    `--resume` nothing is moved, a changed study only warned about. A remote experiment
+    (`://`) is never moved: a new one starts beside it under Tune's own rules.
+    """
+    same_study = old.get("study", key["study"]) == key["study"]
+    if resume and old and not same_study:
+        log("[trials] warning: the study changed since this experiment ran; --resume keeps "
+            "its finished trials as they are (rerun without --resume to start a new "
+            "experiment and keep the old one aside)")
+    if resume or not restorable:
+        return resume
+    if same_study:
+        changed = old.get("artifacts") not in (None, key["artifacts"])
+        log(f"[stage] trials: the experiment at {path} ran this same study: its finished "
+            "trials are reused, unfinished ones continue"
+            + ("; note: stage artifacts were rebuilt since (the finished trials were "
+               "trained on the earlier ones)" if changed else ""))
+        return True
+    if "://" not in path:
+        aside = f"{path}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+        Path(path).rename(aside)
+        log(f"[trials] the study changed since the experiment at {path}: it was moved to "
+            f"{aside} and a new one starts")
+    return False
+
+
 def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str, float],
                resume: bool, log: Callable[[str], None]):
     """Run (or resume) the study's Tune experiment; returns the `ResultGrid`."""
@@ -270,26 +303,7 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
     key = trials_fingerprint(study, artifacts)
     marker = out / "trials.json"
     old = json.loads(marker.read_text()) if marker.is_file() else {}
-    # an experiment recorded before the study key was kept apart: its study is not known to
-    # differ, so it is kept (a study is only replaced when it really changed)
-    same_study = old.get("study", key["study"]) == key["study"]
-    if resume and old and not same_study:
-        log("[trials] warning: the study changed since this experiment ran; --resume keeps "
-            "its finished trials as they are (rerun without --resume to start a new "
-            "experiment and keep the old one aside)")
-    if not resume and tune.Tuner.can_restore(path):
-        if same_study:
-            changed = old.get("artifacts") not in (None, key["artifacts"])
-            log(f"[stage] trials: the experiment at {path} ran this same study: its finished "
-                "trials are reused, unfinished ones continue"
-                + ("; note: stage artifacts were rebuilt since (the finished trials were "
-                   "trained on the earlier ones)" if changed else ""))
-            resume = True
-        elif "://" not in path:
-            aside = f"{path}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-            Path(path).rename(aside)
-            log(f"[trials] the study changed since the experiment at {path}: it was moved to "
-                f"{aside} and a new one starts")
+    resume = reuse_or_replace(old, key, path, resume, tune.Tuner.can_restore(path), log)
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({**key, "experiment": path}, indent=1))
     if resume:
