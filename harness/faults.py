@@ -1,8 +1,10 @@
 """Test hooks for the fault-injection tests (tests/harness/test_faults.py); inert unless set.
 
 * `CAT_FAULT_DIR=<folder>`: every trial start (and every Ray Train worker's) appends
-  `{"trial", "pid", "rank", "restored", "time"}` to `<folder>/starts.jsonl`, so a test can find
-  the process to kill and count how often each trial started.
+  `{"trial", "pid", "rank", "restored", "restored_iteration", "time"}` to
+  `<folder>/starts.jsonl`, so a test can find the process to kill, count how often each trial
+  started and see which checkpoint a restart began from (the iteration of the last evaluation
+  in its `history.json`, the checkpoint's own).
 * `CAT_FAULT_NAN=<method label>@<iteration>`: that method's trials fill the generator's
   weights with NaN before that iteration, so its loss is NaN there (the training loop must
   stop with "non-finite loss at iteration N").
@@ -28,11 +30,17 @@ HOLD_S = 120.0
 
 
 def trial_started(trial_dir: str | None, params: dict[str, Any], rank: int | None = None,
-                  restored: bool = False) -> None:
+                  restore: str | None = None) -> None:
+    """A start of the trial, `restore` the checkpoint folder it restores from (or None)."""
     trial = Path(trial_dir).name if trial_dir else None
-    _record("starts.jsonl", {"trial": trial,
-                             "pid": os.getpid(), "rank": rank, "restored": restored,
-                             "time": time.time(), "method": params.get("method")})
+    if os.environ.get("CAT_FAULT_DIR"):
+        from harness.trial import MetricsHistory
+
+        rows = MetricsHistory.restore(restore).rows if restore else []
+        _record("starts.jsonl", {"trial": trial, "pid": os.getpid(), "rank": rank,
+                                 "restored": restore is not None,
+                                 "restored_iteration": rows[-1][0] if rows else None,
+                                 "time": time.time(), "method": params.get("method")})
     poison = _iteration_for(os.environ.get("CAT_FAULT_NAN"), params)
     hold = _iteration_for(os.environ.get("CAT_FAULT_HOLD"), params)
     delay = float(os.environ.get("CAT_FAULT_STEP_DELAY_S", "0"))

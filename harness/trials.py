@@ -109,7 +109,7 @@ def tune_single(params: dict[str, Any], artifacts: Artifacts) -> None:
             return
         with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
             restore = _restore_dir(tune.get_checkpoint(), scratch)
-            faults.trial_started(ctx.get_trial_dir(), params, restored=restore is not None)
+            faults.trial_started(ctx.get_trial_dir(), params, restore=restore)
             run_trial(params, artifacts, report, trial_dir=ctx.get_trial_dir(),
                       restore=restore, device=_device(res.gpus_per_worker),
                       threads=max(1, int(res.cpus_per_worker)))
@@ -142,8 +142,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="cat-restore-") as scratch:
             restore = _restore_dir(ray.train.get_checkpoint(), scratch)
-            faults.trial_started(trial_dir, loop_config["params"], rank=rank,
-                                 restored=restore is not None)
+            faults.trial_started(trial_dir, loop_config["params"], rank=rank, restore=restore)
             run_trial(loop_config["params"], artifacts, report, trial_dir=trial_dir,
                       restore=restore, device=_device(res.gpus_per_worker),
                       threads=max(1, int(res.cpus_per_worker)))

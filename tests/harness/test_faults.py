@@ -159,6 +159,7 @@ def test_killed_trial_process_is_retried_from_its_checkpoint(in_process_faults):
     assert len(redone) <= training.checkpoint_every // training.eval_every
     starts = run["starts"]["no-cat"]
     assert [s["restored"] for s in starts] == [False, True]     # retried once, from a checkpoint
+    assert starts[1]["restored_iteration"] >= after             # the last one, not an earlier
     assert starts[0]["pid"] == run["killed"][0]["pid"] != starts[1]["pid"]
 
 
@@ -170,8 +171,13 @@ def test_killed_ddp_worker_restores_from_the_last_checkpoint(ddp_faults):
     rows = _rows(Path(result.path))
     # (Ray Train's reports reach Tune without `done`: train_worker drops it on purpose)
     assert rows[-1]["iteration"] == ITERATIONS and "final_fid" in rows[-1]
-    rank1 = [s["restored"] for s in ddp_faults["starts"]["no-cat"] if s["rank"] == 1]
-    assert rank1 == [False, True]                  # the worker group restarted from a checkpoint
+    rank1 = [s for s in ddp_faults["starts"]["no-cat"] if s["rank"] == 1]
+    assert [s["restored"] for s in rank1] == [False, True]   # the group restarted from one
+    after = ddp_faults["killed"][0]["after"]
+    assert after >= 2 and set(range(2, after + 1, 2)) <= {r["iteration"] for r in rows}
+    # from the last checkpoint before the kill (none was made after it: rank 0 waits for the
+    # killed rank at its next all-reduce), not an earlier one
+    assert after <= rank1[1]["restored_iteration"] < ITERATIONS
 
 
 @pytest.mark.slow
