@@ -107,15 +107,21 @@ BAD_STUDIES = [
 
 
 @pytest.mark.parametrize("change, field, message", BAD_STUDIES)
-def test_bad_study_exits_2_naming_file_and_field(tmp_path, capsys, change, field, message):
+@pytest.mark.parametrize("mode", [["--dry-run"], []], ids=["dry-run", "run"])
+def test_bad_study_exits_2_naming_file_and_field(tmp_path, capsys, change, field, message,
+                                                 mode):
     data = merge(tiny_study(tmp_path / "cache", tmp_path / "out"), change)
     path = write_study(tmp_path / "bad.yaml", data)
-    code = main([str(path), "--dry-run"])
+    keep = tmp_path / "out" / "tiny" / "earlier-result.txt"       # nothing earlier is lost
+    keep.parent.mkdir(parents=True)
+    keep.write_text("kept")
+    code = main([str(path), *mode])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert err.count("\n") == 0, err                     # one message
+    assert err.count("\n") == 0 and "Traceback" not in err, err   # one message
     assert err.startswith(f"error: {path}: {field}: "), err
     assert message in err
+    assert keep.read_text() == "kept" and not (tmp_path / "cache").exists()
 
 
 def test_bad_override_exits_2(tmp_path, capsys):
