@@ -92,6 +92,8 @@ def main() -> int:
     p.add_argument("--no-floor", action="store_true",
                    help="leave the real-data floor out of the plot (zooms the FID/KID axes)")
     p.add_argument("--select", help="plot only these variant/affinity runs (comma-separated)")
+    p.add_argument("--sizes", help="plot only the runs of these few-shot set sizes "
+                                   "(comma-separated)")
     p.add_argument("--pool-seeds", action="store_true",
                    help="with --plot-only: one curve per (variant, affinity, size, FreezeD), the "
                         "mean over the seeds in the file, and a markdown table of mean ± std")
@@ -108,12 +110,13 @@ def main() -> int:
     args = p.parse_args()
     if args.plot_only:
         if args.size_plot:
-            plot_sizes(args.out, args.size_plot, args.select)
+            plot_sizes(args.out, args.size_plot, args.select, args.sizes)
         if args.pool_seeds:
-            return plot_pooled(args.out, args.plot, args.select, not args.no_floor)
+            return plot_pooled(args.out, args.plot, args.select, not args.no_floor,
+                               args.sizes)
         if args.size_plot and not args.plot:
             return 0
-        return plot(args.out, args.plot, args.select, not args.no_floor)
+        return plot(args.out, args.plot, args.select, not args.no_floor, args.sizes)
     torch.set_num_threads(args.threads)
 
     bench = Bench(args.cache, args.size, args.seed, args.n_samples, args.target,
@@ -188,10 +191,10 @@ def main() -> int:
 
 
 def plot(path: Path, out: Path | None, select: str | None = None,
-         with_floor: bool = True) -> int:
+         with_floor: bool = True, sizes: str | None = None) -> int:
     """FID / KID / mIoU vs iteration for every run in `path` (or those whose "variant/affinity"
     is listed in `select`); each run's training-free value is a dashed line of its colour."""
-    rows = _read(path, select)
+    rows = _read(path, select, sizes)
     curves = []
     for row in rows:
         label = f"{row['variant']} / {row['affinity']} (n={row['size']}, seed {row['seed']}"
@@ -201,10 +204,12 @@ def plot(path: Path, out: Path | None, select: str | None = None,
     return _draw(curves, rows[0]["floor"] if rows else {}, out, with_floor)
 
 
-def _read(path: Path, select: str | None) -> list[dict]:
+def _read(path: Path, select: str | None, sizes: str | None = None) -> list[dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if select:
         rows = [r for r in rows if f"{r['variant']}/{r['affinity']}" in select.split(",")]
+    if sizes:
+        rows = [r for r in rows if r["size"] in {int(x) for x in sizes.split(",")}]
     return rows
 
 
@@ -273,10 +278,10 @@ def pooled_table(frame: pd.DataFrame) -> str:
 
 
 def plot_pooled(path: Path, out: Path | None, select: str | None = None,
-                with_floor: bool = True) -> int:
+                with_floor: bool = True, sizes: str | None = None) -> int:
     """The mean over seeds of each group's curve (solid) and of its training-free value
     (dashed), plus the markdown table of `pooled_table` on stdout."""
-    rows = _read(path, select)
+    rows = _read(path, select, sizes)
     frame = seed_frame(rows)
     print(pooled_table(frame))
     curves = []
@@ -315,11 +320,12 @@ def size_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_sizes(path: Path, out: Path, select: str | None = None) -> Path:
+def plot_sizes(path: Path, out: Path, select: str | None = None,
+               sizes: str | None = None) -> Path:
     """Paper Fig. 4 from the rows in `path`: metrics vs few-shot set size, ±std over seeds."""
     from harness.analysis.curves import export_images, save_html, size_curves_figure
 
-    final = size_frame(seed_frame(_read(path, select)))
+    final = size_frame(seed_frame(_read(path, select, sizes)))
     order = sorted(final["method"].unique(), key=lambda m: ("training-free" in m, m))
     seeds = sorted(set(final.groupby(["method", "target_size"])["seed"].nunique()))
     counts = "–".join(map(str, seeds[::max(len(seeds) - 1, 1)]))

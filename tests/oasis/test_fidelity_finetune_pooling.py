@@ -95,3 +95,13 @@ def test_size_plot_takes_each_runs_last_evaluation_and_its_training_free_start(f
     labels = set(ff.size_frame(ff.seed_frame([*rows, other]))["method"])
     assert "combination finetuned (300 it, variant fixed)" in labels
     assert "combination finetuned (300 it, variant paper)" in labels
+
+
+def test_sizes_keeps_only_the_runs_of_those_sizes(ff, tmp_path):
+    path = tmp_path / "runs.jsonl"
+    rows = [_row(0, [260, 270, 250]), _row(0, [200, 210, 190], size=400),
+            _row(0, [220, 230, 210], size=100)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["size"] for r in ff._read(path, None, "25,400")] == [25, 400]
+    assert [r["size"] for r in ff._read(path, "paper/combination")] == [25, 400, 100]
+    assert ff._read(path, "paper/random", "25") == []
