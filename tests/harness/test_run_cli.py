@@ -377,6 +377,37 @@ def test_unreachable_address_fails_in_bounded_time(tmp_path):
     assert seconds < 200      # stages of the tiny study + 3 s, not Ray's endless retries
 
 
+def test_unwritable_output_folder_stops_before_anything_runs(tmp_path, capsys):
+    """A folder the run cannot write in: read-only for its owner, and immutable for root (who
+    writes through permission bits)."""
+    import os
+    import subprocess
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    earlier = out / "earlier-result.txt"
+    earlier.write_text("kept")
+    path = write_study(tmp_path / "tiny.yaml", tiny_study(tmp_path / "cache", out))
+    root = os.geteuid() == 0
+    if root:
+        subprocess.run(["chattr", "+i", str(out)], check=True)
+    else:
+        out.chmod(0o500)
+    try:
+        assert main([str(path)]) == 2
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(out)], check=True)
+        else:
+            out.chmod(0o700)
+    errors = _error_lines(capsys.readouterr().err)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {path}: output folder {out / 'tiny'} is not writable "), \
+        errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["earlier-result.txt"]
+    assert earlier.read_text() == "kept"
+
+
 def test_too_little_free_space_stops_before_anything_runs(tmp_path, capsys, monkeypatch):
     """Disk full: the free space of the output folder's disk, measured, against the minimum
     (raised here above any real disk's free space)."""
