@@ -4,9 +4,10 @@
 `build(tmp_dir)` only when no completed folder for those inputs exists. Building happens in a
 temporary sibling that is renamed into place when done, so an interrupted build never leaves a
 half-written artifact that a later run would trust. The temporary folder is named
-`<hash>.tmp-<host>-<pid>-<ns>`; a process killed mid-build (SIGKILL, a lost node) cannot
-remove its own, so the next build of the same key removes those of this host whose process
-is gone, saying so (another host's, on a shared cache, are left to that host).
+`<hash>.tmp-<host>-<pid>-<ns>` (host: its name and pid namespace); a process killed
+mid-build (SIGKILL, a lost node) cannot remove its own, so the next build of the same key
+removes those of this host whose process is gone, saying so (another host's, on a shared
+cache, are left to that host).
 
 The completion marker `STAGE.json` records the inputs and `hash_files` of the finished folder;
 every use of a cached folder (building or planning) checks those files with `verify_files`
@@ -84,8 +85,13 @@ def check_folder(folder: Path) -> str | None:
 
 
 def _host() -> str:
-    # '-' separates the fields of a temporary folder's name
-    return socket.gethostname().replace("-", "_") or "host"
+    """This host and process-id namespace, as a folder-name token ('-' separates the fields):
+    containers that share a host name (host networking) have pid namespaces of their own."""
+    try:
+        namespace = f"_{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        namespace = ""
+    return (socket.gethostname().replace("-", "_") or "host") + namespace
 
 
 def _pid_alive(pid: int) -> bool:
@@ -109,8 +115,9 @@ def remove_abandoned_builds(final: Path, log: Callable[[str], None] = print) -> 
         if not pid.isdigit() or _pid_alive(int(pid)):
             continue
         shutil.rmtree(tmp, ignore_errors=True)
-        log(f"[stage] removed {tmp}: a build whose process (pid {pid}) is gone")
-        removed.append(tmp)
+        if not tmp.exists():
+            log(f"[stage] removed {tmp}: a build whose process (pid {pid}) is gone")
+            removed.append(tmp)
     return removed
 
 

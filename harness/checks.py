@@ -55,10 +55,10 @@ def check_inputs(study: Study, cache: Path, origin: str, out: Path,
     if too_big:
         raise StudyError(f"{origin}: target_sizes: {too_big} exceed the {pool} images of the "
                          f"target training split ({planned_ref(study, cache, 'target').root})")
-    check_source_checkpoint(study, cache, origin, log)
-    check_files(study, origin)
     check_output(out, origin)
     check_output(cache, origin, what="cache folder")
+    check_source_checkpoint(study, cache, origin, log)
+    check_files(study, origin)      # last: it may load networks
 
 
 def check_subset_images(study: Study, target, subsets: dict, origin: str) -> None:
@@ -107,24 +107,34 @@ def named_files(study: Study) -> dict[str, str]:
     return {k: v for k, v in found.items() if v and v != defaults.get(k)}
 
 
-# The estimator that reads each backend file (the others, e.g. the evaluation segmenter, are
-# read by every run).
-FILE_READERS = {"affinity_backends.segmentation.segmenter": "segmentation",
-                "affinity_backends.text.sentence_model": "text",
-                "affinity_backends.features.checkpoint": "features"}
+def _load_segmenter(study: Study, path: Path) -> None:
+    from cat_models.segmenters import load_segmenter
+
+    load_segmenter(path)
 
 
-def _load_text_encoder(study: Study) -> None:
+def _load_text_encoder(study: Study, path: Path) -> None:
     from cat_models.affinity.text import text_affinity
 
     text_affinity(["a"], ["b"], **study.affinity_backends.text.options())
 
 
-def _load_feature_network(study: Study) -> None:
+def _load_feature_network(study: Study, path: Path) -> None:
     from cat_models.affinity.feature_backends import make_feature_extractor
 
     options = study.affinity_backends.features.options()
     make_feature_extractor(options["backend"], **options["backend_options"])
+
+
+# Each field of `named_files`: the estimator that reads it (None: every run) and the loader the
+# run uses (None: only its existence is checked here).
+FILE_USES: dict[str, tuple[str | None, Callable[[Study, Path], None] | None]] = {
+    "evaluation.segmenter": (None, _load_segmenter),
+    "evaluation.fid_feature_net": (None, None),
+    "affinity_backends.segmentation.segmenter": ("segmentation", _load_segmenter),
+    "affinity_backends.text.sentence_model": ("text", _load_text_encoder),
+    "affinity_backends.features.checkpoint": ("features", _load_feature_network),
+}
 
 
 def check_files(study: Study, origin: str) -> None:
@@ -133,32 +143,35 @@ def check_files(study: Study, origin: str) -> None:
     from harness.stages_common import needed_affinities
 
     needed = set(needed_affinities(study))
+    text = study.affinity_backends.text
+    text_backend = None
+    if "text" in needed and (text.sentence_model or text.clip_pretrained):
+        from cat_models.affinity.text import resolve_text_backend
+
+        text_backend = resolve_text_backend(text.backend, text.clip_pretrained)
     for field, value in named_files(study).items():
-        reader = FILE_READERS.get(field)
+        reader, load = FILE_USES[field]
         if reader is not None and reader not in needed:
             continue
         path = Path(value)
         if not path.exists():
             raise StudyError(f"{origin}: {field}: {path} does not exist")
-        if field.endswith("segmenter"):
-            from cat_models.segmenters import load_segmenter
-
-            _loaded(origin, field, load_segmenter, path)
-        elif field == "affinity_backends.features.checkpoint":
-            _loaded(origin, field, _load_feature_network, study)
-    text = study.affinity_backends.text
-    if "text" in needed and (text.sentence_model or text.clip_pretrained):
-        # clip_pretrained may be a tag in the open_clip cache: only the load tells
-        field = "affinity_backends.text." + (
-            "clip_pretrained" if text.clip_pretrained else "sentence_model")
-        _loaded(origin, field, _load_text_encoder, study)
+        if field == "affinity_backends.text.sentence_model" and text_backend != "sentence":
+            continue          # the study's text backend is open_clip: this folder is unused
+        if load is not None:
+            _loaded(origin, field, load, study, path)
+    if text_backend == "open_clip" and text.clip_pretrained:
+        # a local file or a tag in the open_clip cache: only the load tells
+        _loaded(origin, "affinity_backends.text.clip_pretrained", _load_text_encoder, study,
+                Path(text.clip_pretrained))
 
 
-def _loaded(origin: str, field: str, load: Callable[[object], object], arg: object) -> None:
+def _loaded(origin: str, field: str, load: Callable[[Study, Path], None], study: Study,
+            path: Path) -> None:
     from cat_models.affinity.matrix import AffinityError
 
     try:
-        load(arg)
+        load(study, path)
     except (InputError, AffinityError) as err:
         raise StudyError(f"{origin}: {field}: {err}") from None
 

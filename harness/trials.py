@@ -265,7 +265,7 @@ def reuse_or_replace(old: dict, key: dict, path: str, resume: bool, restorable: 
     artifact (same study, other `artifacts` hash) keeps its finished trials, with a note; a
     marker written before the study key existed is not known to differ, so it is kept. With
     `--resume` nothing is moved, a changed study only warned about. A remote experiment
-    (`://`) is never moved: a new one starts beside it under Tune's own rules.
+    (`://`) is never moved (the new experiment is then started at the same path).
     """
     same_study = old.get("study", key["study"]) == key["study"]
     if resume and old and not same_study:
@@ -302,7 +302,8 @@ def run_trials(study: Study, artifacts: Artifacts, out: Path, cluster: dict[str,
     key = trials_fingerprint(study, artifacts)
     marker = out / "trials.json"
     old = json.loads(marker.read_text()) if marker.is_file() else {}
-    resume = reuse_or_replace(old, key, path, resume, tune.Tuner.can_restore(path), log)
+    resume = reuse_or_replace(old, key, path, resume,
+                              not resume and tune.Tuner.can_restore(path), log)
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({**key, "experiment": path}, indent=1))
     if resume:

@@ -127,6 +127,10 @@ class TimmPatchFeatures:
         if checkpoint is None:
             raise AffinityError("feature backend 'timm': checkpoint= a local weights file is "
                                 "required (no downloads); without one use 'inception'")
+        if not timm.is_model(model_name):
+            raise AffinityError(f"feature backend 'timm': unknown model {model_name!r} (timm "
+                                "names, e.g. vit_small_patch16_224; `timm.list_models('vit*')` "
+                                "lists them)")
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **model_kwargs)
         state = read_vit_state_dict(Path(checkpoint))
         load_checked(model, state, str(checkpoint), f"timm model {model_name!r} "

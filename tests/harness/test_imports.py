@@ -34,7 +34,7 @@ SMALL = [f"--set=benchmark.{k}={v}" for k, v in BENCH.items()] + ["--set=target_
 NEEDS_TORCH = {"not-a-checkpoint", "wrong-architecture-checkpoint",
                "wrong-resolution-checkpoint", "missing-checkpoint"}
 # a named network is loaded by its own library (timm, transformers, open_clip)
-LOADS_A_NETWORK = {"wrong-timm-checkpoint", "wrong-sentence-model",
+LOADS_A_NETWORK = {"wrong-timm-checkpoint", "unknown-timm-model", "wrong-sentence-model",
                    "open-clip-weights-not-a-checkpoint"}
 
 DRY_RUN = f"""

@@ -282,6 +282,15 @@ def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
                               "affinity": "features"}]},
                 "affinity_backends.features.checkpoint",
                 "does not match timm model 'vit_tiny_patch16_224'")
+    if case == "unknown-timm-model":          # a typo in the model's name
+        (tmp / "vit.pth").write_bytes(b"")
+        return ({"affinity_backends": {"features": {
+                    "backend": "timm", "model": "vit_smal_patch16_224",
+                    "checkpoint": str(tmp / "vit.pth")}},
+                 "methods": [{"label": "cat-features", "baseline": "cat",
+                              "affinity": "features"}]},
+                "affinity_backends.features.checkpoint",
+                "feature backend 'timm': unknown model 'vit_smal_patch16_224'")
     if case == "wrong-sentence-model":      # a config.json that the weights do not fit
         import json
         import shutil
@@ -291,7 +300,10 @@ def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
         folder = Path(shutil.copytree(default_sentence_model_path(), tmp / "minilm"))
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 512}))
-        return ({"affinity_backends": {"text": {"sentence_model": str(folder)}},
+        # the backend is named: the CLIP weights beside it are not what this study loads
+        return ({"affinity_backends": {"text": {"backend": "sentence",
+                                                "sentence_model": str(folder),
+                                                "clip_pretrained": "laion2b_s34b_b79k"}},
                  "methods": [{"label": "cat-text", "baseline": "cat", "affinity": "text"}]},
                 "affinity_backends.text.sentence_model",
                 "intermediate.dense.weight: checkpoint [1536, 384] vs model [512, 384]")
@@ -314,7 +326,7 @@ BAD_INPUTS = ["yaml-syntax", "empty-file", "size-larger-than-pool", "missing-dat
               "image-without-label", "label-id-out-of-range", "unreadable-image",
               "rgb-label-png", "missing-classes-txt", "missing-checkpoint", "not-a-checkpoint",
               "wrong-architecture-checkpoint", "wrong-resolution-checkpoint",
-              "wrong-timm-checkpoint", "wrong-sentence-model",
+              "wrong-timm-checkpoint", "unknown-timm-model", "wrong-sentence-model",
               "open-clip-weights-not-a-checkpoint", "output-under-a-file"]
 
 
@@ -390,7 +402,10 @@ def test_unwritable_output_folder_stops_before_anything_runs(tmp_path, capsys):
     path = write_study(tmp_path / "tiny.yaml", tiny_study(tmp_path / "cache", out))
     root = os.geteuid() == 0
     if root:
-        subprocess.run(["chattr", "+i", str(out)], check=True)
+        try:
+            subprocess.run(["chattr", "+i", str(out)], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as err:
+            pytest.skip(f"root cannot make a folder unwritable here (chattr +i: {err})")
     else:
         out.chmod(0o500)
     try:
