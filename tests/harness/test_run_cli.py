@@ -211,6 +211,13 @@ def _source_checkpoint(path: Path, resolution: int = 32, wrong_tensor: bool = Fa
     return path
 
 
+def _timm_features(model: str, checkpoint: Path) -> dict:
+    """Study changes: a features method whose network is the timm `model` from `checkpoint`."""
+    return {"affinity_backends": {"features": {"backend": "timm", "model": model,
+                                               "checkpoint": str(checkpoint)}},
+            "methods": [{"label": "cat-features", "baseline": "cat", "affinity": "features"}]}
+
+
 def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
     """(study changes, field prefix, message part) for one bad input; files made under tmp."""
     data = _folder_dataset(tmp / "data")
@@ -275,20 +282,12 @@ def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
         vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
                                 patch_size=8, embed_dim=32, depth=2, num_heads=2)
         torch.save(vit.state_dict(), tmp / "small_vit.pth")
-        return ({"affinity_backends": {"features": {
-                    "backend": "timm", "model": "vit_tiny_patch16_224",
-                    "checkpoint": str(tmp / "small_vit.pth")}},
-                 "methods": [{"label": "cat-features", "baseline": "cat",
-                              "affinity": "features"}]},
+        return (_timm_features("vit_tiny_patch16_224", tmp / "small_vit.pth"),
                 "affinity_backends.features.checkpoint",
                 "does not match timm model 'vit_tiny_patch16_224'")
     if case == "unknown-timm-model":          # a typo in the model's name
         (tmp / "vit.pth").write_bytes(b"")
-        return ({"affinity_backends": {"features": {
-                    "backend": "timm", "model": "vit_smal_patch16_224",
-                    "checkpoint": str(tmp / "vit.pth")}},
-                 "methods": [{"label": "cat-features", "baseline": "cat",
-                              "affinity": "features"}]},
+        return (_timm_features("vit_smal_patch16_224", tmp / "vit.pth"),
                 "affinity_backends.features.checkpoint",
                 "feature backend 'timm': unknown model 'vit_smal_patch16_224'")
     if case == "wrong-sentence-model":      # a config.json that the weights do not fit
