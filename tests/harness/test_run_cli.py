@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -388,37 +389,43 @@ def test_unreachable_address_fails_in_bounded_time(tmp_path):
     assert seconds < 200      # stages of the tiny study + 3 s, not Ray's endless retries
 
 
-def test_unwritable_output_folder_stops_before_anything_runs(tmp_path, capsys):
-    """A folder the run cannot write in: read-only for its owner, and immutable for root (who
-    writes through permission bits)."""
+def _lock(folder: Path) -> Callable[[], None] | None:
+    """Make `folder` unwritable to this process: read-only for its owner, immutable for root
+    (who writes through permission bits). Returns the undo, or None where root may not set the
+    immutable flag (no CAP_LINUX_IMMUTABLE, a file system without it)."""
     import os
-    import subprocess
 
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        return lambda: folder.chmod(0o700)
+    try:
+        subprocess.run(["chattr", "+i", str(folder)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_unwritable_output_folder_stops_before_anything_runs(tmp_path, capsys):
+    """An output folder the run cannot write in. Where it cannot be locked, one under /proc,
+    where nobody can create files."""
     out = tmp_path / "locked"
     out.mkdir()
     earlier = out / "earlier-result.txt"
     earlier.write_text("kept")
+    unlock = _lock(out)
+    if unlock is None:
+        out = Path("/proc") / f"cat-harness-test-{tmp_path.name}"
     path = write_study(tmp_path / "tiny.yaml", tiny_study(tmp_path / "cache", out))
-    root = os.geteuid() == 0
-    if root:
-        try:
-            subprocess.run(["chattr", "+i", str(out)], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError) as err:
-            pytest.skip(f"root cannot make a folder unwritable here (chattr +i: {err})")
-    else:
-        out.chmod(0o500)
     try:
         assert main([str(path)]) == 2
     finally:
-        if root:
-            subprocess.run(["chattr", "-i", str(out)], check=True)
-        else:
-            out.chmod(0o700)
+        if unlock is not None:
+            unlock()
     errors = _error_lines(capsys.readouterr().err)
     assert len(errors) == 1, errors
     assert errors[0].startswith(f"error: {path}: output folder {out / 'tiny'} is not writable "), \
         errors[0]
-    assert sorted(p.name for p in out.iterdir()) == ["earlier-result.txt"]
+    assert sorted(p.name for p in earlier.parent.iterdir()) == ["earlier-result.txt"]
     assert earlier.read_text() == "kept"
 
 
