@@ -100,7 +100,8 @@ def main() -> int:
     p.add_argument("--size-plot", type=Path,
                    help="with --plot-only: FID / KID / mIoU at each run's last evaluation and "
                         "training-free vs the few-shot set size (paper Fig. 4), mean ± std over "
-                        "the seeds in the file, as PNG (and HTML beside it)")
+                        "the seeds in the file, as PNG (HTML where no PNG can be "
+                        "written)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--samples", type=Path,
                    help="save a sample grid (label map | real | generated) of each evaluation "
@@ -332,10 +333,13 @@ def plot_sizes(path: Path, out: Path, select: str | None = None,
     fig = size_curves_figure(final, metrics=METRICS, order=order, title=(
         "Last evaluation and training-free start vs few-shot set size "
         f"(mean ± std over {counts} seed{'s' if seeds != [1] else ''})"))
-    html = save_html(fig, out.with_suffix(".html"))
     written, notice = export_images({out.with_suffix(""): fig}, formats=("png",))
-    print(f"[plot] {written[0] if written else html}" + (f" ({notice})" if notice else ""))
-    return written[0] if written else html
+    if written:
+        print(f"[plot] {written[0]}")
+        return written[0]
+    html = save_html(fig, out.with_suffix(".html"))   # no PNG here: the interactive figure
+    print(f"[plot] {html} ({notice})")
+    return html
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:     # alive, another user's
-        return True
+        pass
     return True
 
 
@@ -137,8 +137,7 @@ def cached_stage(
         log(f"[stage] {name}: rebuilding: {problem}")
     else:
         log(f"[stage] {name}: building ...")
-    if final.parent.is_dir():
-        remove_abandoned_builds(final, log)
+    remove_abandoned_builds(final, log)     # (none when the stage's folder is new)
     tmp = final.with_name(f"{final.name}.tmp-{_host()}-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir(parents=True)
     start = time.perf_counter()

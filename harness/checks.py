@@ -95,18 +95,6 @@ def check_source_checkpoint(study: Study, cache: Path, origin: str, log: Log) ->
     log(f"[check] source checkpoint {path}: OASIS {cfg.resolution[0]}×{cfg.resolution[1]}")
 
 
-def named_files(study: Study) -> dict[str, str]:
-    """field -> path of every file or folder the study names (besides datasets, source)."""
-    b = study.affinity_backends
-    found = {"evaluation.segmenter": study.evaluation.segmenter,
-             "evaluation.fid_feature_net": study.evaluation.fid_feature_net,
-             "affinity_backends.segmentation.segmenter": b.segmentation.segmenter,
-             "affinity_backends.text.sentence_model": b.text.sentence_model,
-             "affinity_backends.features.checkpoint": getattr(b.features, "checkpoint", None)}
-    defaults = {"evaluation.segmenter": "small", "evaluation.fid_feature_net": "default"}
-    return {k: v for k, v in found.items() if v and v != defaults.get(k)}
-
-
 def _load_segmenter(study: Study, path: Path) -> None:
     from cat_models.segmenters import load_segmenter
 
@@ -126,15 +114,30 @@ def _load_feature_network(study: Study, path: Path) -> None:
     make_feature_extractor(options["backend"], **options["backend_options"])
 
 
-# Each field of `named_files`: the estimator that reads it (None: every run) and the loader the
-# run uses (None: only its existence is checked here).
-FILE_USES: dict[str, tuple[str | None, Callable[[Study, Path], None] | None]] = {
-    "evaluation.segmenter": (None, _load_segmenter),
-    "evaluation.fid_feature_net": (None, None),
-    "affinity_backends.segmentation.segmenter": ("segmentation", _load_segmenter),
-    "affinity_backends.text.sentence_model": ("text", _load_text_encoder),
-    "affinity_backends.features.checkpoint": ("features", _load_feature_network),
-}
+Loader = Callable[[Study, Path], None]
+
+
+def _file_fields(study: Study) -> dict[str, tuple[str | None, str | None, str | None,
+                                                 Loader | None]]:
+    """field -> (its value, the value that names no file, the estimator that reads it (None:
+    every run), the loader the run uses (None: only its existence is checked here))."""
+    b = study.affinity_backends
+    return {
+        "evaluation.segmenter": (study.evaluation.segmenter, "small", None, _load_segmenter),
+        "evaluation.fid_feature_net": (study.evaluation.fid_feature_net, "default", None, None),
+        "affinity_backends.segmentation.segmenter": (b.segmentation.segmenter, None,
+                                                     "segmentation", _load_segmenter),
+        "affinity_backends.text.sentence_model": (b.text.sentence_model, None, "text",
+                                                  _load_text_encoder),
+        "affinity_backends.features.checkpoint": (getattr(b.features, "checkpoint", None), None,
+                                                  "features", _load_feature_network),
+    }
+
+
+def named_files(study: Study) -> dict[str, str]:
+    """field -> path of every file or folder the study names (besides datasets, source)."""
+    return {field: value for field, (value, none, _, _) in _file_fields(study).items()
+            if value and value != none}
 
 
 def check_files(study: Study, origin: str) -> None:
@@ -149,8 +152,9 @@ def check_files(study: Study, origin: str) -> None:
         from cat_models.affinity.text import resolve_text_backend
 
         text_backend = resolve_text_backend(text.backend, text.clip_pretrained)
+    uses = _file_fields(study)
     for field, value in named_files(study).items():
-        reader, load = FILE_USES[field]
+        _, _, reader, load = uses[field]
         if reader is not None and reader not in needed:
             continue
         path = Path(value)
@@ -166,8 +170,7 @@ def check_files(study: Study, origin: str) -> None:
                 Path(text.clip_pretrained))
 
 
-def _loaded(origin: str, field: str, load: Callable[[Study, Path], None], study: Study,
-            path: Path) -> None:
+def _loaded(origin: str, field: str, load: Loader, study: Study, path: Path) -> None:
     from cat_models.affinity.matrix import AffinityError
 
     try:
