@@ -128,7 +128,8 @@ class Bench:
         self.train_evaluator = None
         f = self.evaluator.floor
         print(f"[floor] FID {f['fid_floor']:.1f}  KID {f['kid_floor']:.4f} ± "
-              f"{f['kid_floor_std']:.4f} (n={f['n_floor']} held-out real images); texture "
+              f"{f['kid_floor_std']:.4f} (n={f['n_floor']} held-out real images); mIoU of "
+              f"the real test images {self.evaluator.reference['miou_real']:.3f}; texture "
               f"energy of the real test images {self.real_tv:.4f}", flush=True)
 
     def score(self, generator) -> dict[str, float]:

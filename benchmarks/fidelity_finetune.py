@@ -178,6 +178,7 @@ def main() -> int:
                    "ranking": bench.ranking, "freeze_d": args.freeze_d,
                    "stage1_iterations": args.stage1,
                    "options": {**options, **cfg_over, **ft}, "floor": bench.evaluator.floor,
+                   **bench.evaluator.reference,
                    "real_tv": bench.real_tv, "real_tv_class": bench.real_tv_class,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}
             with args.out.open("a") as f:
@@ -202,7 +203,7 @@ def plot(path: Path, out: Path | None, select: str | None = None,
         label += f", FreezeD {row['freeze_d']})" if "freeze_d" in row else ")"
         curves.append((label, [c["iteration"] for c in row["curve"]],
                        {m: [c[m] for c in row["curve"]] for m in METRICS}))
-    return _draw(curves, rows[0]["floor"] if rows else {}, out, with_floor)
+    return _draw(curves, _references(rows), out, with_floor)
 
 
 def _read(path: Path, select: str | None, sizes: str | None = None) -> list[dict]:
@@ -214,6 +215,11 @@ def _read(path: Path, select: str | None, sizes: str | None = None) -> list[dict
     return rows
 
 
+def _references(rows: list[dict]) -> dict:
+    """The first row's real-data floor and real images' mIoU (rows before it: none)."""
+    return {**rows[0]["floor"], "miou_real": rows[0].get("miou_real")} if rows else {}
+
+
 def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: dict,
           out: Path | None, with_floor: bool) -> int:
     """One panel per metric; each curve (label, iterations, metric -> values) drawn from
@@ -221,6 +227,9 @@ def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: di
     from fidelity_common import PANEL_TITLES, line_panels
 
     panels = []
+    ceiling = floor.get("miou_real") if floor else None
+    black = ("real-data floor" + (" (mIoU: real images')" if ceiling is not None else "")
+             + " (dashed: training-free)")
     for key, title in PANEL_TITLES.items():
         series, hlines = [], []
         for i, (label, its, values) in enumerate(curves):
@@ -229,8 +238,9 @@ def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: di
                            "y": [q[1] for q in pts]})
             hlines.append({"y": values[key][0], "colour": i})
         if key in ("fid", "kid") and floor and with_floor:
-            hlines.append({"y": floor[f"{key}_floor"], "colour": None,
-                           "label": "real-data floor (dashed: training-free)"})
+            hlines.append({"y": floor[f"{key}_floor"], "colour": None, "label": black})
+        if key == "miou" and ceiling is not None:
+            hlines.append({"y": ceiling, "colour": None, "label": black})
         panels.append({"title": title, "series": series, "hlines": hlines})
     if out is not None:
         print(f"[plot] {line_panels(panels, out)}")
@@ -254,7 +264,10 @@ def seed_frame(rows: list[dict]) -> pd.DataFrame:
                            "variant": r["variant"], "affinity": r["affinity"],
                            "target_size": r["size"], "freeze_d": r.get("freeze_d"),
                            "seed": r["seed"], "iteration": c["iteration"],
-                           **{m: c[m] for m in METRICS}}
+                           **{m: c[m] for m in METRICS},
+                           # references, drawn as dashed lines in the size plot
+                           "fid_floor": r.get("floor", {}).get("fid_floor"),
+                           "miou_real": r.get("miou_real")}
                           for r in rows for c in r["curve"]])
     for key, part in frame.groupby(GROUP, dropna=False, sort=False):
         name = "/".join(map(str, key))
@@ -296,7 +309,7 @@ def plot_pooled(path: Path, out: Path | None, select: str | None = None,
                  f"{g['freeze_d']}{where}, mean of {n} seed{'s' if n > 1 else ''})")
         mean = part.groupby("iteration")[list(METRICS)].mean()
         curves.append((label, list(mean.index), {m: mean[m].tolist() for m in METRICS}))
-    return _draw(curves, rows[0]["floor"] if rows else {}, out, with_floor)
+    return _draw(curves, _references(rows), out, with_floor)
 
 
 def size_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -149,9 +149,10 @@ def load_affinity(art: Artifacts, trial: TrialSpec):
     return matrix
 
 
-# The evaluator's scalars a trial reports at every evaluation (the floor keys are the same at
-# every evaluation: real images only) and those repeated as final_<key> at the last one.
-EVAL_KEYS = ("fid", "kid", "kid_std", "miou", "fid_floor", "kid_floor", "kid_floor_std")
+# The evaluator's scalars a trial reports at every evaluation (the floor keys and miou_real are
+# the same at every evaluation: real images only) and those repeated as final_<key> at the last.
+EVAL_KEYS = ("fid", "kid", "kid_std", "miou", "fid_floor", "kid_floor", "kid_floor_std",
+             "miou_real")
 FINAL_KEYS = ("fid", "kid", "kid_std", "miou")
 
 

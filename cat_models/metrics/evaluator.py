@@ -9,6 +9,11 @@ Why a floor: FID from n samples is biased upwards by a term that shrinks like 1/
 embedded benchmark's n = 64, 32 px, it dominates (hundreds of points). The FID of n *real*
 images that are not in the statistics, against those statistics, is the best any generator can
 score at that n: the floor. Report FID next to it (and KID, which is unbiased, with its ±).
+
+mIoU has the opposite reference: the evaluation segmenter's mIoU on the *real* images of the
+same label maps (`miou_real`). A generator that reproduced the real images would score it, so
+it is the ceiling this segmenter can resolve: two generators near it (a small, easy target
+domain, long finetuning) are level as far as this metric can tell, whatever their gap in FID.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class Evaluator:
             metrics for `n_floor` = min(n_samples, len(floor_dataset)) held-out real images.
             `fid - fid_floor` is the part of the FID the generator is responsible for;
         miou, per_class_iou: the evaluation segmenter on the samples;
+        miou_real (when `eval_labels` is a dataset with images): the segmenter's mIoU on the
+            real images of the same `n_samples` label maps, the reference `miou` is read
+            against (computed once);
         feature_net, segmenter, n_samples, n_real, eval_time_s: provenance.
     """
 
@@ -103,6 +111,31 @@ class Evaluator:
         self.seed = seed
         self.floor = (self._floor(real_dataset, floor_dataset, max_real_images, cache_dir,
                                   progress) if floor_dataset is not None else {})
+        self.reference = self._real_miou(eval_labels)
+
+    def _confusion(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The segmenter's confusion matrix on `images` against their label maps."""
+        predicted = self.segmenter.predict(images.float())
+        if predicted.shape[-2:] != labels.shape[-2:]:
+            predicted = F.interpolate(predicted[:, None].float(), size=labels.shape[-2:],
+                                      mode="nearest")[:, 0].long()
+        return confusion_matrix(predicted.cpu(), self.lut[labels],
+                                len(self.segmenter.class_names))
+
+    def _real_miou(self, eval_labels: Any) -> dict:
+        """{"miou_real": ...} over the real images of the evaluated label maps (cycled as the
+        label maps are), or {} when the label maps come without images."""
+        if isinstance(eval_labels, torch.Tensor) or "image" not in eval_labels[0]:
+            return {}
+        index = [i % len(eval_labels) for i in range(self.n_samples)]   # as `self.labels`
+        confusion = None
+        with torch.no_grad():
+            for start in range(0, len(index), self.batch_size):
+                batch = index[start:start + self.batch_size]
+                images = torch.stack([torch.as_tensor(eval_labels[i]["image"]) for i in batch])
+                c = self._confusion(images, self.labels[start:start + len(batch)])
+                confusion = c if confusion is None else confusion + c
+        return {"miou_real": mean_iou(iou_from_confusion(confusion))}
 
     def _floor(self, real_dataset: Any, floor_dataset: Any, max_real_images: int | None,
                cache_dir: str | Path | None, progress: bool) -> dict:
@@ -126,18 +159,13 @@ class Evaluator:
         """generate_fn(labels long [B, H, W]) -> images float [B, 3, H', W'] in [-1, 1]."""
         start = time.perf_counter()
         feats, confusion = [], None
-        num_seg = len(self.segmenter.class_names)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(self.seed)
             for batch in self.labels.split(self.batch_size):
                 images = generate_fn(batch)
                 _check_generated(images, batch)
                 feats.append(inception_features(images, self.net, self.batch_size))
-                predicted = self.segmenter.predict(images.float())
-                if predicted.shape[-2:] != batch.shape[-2:]:
-                    predicted = F.interpolate(predicted[:, None].float(), size=batch.shape[-2:],
-                                              mode="nearest")[:, 0].long()
-                c = confusion_matrix(predicted.cpu(), self.lut[batch], num_seg)
+                c = self._confusion(images, batch)
                 confusion = c if confusion is None else confusion + c
         gen = np.concatenate(feats)
         ious = iou_from_confusion(confusion)
@@ -148,6 +176,7 @@ class Evaluator:
             "kid_std": kid_std,
             **self.floor,
             "miou": mean_iou(ious),
+            **self.reference,
             "per_class_iou": {self.segmenter.class_names[k]: float(v)
                               for k, v in enumerate(ious) if not np.isnan(v)},
             "feature_net": self.net.identifier,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analysis.metrics import metric_spec
+from harness.analysis.metrics import metric_spec, references_for
 
 SIZE_METRICS = ("fid", "miou", "iters_to_convergence")   # paper Fig. 4, left to right
 ITERATION_METRICS = ("fid", "miou")
@@ -66,7 +66,9 @@ def _panels(df: pd.DataFrame, metrics: tuple[str, ...], by: str, order: list[Any
 def size_curves_figure(final: pd.DataFrame, metrics: tuple[str, ...] = SIZE_METRICS,
                        by: str = "method", order: list[Any] | None = None,
                        title: str = "") -> Any:
-    """One panel per metric, log-x target-set size, one line per `by` with a ±std band."""
+    """One panel per metric, log-x target-set size, one line per `by` with a ±std band; a
+    metric's registered reference (FID floor, real images' mIoU) as a dashed grey line at its
+    mean over the rows, when `final` has it."""
     import plotly.graph_objects as go
 
     metrics, specs, fig, labels = _panels(final, metrics, by, order, "size_curves_figure")
@@ -93,6 +95,11 @@ def size_curves_figure(final: pd.DataFrame, metrics: tuple[str, ...] = SIZE_METR
                               "%{y:.2f} ± %{customdata[0]:.2f} (n=%{customdata[1]})"
                               "<extra></extra>"),
                 row=1, col=col)
+        for ref in references_for(metric):
+            if ref.name in final and final[ref.name].notna().any():
+                fig.add_hline(y=float(final[ref.name].mean()) * ref.scale, row=1, col=col,
+                              line={"dash": "dash", "color": "#888888", "width": 1.5},
+                              annotation_text=ref.label, annotation_position="bottom right")
         sizes = sorted(final["target_size"].dropna().unique().tolist())
         fig.update_xaxes(type="log", tickvals=sizes, ticktext=[str(int(s)) for s in sizes],
                          title_text="target images", row=1, col=col)

@@ -23,6 +23,10 @@ class MetricSpec:
     spread: str | None = None
     # a reference value, not a result (the real-data floor): never marked best
     reference: bool = False
+    # what a table's footnote says of the column, when it is not self-explanatory
+    note: str = ""
+    # for a reference: the metric it is read against (curves draw it in that metric's panel)
+    reference_for: str | None = None
 
     @property
     def arrow(self) -> str:
@@ -45,14 +49,28 @@ def register_metric(spec: MetricSpec) -> MetricSpec:
 register_metric(MetricSpec("fid", "FID", "min"))
 # FID of n held-out real images against the same statistics (n = the evaluation's samples):
 # the small-n bias every FID in the row carries; FID − floor is the generator's share.
-register_metric(MetricSpec("fid_floor", "FID floor", "min", reference=True))
+register_metric(MetricSpec(
+    "fid_floor", "FID floor", "min", reference=True, reference_for="fid",
+    note="held-out real images at the same sample count against the same statistics (the "
+         "bias every FID here carries)"))
 register_metric(MetricSpec("kid", "KID×10³", "min", scale=1000.0, decimals=2,
                            spread="kid_std"))
 register_metric(MetricSpec("miou", "mIoU", "max", scale=100.0))
+# the evaluation segmenter's mIoU on the real images of the same label maps: the most a
+# generator can score with this segmenter; mIoUs near it are level as far as it can tell
+register_metric(MetricSpec(
+    "miou_real", "mIoU real", "max", scale=100.0, reference=True, reference_for="miou",
+    note="the evaluation segmenter on the real images of the same label maps (the most a "
+         "generator can score with it; mIoUs near it are level as far as it can tell)"))
 register_metric(MetricSpec("best_fid", "best FID", "min"))
 register_metric(MetricSpec("best_miou", "best mIoU", "max", scale=100.0))
 register_metric(MetricSpec("iters_to_convergence", "# iters", "min", decimals=0))
 register_metric(MetricSpec("wall_time_s", "time (s)", "min", decimals=0))
+
+
+def references_for(metric: str) -> list[MetricSpec]:
+    """The reference values registered for `metric` (FID: its floor; mIoU: real images')."""
+    return [spec for spec in METRICS.values() if spec.reference_for == metric]
 
 
 def metric_spec(name: str) -> MetricSpec:

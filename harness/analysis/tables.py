@@ -269,9 +269,7 @@ def footnote(table: Table) -> str:
     if own:
         note += (f" Single-seed {', '.join(own)}: ± is the trial's own standard deviation "
                  "(KID: over its 100 subsets; real-side sampling only).")
-    if any(spec.reference for spec in table.metrics):
-        note += (" FID floor: held-out real images at the same sample count against the "
-                 "same statistics (the bias every FID here carries).")
+    note += "".join(f" {spec.label}: {spec.note}." for spec in table.metrics if spec.note)
     if table.italic_rows:
         note += " Italic rows: finetuned references (not training-free)."
     if any(c.incomplete for c in table.cells.values()):

@@ -59,6 +59,17 @@ def test_size_curves_plot_each_method_on_a_log_axis_with_std_bands(results):
     assert [t.name for t in fig.data if t.showlegend] == list(METHODS)
 
 
+def test_size_curves_draw_the_floor_and_the_real_images_miou_in_their_panels(results):
+    plain = size_curves_figure(results.final)
+    assert not plain.layout.shapes             # the rows carry no reference: nothing drawn
+    final = results.final.assign(fid_floor=117.0, miou_real=0.815)
+    fig = size_curves_figure(final)
+    lines = {(s.yref, round(s.y0, 3)) for s in fig.layout.shapes if s.line.dash == "dash"}
+    assert lines == {("y", 117.0), ("y2", 81.5)}   # FID panel, mIoU panel (×100)
+    labels = {a.text for a in fig.layout.annotations}
+    assert {"FID floor", "mIoU real"} <= labels
+
+
 def test_iteration_curves_have_one_line_per_trial_and_metric(results):
     fig = iteration_curves_figure(results.steps, results.axes, order=list(METHODS))
     assert len(fig.data) == 18 * 2

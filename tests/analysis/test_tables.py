@@ -200,18 +200,20 @@ def test_piti_table5_rows_get_fixdec_prompts_and_cat_columns(tmp_path):
 def test_single_seed_kid_shows_its_own_spread_and_the_floor_is_never_best():
     final = pd.DataFrame([
         {"method": m, "seed": 0, "pair": "A→B", "fid": f, "fid_floor": 117.0, "kid": k,
-         "kid_std": ks, "miou": 0.5, "status": "complete"}
+         "kid_std": ks, "miou": 0.5, "miou_real": 0.815, "status": "complete"}
         for m, f, k, ks in (("cat", 250.0, 0.154, 0.004), ("random", 300.0, 0.29, 0.007))])
-    table = build_table(final, ["method"], ["fid", "fid_floor", "kid"])
+    table = build_table(final, ["method"], ["fid", "fid_floor", "kid", "miou", "miou_real"])
     kid = table.column("kid")
     assert [c.std for c in kid] == pytest.approx([4.0, 7.0])    # ×10³, the trials' own std
     assert all(c.own_spread for c in kid)
     assert math.isnan(table.cell(0, "fid").std)                 # FID has no per-trial spread
     assert not any(c.best for c in table.column("fid_floor"))   # a reference, not a result
+    assert not any(c.best for c in table.column("miou_real"))   # the same for mIoU
     text = md(table)
-    assert "| cat | **250.0** | 117.0 | **154.00 ± 4.00** |" in text
+    assert "| cat | **250.0** | 117.0 | **154.00 ± 4.00** | **50.0** | 81.5 |" in text
     assert "KID×10³: ± is the trial's own standard deviation" in text
     assert "FID floor: held-out real images" in text
+    assert "mIoU real: the evaluation segmenter on the real images" in text
     # with several seeds the ± is the spread over seeds again
     two = pd.concat([final, final.assign(seed=1, kid=final["kid"] + 0.002)])
     cell = build_table(two, ["method"], ["kid"]).cell(0, "kid")

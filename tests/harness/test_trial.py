@@ -21,7 +21,7 @@ FINAL_KEYS = {"final_fid", "final_kid", "final_kid_std", "final_miou", "best_fid
               "best_miou", "best_iteration", "iters_to_convergence", "ranking_metric",
               "fid_feature_net", "miou_segmenter", "source_ckpt_hash", "method",
               "target_size", "seed"}
-FLOOR_KEYS = {"fid_floor", "kid_floor", "kid_floor_std"}
+FLOOR_KEYS = {"fid_floor", "kid_floor", "kid_floor_std", "miou_real"}
 
 
 def _run(art, tmp: Path, name: str, params=PARAMS, restore: Path | None = None) -> Recorder:
@@ -50,6 +50,8 @@ def test_reports_at_every_evaluation_and_final_metrics(straight, tiny_artifacts)
         assert r["kid_std"] > 0
     # the floor is real images only: the same at every evaluation, below the generator's FID
     assert first["fid_floor"] == last["fid_floor"] and 0 < last["fid_floor"] < last["fid"]
+    # so is the segmenter's mIoU on the real images
+    assert first["miou_real"] == last["miou_real"] and 0 < last["miou_real"] <= 1
     assert not FINAL_KEYS & set(first)     # the summary comes with the last report only
     assert FINAL_KEYS <= set(last)
     assert last["final_fid"] == last["fid"] and last["final_miou"] == last["miou"]

@@ -138,6 +138,41 @@ def test_floor_is_held_out_real_images_at_the_same_n(labels, feature_net, tmp_pa
     assert noisy["fid_floor"] == result["fid_floor"]   # computed once
 
 
+class ConfusedSegmenter(PaletteSegmenter):
+    """The oracle, except that it calls every "x" pixel "w": imperfect on real images too."""
+
+    identifier = "confused-oracle"
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        predicted = super().predict(images)
+        return torch.where(predicted == 2, 1, predicted)
+
+
+def test_miou_real_is_the_segmenter_on_the_real_images_of_the_same_label_maps(
+        labels, feature_net, tmp_path):
+    from cat_models.metrics import miou
+
+    real = PaletteDataset(labels, tmp_path)
+    # 8 samples of 6 label maps: the maps are cycled, and so must their real images be
+    oracle = Evaluator(real, real, PaletteSegmenter(), feature_net, n_samples=8,
+                       cache_dir=tmp_path, batch_size=3)
+    assert oracle.evaluate(paint)["miou_real"] == 1.0
+    confused = Evaluator(real, real, ConfusedSegmenter(), feature_net, n_samples=8,
+                         cache_dir=tmp_path, batch_size=3)
+    swap = torch.tensor([0, 1, 2, 4, 3])           # a generator that swaps "y" and "z"
+    reproduced = confused.evaluate(paint)            # the generator returns the real images
+    wrong = confused.evaluate(lambda lab: paint(swap[lab]))
+    cycled = labels.repeat(2, 1, 1)[:8]
+    predicted = torch.where(cycled == 2, 1, cycled)
+    expected = miou(predicted, cycled, 4, PaletteSegmenter.class_names)["miou"]
+    assert reproduced["miou_real"] == pytest.approx(expected) and expected < 0.8
+    assert reproduced["miou"] == pytest.approx(reproduced["miou_real"])
+    assert wrong["miou_real"] == reproduced["miou_real"] > wrong["miou"]
+    # label maps without images have no real-image reference
+    assert "miou_real" not in Evaluator(real, labels, PaletteSegmenter(), feature_net,
+                                        cache_dir=tmp_path).evaluate(paint)
+
+
 def test_floor_of_the_statistics_own_images_is_refused(labels, feature_net, tmp_path):
     real = PaletteDataset(labels, tmp_path)
     with pytest.raises(ValueError, match="floor_dataset holds the images of the real stat"):

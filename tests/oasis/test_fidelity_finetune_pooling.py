@@ -43,12 +43,20 @@ def test_a_seed_twice_or_another_evaluation_grid_is_refused(ff):
                        _row(1, [260, 270, 250], iterations=(-1, 0, 100))])
 
 
-def test_plot_pooled_draws_one_curve_per_group(ff, tmp_path, capsys):
+def test_plot_pooled_draws_one_curve_per_group(ff, tmp_path, capsys, monkeypatch):
     path = tmp_path / "runs.jsonl"
     rows = [_row(0, [260, 270, 250]), _row(1, [264, 274, 230]), _row(0, [330, 340, 300], "random")]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text("".join(json.dumps(dict(r, miou_real=0.815)) + "\n" for r in rows))
+    import fidelity_common
+
+    drawn = []
+    line_panels = fidelity_common.line_panels
+    monkeypatch.setattr(fidelity_common, "line_panels",
+                        lambda panels, out: drawn.extend(panels) or line_panels(panels, out))
     png = tmp_path / "pooled.png"
     assert ff.plot_pooled(path, png) == 0
+    black = {p["title"]: [h["y"] for h in p["hlines"] if h["colour"] is None] for p in drawn}
+    assert list(black.values()) == [[95.0], [0.0], [0.815]]   # FID / KID floor, real mIoU
     out = capsys.readouterr().out
     assert out.count("| paper | combination |") == 3 and out.count("| paper | random |") == 3
     from PIL import Image
@@ -90,6 +98,10 @@ def test_size_plot_takes_each_runs_last_evaluation_and_its_training_free_start(f
     # the longer run at 400 ends at its own last evaluation, and says so
     assert by[("combination finetuned (600 it)", 400, 0)].fid == 180
     assert by[("random training-free", 25, 0)].fid == 330
+    # the references ride along, for the size plot's dashed lines; rows before miou_real: none
+    assert set(final["fid_floor"]) == {95.0} and final["miou_real"].isna().all()
+    real = ff.size_frame(ff.seed_frame([dict(r, miou_real=0.815) for r in rows]))
+    assert set(real["miou_real"]) == {0.815}
     # another variant in the file is named in every label
     other = dict(_row(2, [250, 260, 240]), variant="fixed")
     labels = set(ff.size_frame(ff.seed_frame([*rows, other]))["method"])
