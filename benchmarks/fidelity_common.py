@@ -256,8 +256,8 @@ def line_panels(panels: list[dict], path: Path, width: int = 330, height: int = 
     """A small PNG of line plots side by side, with PIL only (no plotting library here).
 
     Each panel: {"title", "series": [{"label", "x", "y", "colour" (index), "dash" (bool)}],
-    "hlines": [{"y", "colour" (index or None = black), "label"}]}. The legend of the first
-    panel lists every series label once.
+    "hlines": [{"y", "colour" (index or None = black), "label"}]}. The legend lists every
+    series label of the first panel and every labelled line of any panel, once.
     """
     from PIL import Image, ImageDraw
 
@@ -306,7 +306,7 @@ def line_panels(panels: list[dict], path: Path, width: int = 330, height: int = 
             for q in pts:
                 draw.ellipse([q[0] - 2, q[1] - 2, q[0] + 2, q[1] + 2], fill=colour)
     seen, y = [], height
-    for s in panels[0]["series"] + [h for h in panels[0].get("hlines", []) if h.get("label")]:
+    for s in panels[0]["series"] + _labelled_lines(panels):
         key = s.get("label")
         if key and key not in seen:
             seen.append(key)
@@ -320,9 +320,13 @@ def line_panels(panels: list[dict], path: Path, width: int = 330, height: int = 
     return path
 
 
+def _labelled_lines(panels: list[dict]) -> list[dict]:
+    return [h for p in panels for h in p.get("hlines", []) if h.get("label")]
+
+
 def _legend_rows(panels: list[dict]) -> int:
     labels = {s.get("label") for s in panels[0]["series"]}
-    labels |= {h.get("label") for h in panels[0].get("hlines", []) if h.get("label")}
+    labels |= {h["label"] for h in _labelled_lines(panels)}
     return -(-len(labels - {None}) // 3) + 1
 
 

@@ -228,8 +228,9 @@ def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: di
 
     panels = []
     ceiling = floor.get("miou_real") if floor else None
-    black = ("real-data floor" + (" (mIoU: real images')" if ceiling is not None else "")
-             + " (dashed: training-free)")
+    black = ("black: " + " / ".join(
+        (["real-data floor"] if with_floor and floor else [])
+        + (["real images' mIoU"] if ceiling is not None else [])) + "; dashed: training-free")
     for key, title in PANEL_TITLES.items():
         series, hlines = [], []
         for i, (label, its, values) in enumerate(curves):
