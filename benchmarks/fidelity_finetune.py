@@ -216,8 +216,14 @@ def _read(path: Path, select: str | None, sizes: str | None = None) -> list[dict
 
 
 def _references(rows: list[dict]) -> dict:
-    """The first row's real-data floor and real images' mIoU (rows before it: none)."""
-    return {**rows[0]["floor"], "miou_real": rows[0].get("miou_real")} if rows else {}
+    """The rows' real-data floor and real images' mIoU, each where every row has the same
+    value (older rows have no miou_real; other targets or sample counts have other values)."""
+    found: dict = {}
+    for key in ("fid_floor", "kid_floor", "miou_real"):
+        values = {r.get("floor", {}).get(key, r.get(key)) for r in rows}
+        if len(values) == 1 and None not in values:
+            found[key] = values.pop()
+    return found
 
 
 def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: dict,
@@ -227,9 +233,9 @@ def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: di
     from fidelity_common import PANEL_TITLES, line_panels
 
     panels = []
-    ceiling = floor.get("miou_real") if floor else None
+    ceiling = floor.get("miou_real")
     black = ("black: " + " / ".join(
-        (["real-data floor"] if with_floor and floor else [])
+        (["real-data floor"] if with_floor and "fid_floor" in floor else [])
         + (["real images' mIoU"] if ceiling is not None else [])) + "; dashed: training-free")
     for key, title in PANEL_TITLES.items():
         series, hlines = [], []
@@ -238,7 +244,7 @@ def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: di
             series.append({"label": label, "colour": i, "x": [q[0] for q in pts],
                            "y": [q[1] for q in pts]})
             hlines.append({"y": values[key][0], "colour": i})
-        if key in ("fid", "kid") and floor and with_floor:
+        if f"{key}_floor" in floor and with_floor:
             hlines.append({"y": floor[f"{key}_floor"], "colour": None, "label": black})
         if key == "miou" and ceiling is not None:
             hlines.append({"y": ceiling, "colour": None, "label": black})

@@ -10,10 +10,11 @@ embedded benchmark's n = 64, 32 px, it dominates (hundreds of points). The FID o
 images that are not in the statistics, against those statistics, is the best any generator can
 score at that n: the floor. Report FID next to it (and KID, which is unbiased, with its ±).
 
-mIoU has the opposite reference: the evaluation segmenter's mIoU on the *real* images of the
-same label maps (`miou_real`). A generator that reproduced the real images would score it, so
-it is the ceiling this segmenter can resolve: two generators near it (a small, easy target
-domain, long finetuning) are level as far as this metric can tell, whatever their gap in FID.
+mIoU has a reference too: the evaluation segmenter's mIoU on the *real* images of the same
+label maps (`miou_real`). A generator that reproduced the real images would score it. It is no
+bound (generated images can be easier for the segmenter than real ones, and score a little
+above it), but two generators that both score about what real images do are judged equally
+faithful to the label maps by this segmenter, whatever their gap in FID.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ class Evaluator:
             `fid - fid_floor` is the part of the FID the generator is responsible for;
         miou, per_class_iou: the evaluation segmenter on the samples;
         miou_real (when `eval_labels` is a dataset with images): the segmenter's mIoU on the
-            real images of the same `n_samples` label maps, the reference `miou` is read
-            against (computed once);
+            real images of the same `n_samples` items (image and label map read together, so
+            an augmenting dataset stays paired), the reference `miou` is read against
+            (computed once);
         feature_net, segmenter, n_samples, n_real, eval_time_s: provenance.
     """
 
@@ -131,9 +133,10 @@ class Evaluator:
         confusion = None
         with torch.no_grad():
             for start in range(0, len(index), self.batch_size):
-                batch = index[start:start + self.batch_size]
-                images = torch.stack([torch.as_tensor(eval_labels[i]["image"]) for i in batch])
-                c = self._confusion(images, self.labels[start:start + len(batch)])
+                items = [eval_labels[i] for i in index[start:start + self.batch_size]]
+                images = torch.stack([torch.as_tensor(it["image"]) for it in items])
+                labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
+                c = self._confusion(images, labels)
                 confusion = c if confusion is None else confusion + c
         return {"miou_real": mean_iou(iou_from_confusion(confusion))}
 

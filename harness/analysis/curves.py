@@ -67,8 +67,8 @@ def size_curves_figure(final: pd.DataFrame, metrics: tuple[str, ...] = SIZE_METR
                        by: str = "method", order: list[Any] | None = None,
                        title: str = "") -> Any:
     """One panel per metric, log-x target-set size, one line per `by` with a ±std band; a
-    metric's registered reference (FID floor, real images' mIoU) as a dashed grey line at its
-    mean over the rows, when `final` has it."""
+    metric's registered reference (FID floor, real images' mIoU) as a dashed grey line, when
+    every row that has it has the same value (rows of other sample counts or targets: none)."""
     import plotly.graph_objects as go
 
     metrics, specs, fig, labels = _panels(final, metrics, by, order, "size_curves_figure")
@@ -96,8 +96,9 @@ def size_curves_figure(final: pd.DataFrame, metrics: tuple[str, ...] = SIZE_METR
                               "<extra></extra>"),
                 row=1, col=col)
         for ref in references_for(metric):
-            if ref.name in final and final[ref.name].notna().any():
-                fig.add_hline(y=float(final[ref.name].mean()) * ref.scale, row=1, col=col,
+            values = final[ref.name].dropna().unique() if ref.name in final else []
+            if len(values) == 1:
+                fig.add_hline(y=float(values[0]) * ref.scale, row=1, col=col,
                               line={"dash": "dash", "color": "#888888", "width": 1.5},
                               annotation_text=ref.label, annotation_position="bottom right")
         sizes = sorted(final["target_size"].dropna().unique().tolist())

@@ -52,16 +52,17 @@ register_metric(MetricSpec("fid", "FID", "min"))
 register_metric(MetricSpec(
     "fid_floor", "FID floor", "min", reference=True, reference_for="fid",
     note="held-out real images at the same sample count against the same statistics (the "
-         "bias every FID here carries)"))
+         "bias every FID here carries), a reference, never bold"))
 register_metric(MetricSpec("kid", "KID×10³", "min", scale=1000.0, decimals=2,
                            spread="kid_std"))
 register_metric(MetricSpec("miou", "mIoU", "max", scale=100.0))
-# the evaluation segmenter's mIoU on the real images of the same label maps: the most a
-# generator can score with this segmenter; mIoUs near it are level as far as it can tell
+# the evaluation segmenter's mIoU on the real images of the same label maps: what a generator
+# reproducing the real images would score (no bound: generated images can score a little above)
 register_metric(MetricSpec(
     "miou_real", "mIoU real", "max", scale=100.0, reference=True, reference_for="miou",
-    note="the evaluation segmenter on the real images of the same label maps (the most a "
-         "generator can score with it; mIoUs near it are level as far as it can tell)"))
+    note="the evaluation segmenter on the real images of the same label maps, a reference, "
+         "never bold (generators near it are as faithful to the label maps as real images, as "
+         "far as this segmenter can tell; they can score a little above it)"))
 register_metric(MetricSpec("best_fid", "best FID", "min"))
 register_metric(MetricSpec("best_miou", "best mIoU", "max", scale=100.0))
 register_metric(MetricSpec("iters_to_convergence", "# iters", "min", decimals=0))

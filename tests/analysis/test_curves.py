@@ -68,6 +68,9 @@ def test_size_curves_draw_the_floor_and_the_real_images_miou_in_their_panels(res
     assert lines == {("y", 117.0), ("y2", 81.5)}   # FID panel, mIoU panel (×100)
     labels = {a.text for a in fig.layout.annotations}
     assert {"FID floor", "mIoU real"} <= labels
+    # rows of two sample counts have two floors: no single line to draw
+    mixed = final.assign(fid_floor=[117.0, 95.0] * (len(final) // 2) + [117.0] * (len(final) % 2))
+    assert {s.yref for s in size_curves_figure(mixed).layout.shapes} == {"y2"}
 
 
 def test_iteration_curves_have_one_line_per_trial_and_metric(results):

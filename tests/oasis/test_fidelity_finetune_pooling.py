@@ -57,6 +57,10 @@ def test_plot_pooled_draws_one_curve_per_group(ff, tmp_path, capsys, monkeypatch
     assert ff.plot_pooled(path, png) == 0
     black = {p["title"]: [h["y"] for h in p["hlines"] if h["colour"] is None] for p in drawn}
     assert list(black.values()) == [[95.0], [0.0], [0.815]]   # FID / KID floor, real mIoU
+    # another target's row (another floor, no miou_real) leaves no line that would mislead
+    other = dict(_row(0, [300, 310, 290]), target="synthetic_aerial",
+                 floor={"fid_floor": 107.7, "kid_floor": 0.0})
+    assert ff._references([dict(rows[0], miou_real=0.815), other]) == {"kid_floor": 0.0}
     out = capsys.readouterr().out
     assert out.count("| paper | combination |") == 3 and out.count("| paper | random |") == 3
     from PIL import Image
