@@ -165,6 +165,7 @@ def segmenter_inputs(study: Study, ref: DatasetRef, role: str) -> dict[str, Any]
 def _segmenter_task(ref: DatasetRef, inputs: dict, out: str, cpus: float) -> str:
     """Ray task: train the small segmenter on a full training split and save it."""
     set_threads(cpus)
+    from cat_models.metrics.miou import real_image_miou
     from cat_models.segmenters import SmallSegmenterConfig, train_small_segmenter
 
     data = ref.open("train", augment=False)
@@ -174,23 +175,6 @@ def _segmenter_task(ref: DatasetRef, inputs: dict, out: str, cpus: float) -> str
                                   config=config, progress=True)
     model.save(out)
     return real_image_miou(model, ref.open("val"))
-
-
-def real_image_miou(segmenter: Any, dataset: Any, batch_size: int = 32) -> float:
-    """mIoU of a segmenter on real images (a useful evaluator must score well on those)."""
-    import torch
-
-    from cat_models.metrics.miou import confusion_matrix, iou_from_confusion, mean_iou
-
-    confusion = None
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
-            images = torch.stack([torch.as_tensor(it["image"]) for it in items])
-            labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
-            c = confusion_matrix(segmenter.predict(images).cpu(), labels, dataset.num_classes)
-            confusion = c if confusion is None else confusion + c
-    return mean_iou(iou_from_confusion(confusion))
 
 
 def stage_segmenter(study: Study, ref: DatasetRef, role: str, runner: StageRunner,

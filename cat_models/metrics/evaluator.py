@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cat_models.metrics.feature_net import FeatureNet, load_feature_net
 from cat_models.metrics.fid import (
@@ -34,7 +33,13 @@ from cat_models.metrics.fid import (
     inception_features,
     kid_with_std,
 )
-from cat_models.metrics.miou import confusion_matrix, iou_from_confusion, label_lut, mean_iou
+from cat_models.metrics.miou import (
+    iou_from_confusion,
+    label_lut,
+    mean_iou,
+    real_image_miou,
+    segmenter_confusion,
+)
 from cat_models.metrics.real_stats import real_statistics
 
 GenerateFn = Callable[[torch.Tensor], torch.Tensor]
@@ -113,32 +118,13 @@ class Evaluator:
         self.seed = seed
         self.floor = (self._floor(real_dataset, floor_dataset, max_real_images, cache_dir,
                                   progress) if floor_dataset is not None else {})
-        self.reference = self._real_miou(eval_labels)
-
-    def _confusion(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The segmenter's confusion matrix on `images` against their label maps."""
-        predicted = self.segmenter.predict(images.float())
-        if predicted.shape[-2:] != labels.shape[-2:]:
-            predicted = F.interpolate(predicted[:, None].float(), size=labels.shape[-2:],
-                                      mode="nearest")[:, 0].long()
-        return confusion_matrix(predicted.cpu(), self.lut[labels],
-                                len(self.segmenter.class_names))
-
-    def _real_miou(self, eval_labels: Any) -> dict:
-        """{"miou_real": ...} over the real images of the evaluated label maps (cycled as the
-        label maps are), or {} when the label maps come without images."""
-        if isinstance(eval_labels, torch.Tensor) or "image" not in eval_labels[0]:
-            return {}
-        index = [i % len(eval_labels) for i in range(self.n_samples)]   # as `self.labels`
-        confusion = None
-        with torch.no_grad():
-            for start in range(0, len(index), self.batch_size):
-                items = [eval_labels[i] for i in index[start:start + self.batch_size]]
-                images = torch.stack([torch.as_tensor(it["image"]) for it in items])
-                labels = torch.stack([torch.as_tensor(it["label"]) for it in items]).long()
-                c = self._confusion(images, labels)
-                confusion = c if confusion is None else confusion + c
-        return {"miou_real": mean_iou(iou_from_confusion(confusion))}
+        # the real images of the evaluated label maps, cycled as `self.labels` are
+        self.reference = ({} if isinstance(eval_labels, torch.Tensor)
+                          or "image" not in eval_labels[0] else
+                          {"miou_real": real_image_miou(
+                              segmenter, eval_labels,
+                              [i % len(eval_labels) for i in range(self.n_samples)], self.lut,
+                              batch_size)})
 
     def _floor(self, real_dataset: Any, floor_dataset: Any, max_real_images: int | None,
                cache_dir: str | Path | None, progress: bool) -> dict:
@@ -168,7 +154,7 @@ class Evaluator:
                 images = generate_fn(batch)
                 _check_generated(images, batch)
                 feats.append(inception_features(images, self.net, self.batch_size))
-                c = self._confusion(images, batch)
+                c = segmenter_confusion(self.segmenter, images, batch, self.lut)
                 confusion = c if confusion is None else confusion + c
         gen = np.concatenate(feats)
         ious = iou_from_confusion(confusion)

@@ -21,12 +21,15 @@ class MetricSpec:
     # column with each trial's own standard deviation of this metric (KID: over its subsets),
     # shown as the ± of a single-seed cell, where there is no spread over seeds
     spread: str | None = None
-    # a reference value, not a result (the real-data floor): never marked best
-    reference: bool = False
     # what a table's footnote says of the column, when it is not self-explanatory
     note: str = ""
-    # for a reference: the metric it is read against (curves draw it in that metric's panel)
+    # a reference value, not a result (the real-data floor), and the metric it is read against
+    # (curves draw it in that metric's panel): never marked best
     reference_for: str | None = None
+
+    @property
+    def reference(self) -> bool:
+        return self.reference_for is not None
 
     @property
     def arrow(self) -> str:
@@ -50,7 +53,7 @@ register_metric(MetricSpec("fid", "FID", "min"))
 # FID of n held-out real images against the same statistics (n = the evaluation's samples):
 # the small-n bias every FID in the row carries; FID − floor is the generator's share.
 register_metric(MetricSpec(
-    "fid_floor", "FID floor", "min", reference=True, reference_for="fid",
+    "fid_floor", "FID floor", "min", reference_for="fid",
     note="held-out real images at the same sample count against the same statistics (the "
          "bias every FID here carries), a reference, never bold"))
 register_metric(MetricSpec("kid", "KID×10³", "min", scale=1000.0, decimals=2,
@@ -59,7 +62,7 @@ register_metric(MetricSpec("miou", "mIoU", "max", scale=100.0))
 # the evaluation segmenter's mIoU on the real images of the same label maps: what a generator
 # reproducing the real images would score (no bound: generated images can score a little above)
 register_metric(MetricSpec(
-    "miou_real", "mIoU real", "max", scale=100.0, reference=True, reference_for="miou",
+    "miou_real", "mIoU real", "max", scale=100.0, reference_for="miou",
     note="the evaluation segmenter on the real images of the same label maps, a reference, "
          "never bold (generators near it are as faithful to the label maps as real images, as "
          "far as this segmenter can tell; they can score a little above it)"))
