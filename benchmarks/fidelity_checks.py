@@ -1,11 +1,17 @@
-"""The fidelity checks (a)-(c) over seeds, from a finetuned study and its training-free twin.
+"""The fidelity checks (a)-(c) over seeds, from a finetuned study and its training-free twin,
+or from the rows of `benchmarks/fidelity_finetune.py`.
 
-Reads two study folders written by `harness.run` (through `harness.analysis.load_study`, mean
-± std over seeds as the study tables compute them, `harness.analysis.build_table`):
+Reads either two study folders written by `harness.run` (through
+`harness.analysis.load_study`):
 
 * FINETUNED: e.g. `studies/dataset_size.yaml --set 'seeds=[0,1,2]'` (a CAT method and a
   random-A method, several sizes and seeds);
-* TRAINING_FREE: `studies/training_free.yaml` with the same sizes, seeds and affinities.
+* TRAINING_FREE: `studies/training_free.yaml` with the same sizes, seeds and affinities;
+
+or, with `--rows`, the JSON-lines files of `fidelity_finetune.py` runs (one target, source and
+variant; the combination is CAT, random is random A; each run's training-free evaluation
+gives the training-free roles and its last evaluation the finetuned ones). Mean ± std over
+seeds as the study tables compute them (`harness.analysis.build_table`).
 
 and prints, per size, mean ± std over seeds of FID, KID×10³ and mIoU for each, and whether
 
@@ -18,6 +24,7 @@ and prints, per size, mean ± std over seeds of FID, KID×10³ and mIoU for each
     python benchmarks/fidelity_checks.py FINETUNED_DIR TRAINING_FREE_DIR \\
         [--cat cat-combination] [--random no-cat] [--free-cat cat-combination] \\
         [--free-random cat-random] [--more-finetuned DIR …] [--json OUT.json]
+    python benchmarks/fidelity_checks.py --rows RUNS.jsonl … [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -47,9 +54,13 @@ def summary(study_dir: Path | list[Path], methods: dict[str, str]) -> pd.DataFra
     as a second study with the same settings); a (method, size, seed) found in two of them is
     refused, so no run counts twice."""
     dirs = study_dir if isinstance(study_dir, list) else [study_dir]
-    where = ", ".join(map(str, dirs))
     final = pd.concat([load_study(d).final for d in dirs], ignore_index=True)
     final = final[final["status"] == "complete"]
+    return summary_of(final, methods, ", ".join(map(str, dirs)))
+
+
+def summary_of(final: pd.DataFrame, methods: dict[str, str], where: str) -> pd.DataFrame:
+    """`summary` of one frame of finished runs (method, target_size, seed and the metrics)."""
     twice = final[final.duplicated(["method", "target_size", "seed"], keep=False)]
     if not twice.empty:
         key = twice.iloc[0]
@@ -70,6 +81,41 @@ def summary(study_dir: Path | list[Path], methods: dict[str, str]) -> pd.DataFra
                              "metric": output_label(spec), "mean": cell.mean,
                              "std": cell.std if cell.n > 1 else 0.0, "n": cell.n})
     return pd.DataFrame(rows)
+
+
+# fidelity_finetune.py's affinities in each role: (affinity, training-free?)
+ROW_ROLES = {"cat": ("combination", False), "random": ("random", False),
+             "free_cat": ("combination", True), "free_random": ("random", True)}
+
+
+def rows_summary(paths: list[Path]) -> pd.DataFrame:
+    """`summary` of `fidelity_finetune.py` rows: the combination's and random A's last
+    evaluation (finetuned) and their training-free one (iteration -1), per size, over seeds.
+    The files must hold one experiment (target, source, variant, FreezeD depth): the checks
+    compare like with like."""
+    import fidelity_finetune as ff  # a sibling script (benchmarks/ is on the path)
+
+    where = ", ".join(map(str, paths))
+    rows = [json.loads(line) for p in paths for line in p.read_text().splitlines()
+            if line.strip()]
+    if not rows:
+        raise SystemExit(f"{where}: no rows")
+    frame = ff.seed_frame(rows)
+    setting = [c for c in ff.GROUP if c not in ("affinity", "target_size")]
+    kinds = frame[setting].astype(str).drop_duplicates()
+    if len(kinds) > 1:
+        raise SystemExit(f"{where}: rows of more than one experiment "
+                         f"({', '.join(setting)}): {kinds.values.tolist()}; pass one")
+    parts = []
+    for role, (affinity, free) in ROW_ROLES.items():
+        runs = frame[frame.affinity == affinity]
+        if runs.empty:
+            raise SystemExit(f"{where}: no {affinity!r} rows (affinities there: "
+                             f"{sorted(frame.affinity.unique())})")
+        last = runs.groupby(["target_size", "seed"])["iteration"].transform("max")
+        pick = runs[runs.iteration == (-1 if free else last)]
+        parts.append(pick.assign(method=role))
+    return summary_of(pd.concat(parts, ignore_index=True), {r: r for r in ROW_ROLES}, where)
 
 
 def better_apart(a: pd.Series, b: pd.Series, mode: str) -> bool:
@@ -109,6 +155,26 @@ def checks(table: pd.DataFrame) -> dict:
     return out
 
 
+def verdicts(result: dict) -> str:
+    """One line per check and size: which parts hold (the JSON has the numbers)."""
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    lines = []
+    for size, per_metric in result["a"].items():
+        for other in ("vs_training_free", "vs_random"):
+            parts = ", ".join(f"{m} {yes(v[other])}" for m, v in per_metric.items())
+            lines.append(f"(a) size {size}, {other.replace('_', ' ')}: {parts}")
+    b = result["b"]
+    gains = " / ".join(f"{g:+.1f}" for g in b["cat_gain"].values())
+    lines.append(f"(b) random A's FID falls with size: {yes(b['random_falls'])}; CAT's FID gain "
+                 f"over random A ({gains}) larger at the smallest size: "
+                 f"{yes(b['gain_larger_at_smallest'])}")
+    lines += [f"(c) size {size}: training-free combination mIoU {c['ratio']:.1f}× random's: "
+              f"{yes(c['holds'])}" for size, c in result["c"].items()]
+    return "\n".join(lines)
+
+
 def markdown(table: pd.DataFrame) -> str:
     roles = ["free_random", "free_cat", "random", "cat"]
     head = "| size | " + " | ".join(roles) + " |\n|---:|" + "---|" * len(roles)
@@ -125,25 +191,33 @@ def markdown(table: pd.DataFrame) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("finetuned", type=Path)
+    ap.add_argument("finetuned", type=Path, nargs="?")
     ap.add_argument("--more-finetuned", type=Path, action="append", default=[],
                     help="another finetuned study folder whose trials pool with FINETUNED "
                          "(other seeds, same settings); repeatable")
-    ap.add_argument("training_free", type=Path)
+    ap.add_argument("training_free", type=Path, nargs="?")
+    ap.add_argument("--rows", type=Path, nargs="+",
+                    help="fidelity_finetune.py JSON-lines files instead of two study folders")
     ap.add_argument("--cat", default="cat-combination")
     ap.add_argument("--random", default="no-cat")
     ap.add_argument("--free-cat", default="cat-combination")
     ap.add_argument("--free-random", default="cat-random")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    table = pd.concat([summary([args.finetuned, *args.more_finetuned],
-                               {"cat": args.cat, "random": args.random}),
-                       summary(args.training_free, {"free_cat": args.free_cat,
-                                                    "free_random": args.free_random})])
+    if bool(args.rows) == bool(args.finetuned and args.training_free):
+        ap.error("give either FINETUNED and TRAINING_FREE study folders or --rows FILES")
+    if args.rows:
+        table = rows_summary(args.rows)
+    else:
+        table = pd.concat([summary([args.finetuned, *args.more_finetuned],
+                                   {"cat": args.cat, "random": args.random}),
+                           summary(args.training_free, {"free_cat": args.free_cat,
+                                                        "free_random": args.free_random})])
     result = checks(table)
     print("FID / KID×10³ / mIoU %, mean ± std over seeds (n = "
           f"{int(table['n'].min())}–{int(table['n'].max())})\n")
     print(markdown(table))
+    print("\n" + verdicts(result))
     print("\n" + json.dumps(result, indent=1, default=str))
     if args.json:
         args.json.write_text(json.dumps({"table": table.to_dict("records"), "checks": result},

@@ -1,7 +1,9 @@
-"""benchmarks/fidelity_checks.py: the issue's checks over seeds, from two studies' result CSVs."""
+"""benchmarks/fidelity_checks.py: the issue's checks over seeds, from two studies' result CSVs or from
+fidelity_finetune.py rows."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -84,3 +86,55 @@ def test_studies_pool_over_folders_and_a_run_counts_once(fc, tmp_path):
     again = _study(tmp_path / "again", [("cat", 25, 0, 299.0, 0.2, 0.7)])
     with pytest.raises(SystemExit, match="'cat', size 25, seed 0 is in more than one folder"):
         fc.summary([seed0, again], {"cat": "cat"})
+
+
+def _rows(path: Path, runs: list[tuple], **setting) -> Path:
+    """fidelity_finetune.py rows: one per (affinity, size, seed, [(iteration, fid, kid, miou)])."""
+    base = {"variant": "paper", "target": "synthetic_target", "source_iterations": 6000,
+            "freeze_d": 0, **setting}
+    lines = [json.dumps({**base, "affinity": a, "size": size, "seed": seed,
+                         "curve": [{"iteration": it, "fid": f, "kid": k, "miou": m}
+                                   for it, f, k, m in curve]})
+             for a, size, seed, curve in runs]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_rows_give_the_roles_from_the_training_free_and_the_last_evaluation(fc, tmp_path):
+    runs = []
+    for seed in (0, 1):
+        for size in (25, 400):
+            runs.append(("combination", size, seed,
+                         [(-1, 200.0, 0.10, 0.60), (0, 205.0, 0.11, 0.58),
+                          (300, 150.0 + seed, 0.05, 0.80), (600, 170.0 + 2 * seed, 0.07, 0.81)]))
+            runs.append(("random", size, seed,
+                         [(-1, 300.0 + seed, 0.30, 0.02), (0, 301.0, 0.31, 0.02),
+                          (300, 190.0, 0.09, 0.70), (600, 160.0 + size / 100, 0.06, 0.80)]))
+    table = fc.rows_summary([_rows(tmp_path / "r.jsonl", runs)])
+
+    def mean(role, size, metric="FID"):
+        cell = table[(table.role == role) & (table["size"] == size) & (table.metric == metric)]
+        return cell["mean"].item(), cell["std"].item()
+
+    assert mean("free_cat", 25) == (200.0, 0.0)                 # iteration -1, not 0
+    assert mean("cat", 25) == pytest.approx((171.0, 2 ** 0.5))  # the last evaluation (600)
+    assert mean("free_random", 400)[0] == pytest.approx(300.5)
+    assert mean("random", 400) == (164.0, 0.0)
+    out = fc.checks(table)
+    # CAT 171 ± 1.4 at the end is worse than random A's 160.25: no win, a negative gain
+    assert out["a"][25]["FID"] == {"vs_training_free": True, "vs_random": False}
+    assert out["b"]["cat_gain"][25] == pytest.approx(160.25 - 171.0)
+    assert out["c"][25] == {"ratio": pytest.approx(30.0), "holds": True}
+    assert "(b) random A's FID falls with size: no" in fc.verdicts(out)
+
+
+def test_rows_of_two_experiments_or_without_random_are_refused(fc, tmp_path):
+    curve = [(-1, 200.0, 0.1, 0.6), (300, 150.0, 0.05, 0.8)]
+    a = _rows(tmp_path / "a.jsonl", [("combination", 25, 0, curve), ("random", 25, 0, curve)])
+    b = _rows(tmp_path / "b.jsonl", [("combination", 25, 1, curve), ("random", 25, 1, curve)],
+              target="synthetic_aerial")
+    with pytest.raises(SystemExit, match="more than one experiment"):
+        fc.rows_summary([a, b])
+    only_cat = _rows(tmp_path / "c.jsonl", [("combination", 25, 0, curve)])
+    with pytest.raises(SystemExit, match="no 'random' rows"):
+        fc.rows_summary([only_cat])
