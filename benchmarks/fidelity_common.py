@@ -196,25 +196,48 @@ class Bench:
 
         return self.score(training_free_generator(self.source, affinity))
 
+    def few_shot_ranking(self, matrices: dict[str, Any]) -> list[str]:
+        """The combination's tie-break order as a harness trial gets it: the base matrices
+        by training-free FID on the few-shot set (`harness.stages_affinity.few_shot_scores`),
+        never on the test split."""
+        from cat_models.oasis.sampling import sample_images, training_free_generator
+        from cat_models.segmenters import load_segmenter
+        from harness.stages_affinity import few_shot_scores, fid_ranking
+
+        self.few_shot_scores = few_shot_scores(
+            self.subset,
+            load_segmenter(find_one(self.cache, self.segmenter_stage, "segmenter.pt",
+                                    self.target_kind)),
+            matrices, lambda matrix: training_free_generator(self.source, matrix),
+            lambda g, labels: sample_images(g, labels, seed=0),
+            cache_dir=self.cache / "fid_stats")
+        return fid_ranking(self.few_shot_scores)
+
     def affinities(self, wanted: list[str], store: Path | None = None,
                    ranking: list[str] | None = None) -> dict[str, Any]:
         """The harness's estimators and settings on this few-shot set; the combination's
-        tie-break ranks the base methods by training-free FID (paper §3.1), or follows
-        `ranking` (best first) when given. With `store`, matrices are saved to / reloaded from
-        `store/size<n>-seed<s>[-rank-<ranking>]/` (the source model and the set decide them;
-        delete the folder after rebuilding the cache)."""
+        tie-break ranks the base methods by training-free FID on the few-shot set, as the
+        harness does (paper §3.1; `few_shot_ranking`), or follows `ranking` (best first) when
+        given. (Rows written before 2026-12-05, evening, ranked by the test split's FID.)
+        With `store`, matrices are saved to / reloaded from
+        `store/size<n>-seed<s>-{fewshot|rank-<ranking>}/` (the source model and the set decide
+        them; delete the folder after rebuilding the cache)."""
         from cat_models.affinity.matrix import AffinityMatrix
 
         self.ranking = ranking   # the tie-break order used; None until estimated or forced
-        suffix = "-rank-" + "-".join(ranking) if ranking else ""
+        suffix = "-rank-" + "-".join(ranking) if ranking else "-fewshot"
         folder = store / f"size{self.size}-seed{self.seed}{suffix}" if store else None
         names = [m for m in ("text", "segmentation", "features", *wanted) if m != "random"]
         if folder is not None and all((folder / f"{m}.npy").is_file() for m in names):
+            order = folder / "ranking.json"
+            self.ranking = json.loads(order.read_text()) if order.is_file() else ranking
             return {m: AffinityMatrix.load(folder / f"{m}.npy") for m in names}
         out = self._estimate(wanted, ranking)
         if folder is not None:
             for m, matrix in out.items():
                 matrix.save(folder / f"{m}.npy")
+            if self.ranking is not None:
+                (folder / "ranking.json").write_text(json.dumps(self.ranking))
         return out
 
     def _estimate(self, wanted: list[str], ranking: list[str] | None) -> dict[str, Any]:
@@ -234,14 +257,21 @@ class Bench:
             out[method] = estimate_affinity(method, inputs, **options.get(method, {}))
         combos = [m for m in wanted if m not in (*bases, "random")]
         if combos:
+            # the test-set scores are printed for the record; the tie-break ranks as the
+            # harness's affinity stage does, on the few-shot set alone
             self.base_scores = {m: self.training_free(out[m]) for m in bases}
-            ranking = ranking or sorted(bases, key=lambda m: self.base_scores[m]["fid"])
+            ranking = ranking or self.few_shot_ranking({m: out[m] for m in bases})
             inputs.matrices = {m: out[m] for m in bases}
             inputs.fid_ranking = self.ranking = ranking
             for method in combos:
                 out[method] = estimate_affinity(method, inputs, **(
                     {"fid_ranking": ranking} if method == "combination" else {}))
             print(f"[affinity] training-free: {self.base_scores}", flush=True)
+            few = getattr(self, "few_shot_scores", None) or {}
+            print(f"[affinity] tie-break order {ranking}" + (
+                " (training-free FID on the few-shot set: " + ", ".join(
+                    f"{m} {few[m]['fid']:.1f}" for m in ranking) + ")" if few else ""),
+                flush=True)
         return out
 
 

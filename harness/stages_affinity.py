@@ -66,18 +66,10 @@ def _estimate_task(method: str, source: DatasetRef, target: DatasetRef, options:
 
 def training_free_scores(study: Study, art: Artifacts, matrices: dict[str, str],
                          shot: Any) -> dict[str, dict[str, float]]:
-    """Training-free FID and mIoU of each base method's matrix on the few-shot target set.
-
-    Real images: the subset (at most `RANKING_REAL` of them); generated: the subset's label
-    maps (at most `RANKING_SAMPLES`), by the study's model family behind each matrix (its
-    training-free transfer and sampler, as a training-free trial of that few-shot set would
-    draw them); mIoU by the evaluation segmenter. Only the few-shot set is used, never the
-    test split.
-    """
-    import torch
-
+    """Training-free FID and mIoU of each base method's matrix on the few-shot target set
+    (`few_shot_scores`), by the study's model family behind each matrix (its training-free
+    transfer and sampler, as a training-free trial of that few-shot set would draw them)."""
     from cat_models.affinity.matrix import AffinityMatrix
-    from cat_models.metrics.evaluator import Evaluator
     from cat_models.segmenters import load_segmenter
     from harness.families import family
     from harness.trial import TrialSpec
@@ -86,19 +78,43 @@ def training_free_scores(study: Study, art: Artifacts, matrices: dict[str, str],
     method = next(m for m in study.methods if m.affinity in SCORED)
     trial = TrialSpec(method, shot, study.training, fam.trial_settings(study, {}))
     source = fam.open_source(art)
-    indices = art.subset(shot)
-    subset = art.target_ref.open("train").subset(indices)
-    evaluator = Evaluator(subset, subset, load_segmenter(art.eval_segmenter),
-                          feature_net=art.feature_net,
+    subset = art.target_ref.open("train").subset(art.subset(shot))
+    return few_shot_scores(
+        subset, load_segmenter(art.eval_segmenter),
+        {name: AffinityMatrix.load(matrices[name]) for name in BASE_METHODS},
+        lambda matrix: fam.training_free(source, matrix, trial),
+        lambda g, labels: fam.sample(g, labels, 0, trial),
+        feature_net=art.feature_net, cache_dir=art.stats_cache)
+
+
+def few_shot_scores(subset: Any, segmenter: Any, matrices: dict[str, Any],
+                    make_generator: Any, sample: Any, feature_net: Any = None,
+                    cache_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """FID and mIoU of `make_generator(matrix)` for each matrix, on the few-shot set only.
+
+    Real images: the subset (at most `RANKING_REAL` of them); generated: `sample(generator,
+    labels)` on the subset's label maps (at most `RANKING_SAMPLES`); mIoU by `segmenter`. The
+    test split is never read, so the combination's tie-break cannot peek at it. The
+    affinity stages and `benchmarks/fidelity_common.py` both rank with this."""
+    import torch
+
+    from cat_models.metrics.evaluator import Evaluator
+
+    evaluator = Evaluator(subset, subset, segmenter, feature_net=feature_net,
                           n_samples=max(2, min(RANKING_SAMPLES, len(subset))),
-                          cache_dir=art.stats_cache, max_real_images=RANKING_REAL)
+                          cache_dir=cache_dir, max_real_images=RANKING_REAL)
     scores = {}
-    for name in BASE_METHODS:
-        g = fam.training_free(source, AffinityMatrix.load(matrices[name]), trial)
+    for name, matrix in matrices.items():
+        g = make_generator(matrix)
         with torch.no_grad():
-            m = evaluator.evaluate(lambda labels, g=g: fam.sample(g, labels, 0, trial))
+            m = evaluator.evaluate(lambda labels, g=g: sample(g, labels))
         scores[name] = {"fid": float(m["fid"]), "miou": float(m["miou"])}
     return scores
+
+
+def fid_ranking(scores: dict[str, dict[str, float]]) -> list[str]:
+    """The methods of `few_shot_scores` best first by FID: the combination's tie-break order."""
+    return sorted(scores, key=lambda m: scores[m]["fid"])
 
 
 def training_free_ranking(study: Study, art: Artifacts, matrices: dict[str, str],
@@ -114,7 +130,7 @@ def _ranked_scores(method: str, study: Study, art: Artifacts, matrices: dict[str
                    shot: Any) -> tuple[list[str], dict[str, dict[str, float]], str]:
     """(FID ranking, `training_free_scores`, the stage's log line) for `method`'s stage."""
     scores = training_free_scores(study, art, matrices, shot)
-    ranking = sorted(scores, key=lambda m: scores[m]["fid"])
+    ranking = fid_ranking(scores)
     line = (f"[stage] affinity-{method} ({len(art.subset(shot))} images): training-free " +
             ", ".join(f"{m} FID {scores[m]['fid']:.1f} / mIoU {100 * scores[m]['miou']:.1f}%"
                       for m in ranking))
