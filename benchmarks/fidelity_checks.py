@@ -24,7 +24,8 @@ and prints, per size, mean ± std over seeds of FID, KID×10³ and mIoU for each
     python benchmarks/fidelity_checks.py FINETUNED_DIR TRAINING_FREE_DIR \\
         [--cat cat-combination] [--random no-cat] [--free-cat cat-combination] \\
         [--free-random cat-random] [--more-finetuned DIR …] [--json OUT.json]
-    python benchmarks/fidelity_checks.py --rows RUNS.jsonl … [--json OUT.json]
+    python benchmarks/fidelity_checks.py --rows RUNS.jsonl … [--cat-rows RERUN.jsonl …] \\
+        [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -88,20 +89,31 @@ ROW_ROLES = {"cat": ("combination", False), "random": ("random", False),
              "free_cat": ("combination", True), "free_random": ("random", True)}
 
 
-def rows_summary(paths: list[Path]) -> pd.DataFrame:
+def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None) -> pd.DataFrame:
     """`summary` of `fidelity_finetune.py` rows: the combination's and random A's last
     evaluation (finetuned) and their training-free one (iteration -1), per size, over seeds.
     The files must hold one experiment (target, source, variant, FreezeD depth): the checks
-    compare like with like."""
+    compare like with like. `cat_paths`: CAT's rows (training-free and finetuned) come from
+    these files instead, e.g. a rerun of the combination with another matrix; their variant
+    may differ, the rest of the setting may not."""
     import fidelity_finetune as ff  # a sibling script (benchmarks/ is on the path)
 
-    where = ", ".join(map(str, paths))
-    rows = [json.loads(line) for p in paths for line in p.read_text().splitlines()
-            if line.strip()]
-    if not rows:
-        raise SystemExit(f"{where}: no rows")
-    frame = ff.seed_frame(rows)
+    def read(files: list[Path]) -> pd.DataFrame:
+        where = ", ".join(map(str, files))
+        rows = [json.loads(line) for p in files for line in p.read_text().splitlines()
+                if line.strip()]
+        if not rows:
+            raise SystemExit(f"{where}: no rows")
+        return ff.seed_frame(rows)
+
+    where = ", ".join(map(str, [*paths, *(cat_paths or [])]))
+    frame = read(paths)
     setting = [c for c in ff.GROUP if c not in ("affinity", "target_size")]
+    if cat_paths:
+        cat = read(cat_paths)
+        cat = cat[cat.affinity == "combination"]
+        frame = pd.concat([frame[frame.affinity != "combination"], cat], ignore_index=True)
+        setting.remove("variant")
     kinds = frame[setting].astype(str).drop_duplicates()
     if len(kinds) > 1:
         raise SystemExit(f"{where}: rows of more than one experiment "
@@ -198,6 +210,8 @@ def main() -> None:
     ap.add_argument("training_free", type=Path, nargs="?")
     ap.add_argument("--rows", type=Path, nargs="+",
                     help="fidelity_finetune.py JSON-lines files instead of two study folders")
+    ap.add_argument("--cat-rows", type=Path, nargs="+",
+                    help="with --rows: CAT's (combination) rows from these files instead")
     ap.add_argument("--cat", default="cat-combination")
     ap.add_argument("--random", default="no-cat")
     ap.add_argument("--free-cat", default="cat-combination")
@@ -207,7 +221,7 @@ def main() -> None:
     if bool(args.rows) == bool(args.finetuned and args.training_free):
         ap.error("give either FINETUNED and TRAINING_FREE study folders or --rows FILES")
     if args.rows:
-        table = rows_summary(args.rows)
+        table = rows_summary(args.rows, args.cat_rows)
     else:
         table = pd.concat([summary([args.finetuned, *args.more_finetuned],
                                    {"cat": args.cat, "random": args.random}),

@@ -138,3 +138,23 @@ def test_rows_of_two_experiments_or_without_random_are_refused(fc, tmp_path):
     only_cat = _rows(tmp_path / "c.jsonl", [("combination", 25, 0, curve)])
     with pytest.raises(SystemExit, match="no 'random' rows"):
         fc.rows_summary([only_cat])
+
+
+def test_cat_rows_replace_the_combination_and_keep_random_a(fc, tmp_path):
+    old = [(-1, 200.0, 0.1, 0.6), (300, 190.0, 0.09, 0.7)]
+    rerun = [(-1, 180.0, 0.08, 0.65), (300, 150.0, 0.05, 0.8)]
+    random_a = [(-1, 300.0, 0.3, 0.02), (300, 170.0, 0.07, 0.75)]
+    rows = _rows(tmp_path / "rows.jsonl", [("combination", 25, 0, old),
+                                           ("random", 25, 0, random_a)])
+    cat = _rows(tmp_path / "cat.jsonl", [("combination", 25, 0, rerun)],
+                variant="paper, few-shot tie-break")
+    table = fc.rows_summary([rows], [cat])
+
+    def fid(role):
+        return table[(table.role == role) & (table.metric == "FID")]["mean"].item()
+
+    assert (fid("cat"), fid("free_cat"), fid("random")) == (150.0, 180.0, 170.0)
+    other_source = _rows(tmp_path / "other.jsonl", [("combination", 25, 0, rerun)],
+                         source_iterations=1500)
+    with pytest.raises(SystemExit, match="more than one experiment"):
+        fc.rows_summary([rows], [other_source])
