@@ -127,7 +127,10 @@ def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None) -> pd.D
         last = runs.groupby(["target_size", "seed"])["iteration"].transform("max")
         pick = runs[runs.iteration == (-1 if free else last)]
         parts.append(pick.assign(method=role))
-    return summary_of(pd.concat(parts, ignore_index=True), {r: r for r in ROW_ROLES}, where)
+    picked = pd.concat(parts, ignore_index=True)
+    # the sizes every role has (a CAT rerun may cover fewer sizes than random A's rows)
+    common = set.intersection(*(set(p.target_size) for p in parts))
+    return summary_of(picked[picked.target_size.isin(common)], {r: r for r in ROW_ROLES}, where)
 
 
 def better_apart(a: pd.Series, b: pd.Series, mode: str) -> bool:

@@ -145,7 +145,9 @@ def test_cat_rows_replace_the_combination_and_keep_random_a(fc, tmp_path):
     rerun = [(-1, 180.0, 0.08, 0.65), (300, 150.0, 0.05, 0.8)]
     random_a = [(-1, 300.0, 0.3, 0.02), (300, 170.0, 0.07, 0.75)]
     rows = _rows(tmp_path / "rows.jsonl", [("combination", 25, 0, old),
-                                           ("random", 25, 0, random_a)])
+                                           ("random", 25, 0, random_a),
+                                           ("combination", 400, 0, old),
+                                           ("random", 400, 0, random_a)])
     cat = _rows(tmp_path / "cat.jsonl", [("combination", 25, 0, rerun)],
                 variant="paper, few-shot tie-break")
     table = fc.rows_summary([rows], [cat])
@@ -153,6 +155,8 @@ def test_cat_rows_replace_the_combination_and_keep_random_a(fc, tmp_path):
     def fid(role):
         return table[(table.role == role) & (table.metric == "FID")]["mean"].item()
 
+    # the rerun covers size 25 only: size 400 leaves the table rather than mixing matrices
+    assert set(table["size"]) == {25}
     assert (fid("cat"), fid("free_cat"), fid("random")) == (150.0, 180.0, 170.0)
     other_source = _rows(tmp_path / "other.jsonl", [("combination", 25, 0, rerun)],
                          source_iterations=1500)
