@@ -6,7 +6,9 @@
 Per few-shot set: the three base matrices (the harness's estimators), their training-free
 FID / KID / mIoU, then the paper's majority vote ("combination", tie-break by training-free
 FID), the plain average ("average") and the vote weighted by each method's training-free
-mIoU ("weighted_vote"), each scored training-free (source EMA behind A, paper Table 3).
+mIoU ("weighted_vote"), each scored training-free (source EMA behind A, paper Table 3). The
+tie-break and the weights read the few-shot set only, as the harness's stages do
+(`Bench.few_shot_ranking`); the rows of 2026-12-02 read them from the test split.
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ def main() -> int:
         bench = Bench(args.cache, args.size, seed)
         bases = ("text", "segmentation", "features")
         mats = bench.affinities(list(bases), args.out.parent / "affinities")
-        scores = {m: bench.training_free(mats[m]) for m in bases}
-        ranking = sorted(bases, key=lambda m: scores[m]["fid"])
+        scores = {m: bench.training_free(mats[m]) for m in bases}   # reported (test split)
+        # the vote's tie-break and weights from the few-shot set, as the harness's stages
+        # (before 2026-12-05, evening, from the test-split scores above)
+        ranking = bench.few_shot_ranking({m: mats[m] for m in bases})
+        few = bench.few_shot_scores
         combos = {
             "combination (paper vote)": majority_vote({m: mats[m] for m in bases}, ranking),
             "average": average_affinity({m: mats[m] for m in bases}),
             "weighted_vote (training-free mIoU)": weighted_vote(
-                {m: mats[m] for m in bases}, {m: scores[m]["miou"] for m in bases}),
+                {m: mats[m] for m in bases}, {m: few[m]["miou"] for m in bases}),
         }
         for name in bases:
             rows.append({"seed": seed, "A": name, **scores[name]})
