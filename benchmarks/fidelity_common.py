@@ -292,7 +292,8 @@ def line_panels(panels: list[dict], path: Path, width: int = 330, height: int = 
     from PIL import Image, ImageDraw
 
     left, right, top, bottom = 46, 8, 22, 30
-    canvas = Image.new("RGB", (width * len(panels), height + 16 * _legend_rows(panels)),
+    canvas = Image.new("RGB", (width * len(panels),
+                               height + 16 * _legend_rows(panels, width * len(panels))),
                        "white")
     draw = ImageDraw.Draw(canvas)
     for i, panel in enumerate(panels):
@@ -336,12 +337,13 @@ def line_panels(panels: list[dict], path: Path, width: int = 330, height: int = 
             for q in pts:
                 draw.ellipse([q[0] - 2, q[1] - 2, q[0] + 2, q[1] + 2], fill=colour)
     seen, y = [], height
+    ncol = _legend_columns(panels, width * len(panels))
     for s in panels[0]["series"] + _labelled_lines(panels):
         key = s.get("label")
         if key and key not in seen:
             seen.append(key)
             col = len(seen) - 1
-            cx, cy = 8 + (col % 3) * (width * len(panels) // 3), y + 16 * (col // 3)
+            cx, cy = 8 + (col % ncol) * (width * len(panels) // ncol), y + 16 * (col // ncol)
             colour = (0, 0, 0) if s.get("colour") is None else COLOURS[s["colour"] % 10]
             draw.line([cx, cy + 6, cx + 18, cy + 6], fill=colour, width=3)
             draw.text((cx + 22, cy), key, fill="black")
@@ -354,10 +356,20 @@ def _labelled_lines(panels: list[dict]) -> list[dict]:
     return [h for p in panels for h in p.get("hlines", []) if h.get("label")]
 
 
-def _legend_rows(panels: list[dict]) -> int:
+def _legend_labels(panels: list[dict]) -> set[str]:
     labels = {s.get("label") for s in panels[0]["series"]}
-    labels |= {h["label"] for h in _labelled_lines(panels)}
-    return -(-len(labels - {None}) // 3) + 1
+    return (labels | {h["label"] for h in _labelled_lines(panels)}) - {None}
+
+
+def _legend_columns(panels: list[dict], total_width: int) -> int:
+    """Up to three legend columns, fewer when the longest label (PIL's default font, about
+    6 px a character, after a 30 px swatch) would run into the next column."""
+    longest = max((len(label) for label in _legend_labels(panels)), default=0)
+    return max(1, min(3, total_width // (6 * longest + 40)))
+
+
+def _legend_rows(panels: list[dict], total_width: int) -> int:
+    return -(-len(_legend_labels(panels)) // _legend_columns(panels, total_width)) + 1
 
 
 def _fmt(v: float) -> str:
