@@ -8,7 +8,7 @@ FID / KID / mIoU, then the paper's majority vote ("combination", tie-break by tr
 FID), the plain average ("average") and the vote weighted by each method's training-free
 mIoU ("weighted_vote"), each scored training-free (source EMA behind A, paper Table 3). The
 tie-break and the weights read the few-shot set only, as the harness's stages do
-(`Bench.few_shot_ranking`); the rows of 2026-12-02 read them from the test split.
+(`Bench.few_shot_scores`); the rows of 2026-12-02 read them from the test split.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> int:
     from fidelity_common import Bench
 
     from cat_models.affinity.combination import average_affinity, majority_vote, weighted_vote
+    from harness.stages_affinity import fid_ranking
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cache", type=Path, default=Path("/work/cache"))
@@ -41,8 +42,8 @@ def main() -> int:
         scores = {m: bench.training_free(mats[m]) for m in bases}   # reported (test split)
         # the vote's tie-break and weights from the few-shot set, as the harness's stages
         # (before 2026-12-05, evening, from the test-split scores above)
-        ranking = bench.few_shot_ranking({m: mats[m] for m in bases})
-        few = bench.few_shot_scores
+        few = bench.few_shot_scores({m: mats[m] for m in bases})
+        ranking = fid_ranking(few)
         combos = {
             "combination (paper vote)": majority_vote({m: mats[m] for m in bases}, ranking),
             "average": average_affinity({m: mats[m] for m in bases}),

@@ -53,6 +53,15 @@ def target_root(cache: Path, kind: str = TARGET_KIND) -> Path:
     return Path(stage["inputs"]["ref"]["root"])
 
 
+def stored_ranking(folder: Path) -> list[str] | None:
+    """The tie-break order a stored combination was voted with: the `fid_ranking` of the
+    provenance `AffinityMatrix.save` wrote beside it (None: no combination there)."""
+    meta = folder / "combination.json"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("provenance", {}).get("fid_ranking")
+
+
 def neighbour_differences(images: Any) -> tuple[Any, Any]:
     """|vertical| [B, H-1, W] and |horizontal| [B, H, W-1] neighbour differences of
     [B, 3, H, W] images, averaged over the channels."""
@@ -183,45 +192,39 @@ class Bench:
         `miou_train`. A generator that memorises the few-shot set improves there while the
         test-set FID worsens. Statistics are not cached (a subset's key is its split's)."""
         from cat_models.metrics.evaluator import Evaluator
-        from cat_models.segmenters import load_segmenter
 
-        self.train_evaluator = Evaluator(
-            self.subset, self.subset,
-            load_segmenter(find_one(self.cache, self.segmenter_stage, "segmenter.pt",
-                                    self.target_kind)),
-            n_samples=len(self.subset), cache_dir=None, seed=0)
+        self.train_evaluator = Evaluator(self.subset, self.subset, self.evaluator.segmenter,
+                                         n_samples=len(self.subset), cache_dir=None, seed=0)
 
     def training_free(self, affinity: Any) -> dict[str, float]:
         from cat_models.oasis.sampling import training_free_generator
 
         return self.score(training_free_generator(self.source, affinity))
 
-    def few_shot_ranking(self, matrices: dict[str, Any]) -> list[str]:
-        """The combination's tie-break order as a harness trial gets it: the base matrices
-        by training-free FID on the few-shot set (`harness.stages_affinity.few_shot_scores`),
-        never on the test split."""
+    def few_shot_scores(self, matrices: dict[str, Any]) -> dict[str, dict[str, float]]:
+        """Each matrix's training-free FID and mIoU on the few-shot set, as the harness's
+        affinity stage scores them (`harness.stages_affinity.few_shot_scores`, with the
+        evaluation segmenter of `self.evaluator`): the combination's tie-break
+        (`fid_ranking`) and the weighted vote's weights; never the test split."""
         from cat_models.oasis.sampling import sample_images, training_free_generator
-        from cat_models.segmenters import load_segmenter
-        from harness.stages_affinity import few_shot_scores, fid_ranking
+        from harness import stages_affinity
 
-        self.few_shot_scores = few_shot_scores(
-            self.subset,
-            load_segmenter(find_one(self.cache, self.segmenter_stage, "segmenter.pt",
-                                    self.target_kind)),
-            matrices, lambda matrix: training_free_generator(self.source, matrix),
+        return stages_affinity.few_shot_scores(
+            self.subset, self.evaluator.segmenter, matrices,
+            lambda matrix: training_free_generator(self.source, matrix),
             lambda g, labels: sample_images(g, labels, seed=0),
             cache_dir=self.cache / "fid_stats")
-        return fid_ranking(self.few_shot_scores)
 
     def affinities(self, wanted: list[str], store: Path | None = None,
                    ranking: list[str] | None = None) -> dict[str, Any]:
         """The harness's estimators and settings on this few-shot set; the combination's
         tie-break ranks the base methods by training-free FID on the few-shot set, as the
-        harness does (paper §3.1; `few_shot_ranking`), or follows `ranking` (best first) when
+        harness does (paper §3.1; `few_shot_scores`), or follows `ranking` (best first) when
         given. (Rows written before 2026-12-05, evening, ranked by the test split's FID.)
         With `store`, matrices are saved to / reloaded from
         `store/size<n>-seed<s>-{fewshot|rank-<ranking>}/` (the source model and the set decide
-        them; delete the folder after rebuilding the cache)."""
+        them; delete the folder after rebuilding the cache); a reloaded combination's order is
+        the one its provenance records (`stored_ranking`)."""
         from cat_models.affinity.matrix import AffinityMatrix
 
         self.ranking = ranking   # the tie-break order used; None until estimated or forced
@@ -229,15 +232,12 @@ class Bench:
         folder = store / f"size{self.size}-seed{self.seed}{suffix}" if store else None
         names = [m for m in ("text", "segmentation", "features", *wanted) if m != "random"]
         if folder is not None and all((folder / f"{m}.npy").is_file() for m in names):
-            order = folder / "ranking.json"
-            self.ranking = json.loads(order.read_text()) if order.is_file() else ranking
+            self.ranking = stored_ranking(folder) or ranking
             return {m: AffinityMatrix.load(folder / f"{m}.npy") for m in names}
         out = self._estimate(wanted, ranking)
         if folder is not None:
             for m, matrix in out.items():
                 matrix.save(folder / f"{m}.npy")
-            if self.ranking is not None:
-                (folder / "ranking.json").write_text(json.dumps(self.ranking))
         return out
 
     def _estimate(self, wanted: list[str], ranking: list[str] | None) -> dict[str, Any]:
@@ -257,21 +257,23 @@ class Bench:
             out[method] = estimate_affinity(method, inputs, **options.get(method, {}))
         combos = [m for m in wanted if m not in (*bases, "random")]
         if combos:
-            # the test-set scores are printed for the record; the tie-break ranks as the
-            # harness's affinity stage does, on the few-shot set alone
-            self.base_scores = {m: self.training_free(out[m]) for m in bases}
-            ranking = ranking or self.few_shot_ranking({m: out[m] for m in bases})
+            from harness.stages_affinity import fid_ranking
+
+            # the test-split scores are printed for the record (paper Table 3's base rows);
+            # the tie-break ranks as the harness's affinity stage does, on the few-shot set
+            test_scores = {m: self.training_free(out[m]) for m in bases}
+            print(f"[affinity] training-free: {test_scores}", flush=True)
+            if ranking is None:
+                few = self.few_shot_scores({m: out[m] for m in bases})
+                ranking = fid_ranking(few)
+                print(f"[affinity] tie-break order {ranking} (training-free FID on the "
+                      "few-shot set: " + ", ".join(f"{m} {few[m]['fid']:.1f}" for m in ranking)
+                      + ")", flush=True)
             inputs.matrices = {m: out[m] for m in bases}
             inputs.fid_ranking = self.ranking = ranking
             for method in combos:
                 out[method] = estimate_affinity(method, inputs, **(
                     {"fid_ranking": ranking} if method == "combination" else {}))
-            print(f"[affinity] training-free: {self.base_scores}", flush=True)
-            few = getattr(self, "few_shot_scores", None) or {}
-            print(f"[affinity] tie-break order {ranking}" + (
-                " (training-free FID on the few-shot set: " + ", ".join(
-                    f"{m} {few[m]['fid']:.1f}" for m in ranking) + ")" if few else ""),
-                flush=True)
         return out
 
 

@@ -7,19 +7,21 @@ The paper's vote (`cat_models.affinity.combination.majority_vote`) breaks three-
 the base methods' training-free FID. The harness ranks them on the few-shot set alone
 (`harness.stages_affinity.few_shot_scores`); `fidelity_finetune.py` ranked them on the test
 split until 2026-12-05 (evening). For every few-shot set of the combination rows in ROWS (the
-`ranking` each row recorded), this scores the set's base matrices the harness's way, votes
+`ranking` each row recorded), this scores the set's base matrices the harness's way
+(`fidelity_common.Bench.few_shot_scores`, on the `Bench` of that set), votes
 with both orders and prints one JSON line per set: both orders, the few-shot FIDs, and the
 target classes whose source class differs (as [class, rows' source class, harness's]).
 
 STORE is the run's matrix store (`<out folder>/affinities/<target>`): the base matrices of each
 set in `size<n>-seed<s>[-fewshot]/` (they do not depend on the source generator, so any run's
 store of that set serves). A row without a recorded ranking (its matrices came from a store)
-takes the order its store's `combination.json` records (its provenance's `fid_ranking`).
+takes the order its store's combination was voted with (`fidelity_common.stored_ranking`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -37,15 +39,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from fidelity_common import find_one, target_root
+    from fidelity_common import Bench, stored_ranking
 
     from cat_models.affinity.combination import majority_vote
     from cat_models.affinity.matrix import AffinityMatrix
-    from cat_models.data import kl_greedy_subset, label_histograms, open_dataset
-    from cat_models.oasis.sampling import sample_images, training_free_generator
-    from cat_models.oasis.source import load_source
-    from cat_models.segmenters import load_segmenter
-    from harness.stages_affinity import few_shot_scores, fid_ranking
+    from harness.stages_affinity import fid_ranking
 
     torch.set_num_threads(1)
     sets: dict[tuple[int, int], list[str] | None] = {}
@@ -56,12 +54,6 @@ def main() -> None:
                 sets.setdefault((row["size"], row["seed"]), row.get("ranking"))
     if not sets:
         sys.exit(f"{', '.join(map(str, args.rows))}: no combination rows of variant 'paper'")
-    source = load_source(find_one(args.cache, "source-model", "source.pt", "synthetic_source",
-                                  0, args.source_iterations))
-    plain = open_dataset("folder", target_root(args.cache, args.target), "train", 32)
-    histograms = label_histograms(plain, progress=False)
-    segmenter = load_segmenter(find_one(args.cache, "segmenter-target", "segmenter.pt",
-                                        args.target))
     for (size, seed), used in sorted(sets.items()):
         folder = next((f for f in (args.store / f"size{size}-seed{seed}",
                                    args.store / f"size{size}-seed{seed}-fewshot")
@@ -70,14 +62,12 @@ def main() -> None:
             sys.exit(f"{args.store}: no base matrices of size {size}, seed {seed}")
         matrices = {m: AffinityMatrix.load(folder / f"{m}.npy")
                     for m in ("text", "segmentation", "features")}
-        stored = folder / "combination.json"
-        if used is None and stored.is_file():
-            used = json.loads(stored.read_text()).get("provenance", {}).get("fid_ranking")
-        subset = plain.subset(kl_greedy_subset(histograms, size, seed))
-        scores = few_shot_scores(subset, segmenter, matrices,
-                                 lambda a: training_free_generator(source, a),
-                                 lambda g, labels: sample_images(g, labels, seed=0),
-                                 cache_dir=args.cache / "fid_stats")
+        used = used or stored_ranking(folder)
+        # the harness's few-shot set, source model and evaluation segmenter for this set
+        with contextlib.redirect_stdout(sys.stderr):   # stdout holds the JSON lines only
+            bench = Bench(args.cache, size, seed, target_kind=args.target,
+                          source_iterations=args.source_iterations)
+        scores = bench.few_shot_scores(matrices)
         order = fid_ranking(scores)
         differ = []
         if used:

@@ -3,6 +3,7 @@ by training-free FID on the few-shot set, not on the test split it reports."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,8 +27,8 @@ def _bench(fc, tmp_path, monkeypatch, few_shot_fid, test_fid):
     bench.source_train = SimpleNamespace(class_names=["x", "y", "z"])
     bench.source = "source model"
     bench.training_free = lambda matrix: {"fid": test_fid[matrix.method]}
-    monkeypatch.setattr(fc, "find_one", lambda *args: tmp_path / "segmenter.pt")
     monkeypatch.setattr(segmenters, "load_segmenter", lambda path: f"segmenter {path.name}")
+    bench.evaluator = SimpleNamespace(segmenter="segmenter segmenter.pt")   # the test split's
     seen = {}
 
     def scores(subset, segmenter, matrices, make_generator, sample, **kw):
@@ -71,7 +72,10 @@ def test_a_stored_set_keeps_its_ranking_and_old_stores_are_not_reused(tmp_path, 
     from cat_models.affinity import matrix
 
     monkeypatch.setattr(matrix.AffinityMatrix, "load", classmethod(lambda cls, p: p.stem))
-    (folder / "ranking.json").write_text('["segmentation", "features", "text"]')
+    # the order the stored combination was voted with, as AffinityMatrix.save records it
+    (folder / "combination.json").write_text(json.dumps(
+        {"method": "combination",
+         "provenance": {"fid_ranking": ["segmentation", "features", "text"]}}))
     out = bench.affinities(["combination"], store)
     assert out["combination"] == "combination" and "estimated" not in seen
     assert bench.ranking == ["segmentation", "features", "text"]
