@@ -91,6 +91,63 @@ def class_texture(images: Any, labels: Any, names: list[str]) -> dict[str, list[
     return out
 
 
+def label_pathways(generator: Any, source_names: list[str], target_names: list[str],
+                   ground_truth: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """How a CAT generator tells the target classes apart, read from its weights.
+
+    Inside a region of one target class t, each SPADE's first conv (`conv_gamma` /
+    `conv_beta` or `conv_shared`) sees the constant vector A[:, t] on its label channels, and
+    the residual branch (`res_gamma` / `res_beta`) the one-hot of t; summing each kernel over
+    its taps gives the two paths' per-class responses, e_A(t) and e_R(t) (biases left out:
+    they are the same for every class). Returned:
+      `res_share`: mean of |e_R| / (|e_A| + |e_R|) over classes, SPADEs and branches: 0 while
+        the target classes reach G only through A (the residuals start at zero), near 1 when
+        the residual branches carry them;
+      `class_contrast`: mean distance between two classes' responses e_A + e_R over their
+        mean norm: how distinct the classes are to G (a near-uniform random A starts low);
+      `a_top1` (with `ground_truth`, target -> source class or None): the fraction of the
+        target classes with a counterpart whose column of A has its largest entry there;
+      `a_argmax`: target class -> source class of the column's largest entry.
+    """
+    import torch
+
+    from cat_models.oasis.transfer import CATSPADE
+
+    a_full = generator.condition.affinity.weight.detach().float()   # [C_S+1, C_T+1]
+    a = a_full[1:, 1:]
+    z_dim = generator.cfg.z_dim
+    shares, contrasts = [], []
+    for m in generator.modules():
+        if not isinstance(m, CATSPADE):
+            continue
+        mains = ([m.conv_gamma, m.conv_beta] if m.split else [m.conv_shared, m.conv_shared])
+        residuals = [m.res_gamma, m.res_beta] if m.residual else [None, None]
+        for main, res in zip(mains, residuals):
+            w = main.weight.detach().float().sum((2, 3))[:, z_dim:]       # [out, C_S+1]
+            e_a = (w @ a_full)[:, 1:]                                      # [out, C_T]
+            e_r = (res.weight.detach().float().sum((2, 3))[:, 1:] if res is not None
+                   else torch.zeros_like(e_a))
+            na, nr = e_a.norm(dim=0), e_r.norm(dim=0)
+            shares.append(float((nr / (na + nr).clamp_min(1e-12)).mean()))
+            codes = (e_a + e_r).T                                          # [C_T, out]
+            pair = torch.cdist(codes, codes)
+            n = codes.shape[0]
+            mean_pair = pair.sum() / max(n * (n - 1), 1)
+            contrasts.append(float(mean_pair / codes.norm(dim=1).mean().clamp_min(1e-12)))
+    best = a.argmax(0).tolist()
+    out: dict[str, Any] = {
+        "res_share": round(sum(shares) / len(shares), 4) if shares else 0.0,
+        "class_contrast": round(sum(contrasts) / len(contrasts), 4) if contrasts else 0.0,
+        "a_argmax": {t: source_names[best[k]] for k, t in enumerate(target_names)},
+    }
+    if ground_truth is not None:
+        known = [(k, ground_truth.get(t)) for k, t in enumerate(target_names)
+                 if ground_truth.get(t) in source_names]
+        hits = sum(source_names[best[k]] == s for k, s in known)
+        out["a_top1"] = round(hits / len(known), 4) if known else None
+    return out
+
+
 class Bench:
     """Source model, target splits, few-shot set and evaluator from a harness cache."""
 

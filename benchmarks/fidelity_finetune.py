@@ -58,8 +58,9 @@ TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}
 
 
 def main() -> int:
-    from fidelity_common import TARGET_KIND, Bench
+    from fidelity_common import TARGET_KIND, Bench, label_pathways
 
+    from cat_models.data.synthetic_domains import GROUND_TRUTHS
     from cat_models.oasis.finetune import finetune_oasis
     from cat_models.oasis.transfer import random_affinity
 
@@ -102,6 +103,12 @@ def main() -> int:
                         "training-free vs the few-shot set size (paper Fig. 4), mean ± std over "
                         "the seeds in the file, as PNG (HTML where no PNG can be "
                         "written)")
+    p.add_argument("--pathways", type=Path,
+                   help="with --plot-only: how each run's generator tells the target classes "
+                        "apart over its evaluations (A's top-1 against the ground truth, the "
+                        "residual branches' share, the classes' contrast; see "
+                        "fidelity_common.label_pathways) with FID beside them, as PNG, and a "
+                        "markdown table")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--samples", type=Path,
                    help="save a sample grid (label map | real | generated) of each evaluation "
@@ -110,6 +117,10 @@ def main() -> int:
                    help="also score against the few-shot set itself (memorisation check)")
     args = p.parse_args()
     if args.plot_only:
+        if args.pathways:
+            plot_pathways(args.out, args.pathways, args.select, args.sizes)
+            if not (args.size_plot or args.plot):
+                return 0
         if args.size_plot:
             plot_sizes(args.out, args.size_plot, args.select, args.sizes)
         if args.pool_seeds:
@@ -134,6 +145,10 @@ def main() -> int:
         mats["identity"] = np.eye(source.num_classes, test.num_classes)
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg_fields = set(source.cfg.to_dict())
+
+    def pathways(generator) -> dict:
+        return {"pathways": label_pathways(generator, source.class_names, test.class_names,
+                                           GROUND_TRUTHS.get(args.target))}
     for variant in args.variants.split(","):
         options, cfg_over, ft = VARIANTS[variant]
         options = {**options, **{k: v for k, v in extra.items() if k not in cfg_fields}}
@@ -155,14 +170,15 @@ def main() -> int:
                       **ft)
 
             s0 = finetune_oasis("cat", source, data, 0, cfg, seed=args.seed, **kw)
-            curve.append({"iteration": 0, **score(s0.ema)})
+            curve.append({"iteration": 0, **score(s0.ema), **pathways(s0.ema)})
 
             def evaluate(ema, step, variant=variant, aff=aff, stem=stem):
-                r = score(ema)
+                r = {**score(ema), **pathways(ema)}
                 if args.samples:
                     bench.save_samples(ema, args.samples / f"{stem}-it{step}.png")
                 print(f"  {variant}/{aff} it {step}: "
-                      f"{ {k: v for k, v in r.items() if k not in ('tv_class', 'iou')} }",
+                      f"{ {k: v for k, v in r.items() if k not in ('tv_class', 'iou', 'pathways')} }"
+                      f" {({k: v for k, v in r['pathways'].items() if k != 'a_argmax'})}",
                       flush=True)
                 return r
 
@@ -170,7 +186,7 @@ def main() -> int:
                                    evaluate_fn=evaluate, eval_every=args.eval_every,
                                    report_every=0, **kw)
             keys = ("iteration", "fid", "kid", "kid_std", "miou", "iou", "tv", "tv_x", "tv_y",
-                    "tv_class", "fid_train", "kid_train", "miou_train")
+                    "tv_class", "fid_train", "kid_train", "miou_train", "pathways")
             curve += [{k: h[k] for k in keys if k in h} for h in state.history if "fid" in h]
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "target": args.target, "source_seed": args.source_seed,
@@ -252,6 +268,41 @@ def _draw(curves: list[tuple[str, list[int], dict[str, list[float]]]], floor: di
     if out is not None:
         print(f"[plot] {line_panels(panels, out)}")
     return 0
+
+
+PATHWAYS = {"a_top1": "A's top-1 = ground truth", "res_share": "residual branches' share",
+            "class_contrast": "class contrast"}
+
+
+def plot_pathways(path: Path, out: Path, select: str | None = None,
+                  sizes: str | None = None) -> str:
+    """FID and the `label_pathways` readings vs iteration for every run in `path` that
+    recorded them (iteration 0 on), as a PNG; returns (and prints) them as a markdown table."""
+    from fidelity_common import line_panels
+
+    rows = [r for r in _read(path, select, sizes)
+            if any("pathways" in c for c in r["curve"])]
+    if not rows:
+        raise SystemExit(f"{path}: no run recorded its label pathways")
+    lines = ["| run | iteration | FID | " + " | ".join(PATHWAYS.values()) + " |",
+             "|---|---:|---:|" + "---:|" * len(PATHWAYS)]
+    panels = [{"title": "FID", "series": []}] + [{"title": t, "series": []}
+                                                  for t in PATHWAYS.values()]
+    for k, row in enumerate(rows):
+        label = f"{row['variant']} / {row['affinity']} (n={row['size']}, seed {row['seed']})"
+        evals = [c for c in row["curve"] if "pathways" in c]
+        values = [[c["fid"] for c in evals]] + [
+            [c["pathways"].get(key) or 0.0 for c in evals] for key in PATHWAYS]
+        for panel, ys in zip(panels, values):
+            panel["series"].append({"label": label, "x": [c["iteration"] for c in evals],
+                                    "y": ys, "colour": k, "dash": False})
+        lines += [f"| {label} | {c['iteration']} | {c['fid']:.1f} | "
+                  + " | ".join(f"{c['pathways'].get(key)}" for key in PATHWAYS) + " |"
+                  for c in evals]
+    print(f"[plot] {line_panels(panels, out)}")
+    table = "\n".join(lines)
+    print(table)
+    return table
 
 
 METRICS = ("fid", "kid", "miou")

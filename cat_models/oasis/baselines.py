@@ -119,6 +119,11 @@ CAT_STAGE1 = contains_any("condition.affinity", "conv_gamma", "conv_beta", "conv
 LABEL_INPUTS = contains_any("mlp_shared.0", "fc.")
 
 
+def _but_affinity(train: NamePredicate) -> NamePredicate:
+    """`train` without the affinity matrix A (`condition.affinity`)."""
+    return lambda name: train(name) and "condition.affinity" not in name
+
+
 @register("scratch")
 def scratch(source_g, source_d, target_classes, cfg=None, seed: int = 0
             ) -> TransferPlan:
@@ -196,14 +201,16 @@ def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 
 def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: bool = True,
         residual: bool = True, freeze_d: int = 3, two_stage: bool = True,
         stage1_iters: int = 1000, d_warmup: int = 0, d_head: str = "fresh",
-        seed: int = 0) -> TransferPlan:
+        train_affinity: bool = True, seed: int = 0) -> TransferPlan:
     """CAT (paper §3.2). Each switch is independent (Table 4): `affinity` None -> random A;
     `split` scale/shift first convs; `residual` branches; `freeze_d` first k D layers;
     `two_stage`: stage 1 (stage1_iters) trains A + first convs + residuals, stage 2 all of G.
     `d_warmup` (beyond the paper; 0 = the paper's schedule): that many iterations first in
     which only D trains (G frozen), so G never follows the gradients of a random D head.
     `d_head` (beyond the paper's "fresh"): how D's new last layer starts, see
-    `replace_d_head` ("keep_fake", "affinity")."""
+    `replace_d_head` ("keep_fake", "affinity").
+    `train_affinity` False (an ablation beyond the paper, which trains A in both stages): A
+    stays as estimated for the whole run; every other switch trains what it says."""
     _need(source_g, "cat")
     g = cat_generator(source_g, target_classes, affinity, split=split, residual=residual,
                       seed=seed)
@@ -211,8 +218,11 @@ def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: 
     train_d = not_prefixed(frozen_d_prefixes(d, freeze_d))
     stage1_g = (CAT_STAGE1 if split or residual
                 else contains_any("condition.affinity", "mlp_shared.0"))
-    stages = ([Stage(stage1_iters, stage1_g, train_d), Stage(None, everything, train_d)]
-              if two_stage else [Stage(None, everything, train_d)])
+    stage2_g = everything
+    if not train_affinity:
+        stage1_g, stage2_g = _but_affinity(stage1_g), _but_affinity(stage2_g)
+    stages = ([Stage(stage1_iters, stage1_g, train_d), Stage(None, stage2_g, train_d)]
+              if two_stage else [Stage(None, stage2_g, train_d)])
     if d_warmup < 0:
         raise ValueError(f"cat: d_warmup must be >= 0, got {d_warmup}")
     if d_warmup:

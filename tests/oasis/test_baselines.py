@@ -96,3 +96,9 @@ def test_cat_stages_and_switches(source_models):
     assert g_nosplit and all("mlp_shared.0" in n or "affinity" in n for n in g_nosplit)
     _, _, d0 = plan_at("cat", source_models, affinity=A, freeze_d=0)
     assert len(d0) > len(d)
+    fixed, f1, _ = plan_at("cat", source_models, affinity=A, stage1_iters=3,
+                           train_affinity=False)
+    assert f1 == g1 - {"condition.affinity.weight"}          # stage 1 less A
+    fixed.apply_stage(3)
+    assert trainable_names(fixed.generator) == names(fixed.generator) - {
+        "condition.affinity.weight"}                          # stage 2: all of G but A

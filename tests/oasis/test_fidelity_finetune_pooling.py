@@ -121,3 +121,19 @@ def test_sizes_keeps_only_the_runs_of_those_sizes(ff, tmp_path):
     assert [r["size"] for r in ff._read(path, None, "25,400")] == [25, 400]
     assert [r["size"] for r in ff._read(path, "paper/combination")] == [25, 400, 100]
     assert ff._read(path, "paper/random", "25") == []
+
+
+def test_pathways_table_and_picture_read_each_recorded_evaluation(ff, tmp_path):
+    row = _row(0, [260, 270, 250], affinity="random")
+    for c, top1, share in zip(row["curve"][1:], (0.25, 0.75), (0.0, 0.4)):
+        c["pathways"] = {"a_top1": top1, "res_share": share, "class_contrast": 0.3}
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(row) + "\n" + json.dumps(_row(1, [1, 2, 3])) + "\n")
+    table = ff.plot_pathways(rows, tmp_path / "pathways.png")
+    assert (tmp_path / "pathways.png").stat().st_size > 0
+    body = table.splitlines()[2:]
+    assert body == ["| paper / random (n=25, seed 0) | 0 | 270.0 | 0.25 | 0.0 | 0.3 |",
+                    "| paper / random (n=25, seed 0) | 300 | 250.0 | 0.75 | 0.4 | 0.3 |"]
+    (tmp_path / "none.jsonl").write_text(json.dumps(_row(1, [1, 2, 3])) + "\n")
+    with pytest.raises(SystemExit, match="no run recorded"):
+        ff.plot_pathways(tmp_path / "none.jsonl", tmp_path / "none.png")
