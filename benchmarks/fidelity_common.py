@@ -379,7 +379,10 @@ def line_panels(panels: list[dict], path: Path, width: int = 330, height: int = 
             x = lo_x + (hi_x - lo_x) * t / 4
             qx, _ = px(x, lo_y)
             draw.line([qx, height - bottom, qx, height - bottom + 3], fill="black")
-            draw.text((qx - 8, height - bottom + 5), f"{x:.0f}", fill="black")
+            tick = f"{x:.0f}"   # centred on its mark, kept inside the panel
+            w = draw.textlength(tick)
+            draw.text((min(qx - w / 2, x0 + width - w - 1), height - bottom + 5), tick,
+                      fill="black")
         for h in panel.get("hlines", []):
             colour = (0, 0, 0) if h.get("colour") is None else COLOURS[h["colour"] % 10]
             _, py = px(lo_x, h["y"])

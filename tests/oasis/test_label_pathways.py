@@ -50,3 +50,14 @@ def test_identical_columns_leave_no_contrast_until_the_residuals_learn(source_mo
     after = fc.label_pathways(gen, SOURCE, TARGET)
     assert after["class_contrast"] > 0.1
     assert 0.0 < after["res_share"] < 1.0
+
+
+def test_without_residual_branches_only_a_carries_the_classes(source_models):
+    fc = load_benchmark_script("fidelity_common")
+    _, g, _ = source_models
+    a = np.random.default_rng(0).random((5, 3))
+    plain = cat_generator(g, len(TARGET), a / a.sum(0), split=True, residual=False)
+    out = fc.label_pathways(plain, SOURCE, TARGET, TRUTH)
+    assert out["res_share"] == 0.0
+    assert out["class_contrast"] > 0.0              # distinct columns, distinct responses
+    assert out["a_argmax"]["t1"] == SOURCE[int(np.argmax(a[:, 0]))]
