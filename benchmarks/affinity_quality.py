@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from cat_models.affinity import (
@@ -44,9 +43,8 @@ TEMPLATE_SETS = {
 
 
 def top1(a, truth: dict[str, str | None]) -> str:
-    hits = [a.source_names[int(np.argmax(a.values[:, j]))] == truth[t]
-            for j, t in enumerate(a.target_names) if truth[t] is not None]
-    return f"{sum(hits)}/{len(hits)}"
+    hits, counted = a.top1_agreement(truth)
+    return f"{hits}/{counted}"
 
 
 def sharpness(a) -> str:

@@ -111,10 +111,11 @@ def label_pathways(generator: Any, source_names: list[str], target_names: list[s
     """
     import torch
 
+    from cat_models.affinity.matrix import AffinityMatrix
     from cat_models.oasis.transfer import CATSPADE
 
     a_full = generator.condition.affinity.weight.detach().float()   # [C_S+1, C_T+1]
-    a = a_full[1:, 1:]
+    learned = AffinityMatrix(a_full[1:, 1:].numpy(), source_names, target_names, "learned")
     z_dim = generator.cfg.z_dim
     shares, contrasts = [], []
     for m in generator.modules():
@@ -134,17 +135,15 @@ def label_pathways(generator: Any, source_names: list[str], target_names: list[s
             n = codes.shape[0]
             mean_pair = pair.sum() / max(n * (n - 1), 1)
             contrasts.append(float(mean_pair / codes.norm(dim=1).mean().clamp_min(1e-12)))
-    best = a.argmax(0).tolist()
+    best = learned.argmax_source()
     out: dict[str, Any] = {
         "res_share": round(sum(shares) / len(shares), 4) if shares else 0.0,
         "class_contrast": round(sum(contrasts) / len(contrasts), 4) if contrasts else 0.0,
         "a_argmax": {t: source_names[best[k]] for k, t in enumerate(target_names)},
     }
     if ground_truth is not None:
-        known = [(k, ground_truth.get(t)) for k, t in enumerate(target_names)
-                 if ground_truth.get(t) in source_names]
-        hits = sum(source_names[best[k]] == s for k, s in known)
-        out["a_top1"] = round(hits / len(known), 4) if known else None
+        hits, counted = learned.top1_agreement(ground_truth)
+        out["a_top1"] = round(hits / counted, 4) if counted else None
     return out
 
 

@@ -119,14 +119,12 @@ def main() -> int:
     if args.plot_only:
         if args.pathways:
             plot_pathways(args.out, args.pathways, args.select, args.sizes)
-            if not (args.size_plot or args.plot):
-                return 0
         if args.size_plot:
             plot_sizes(args.out, args.size_plot, args.select, args.sizes)
         if args.pool_seeds:
             return plot_pooled(args.out, args.plot, args.select, not args.no_floor,
                                args.sizes)
-        if args.size_plot and not args.plot:
+        if (args.pathways or args.size_plot) and not args.plot:
             return 0
         return plot(args.out, args.plot, args.select, not args.no_floor, args.sizes)
     torch.set_num_threads(args.threads)

@@ -54,11 +54,9 @@ def main() -> int:
         print(rows[-1], flush=True)
     for setting in SETTINGS:
         a = text_affinity(src, tgt, **setting)
-        top = a.argmax_source()
-        known = [(k, t) for k, t in enumerate(tgt) if GROUND_TRUTH.get(t)]
-        hits = sum(src[top[k]] == GROUND_TRUTH[t] for k, t in known)
+        hits, counted = a.top1_agreement(GROUND_TRUTH)
         rows.append({"setting": ", ".join(f"{k}={v}" for k, v in setting.items()),
-                     "top1": f"{hits}/{len(known)}", "sharpness": float(a.values.max(0).mean()),
+                     "top1": f"{hits}/{counted}", "sharpness": float(a.values.max(0).mean()),
                      **bench.training_free(a)})
         print(rows[-1], flush=True)
     floor = bench.evaluator.floor

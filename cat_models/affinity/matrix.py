@@ -54,6 +54,15 @@ class AffinityMatrix:
         """Index of the highest-affinity source class for each target class, [C_T]."""
         return self.values.argmax(axis=0)
 
+    def top1_agreement(self, truth: dict[str, str | None]) -> tuple[int, int]:
+        """(hits, counted): of the target classes `truth` gives a source counterpart (target
+        -> source class name, None or absent: no counterpart), how many have their highest
+        affinity there."""
+        best = self.argmax_source()
+        known = [(k, truth.get(t)) for k, t in enumerate(self.target_names)
+                 if truth.get(t) is not None]
+        return sum(self.source_names[best[k]] == s for k, s in known), len(known)
+
     def with_values(self, values: np.ndarray, method: str | None = None,
                     **provenance: Any) -> AffinityMatrix:
         """A copy with new values (same names), recording what changed in the provenance."""

@@ -113,15 +113,16 @@ def _need(source: Any, name: str) -> None:
         raise ValueError(f"transfer method {name!r} needs a source generator and discriminator")
 
 
+AFFINITY = "condition.affinity"   # the CAT generator's A (`transfer.AffinityLayer`)
 # Generator parameters CAT's stage 1 trains (paper §3.2): A, the first convs, residual branches.
-CAT_STAGE1 = contains_any("condition.affinity", "conv_gamma", "conv_beta", "conv_shared",
+CAT_STAGE1 = contains_any(AFFINITY, "conv_gamma", "conv_beta", "conv_shared",
                           "res_gamma", "res_beta")
 LABEL_INPUTS = contains_any("mlp_shared.0", "fc.")
 
 
 def _but_affinity(train: NamePredicate) -> NamePredicate:
-    """`train` without the affinity matrix A (`condition.affinity`)."""
-    return lambda name: train(name) and "condition.affinity" not in name
+    """`train` without the affinity matrix A."""
+    return lambda name: train(name) and AFFINITY not in name
 
 
 @register("scratch")
@@ -184,7 +185,7 @@ def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 
     weights. The rest of G is frozen; D finetunes fully."""
     _need(source_g, "cgantransfer")
     g = cat_generator(source_g, target_classes, None, split=False, residual=True, seed=seed)
-    train_g = contains_any("condition.affinity", "conv_shared", "res_gamma", "res_beta",
+    train_g = contains_any(AFFINITY, "conv_shared", "res_gamma", "res_beta",
                            "mlp_gamma", "mlp_beta")
 
     def regulariser(gen: nn.Module) -> torch.Tensor:
@@ -217,7 +218,7 @@ def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: 
     d = replace_d_head(source_d, target_classes, d_head, g.condition.affinity.weight)
     train_d = not_prefixed(frozen_d_prefixes(d, freeze_d))
     stage1_g = (CAT_STAGE1 if split or residual
-                else contains_any("condition.affinity", "mlp_shared.0"))
+                else contains_any(AFFINITY, "mlp_shared.0"))
     stage2_g = everything
     if not train_affinity:
         stage1_g, stage2_g = _but_affinity(stage1_g), _but_affinity(stage2_g)

@@ -55,3 +55,11 @@ def test_top_matches_order_and_ties():
     assert "sea" in text and "-> sky (0.700)" in text
     with pytest.raises(AffinityError, match="k must be >= 1"):
         top_matches(_matrix(), 0)
+
+
+def test_top1_agreement_counts_only_classes_with_a_counterpart():
+    a = AffinityMatrix(np.array([[0.7, 0.1, 0.5], [0.3, 0.9, 0.5]]), ["sky", "grass"],
+                       ["cloudy sky", "lawn", "lava"], "text")
+    assert a.top1_agreement({"cloudy sky": "sky", "lawn": "grass", "lava": None}) == (2, 2)
+    assert a.top1_agreement({"cloudy sky": "grass", "lawn": "grass"}) == (1, 2)   # lava absent
+    assert a.top1_agreement({}) == (0, 0)

@@ -4,6 +4,7 @@ path carries the target classes (A or the residual branches) and how distinct th
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from cat_models.oasis.transfer import CATSPADE, cat_generator
@@ -14,12 +15,16 @@ TARGET = ["t1", "t2", "t3"]
 TRUTH = {"t1": "s3", "t2": "s1", "t3": None}
 
 
+@pytest.fixture(scope="module")
+def fc():
+    return load_benchmark_script("fidelity_common")
+
+
 def _generator(g, a):
     return cat_generator(g, len(TARGET), a, split=True, residual=True)
 
 
-def test_a_right_columns_and_no_residual_at_the_start(source_models):
-    fc = load_benchmark_script("fidelity_common")
+def test_a_right_columns_and_no_residual_at_the_start(fc, source_models):
     _, g, _ = source_models
     a = np.zeros((5, 3))
     a[[2, 0, 4], [0, 1, 2]] = 1.0                 # t1 -> s3, t2 -> s1 (right), t3 -> s5
@@ -34,8 +39,7 @@ def test_a_right_columns_and_no_residual_at_the_start(source_models):
     assert fc.label_pathways(_generator(g, wrong), SOURCE, TARGET, TRUTH)["a_top1"] == 0.5
 
 
-def test_identical_columns_leave_no_contrast_until_the_residuals_learn(source_models):
-    fc = load_benchmark_script("fidelity_common")
+def test_identical_columns_leave_no_contrast_until_the_residuals_learn(fc, source_models):
     _, g, _ = source_models
     gen = _generator(g, np.full((5, 3), 0.2))       # every class drawn as the same blend
     before = fc.label_pathways(gen, SOURCE, TARGET)
@@ -52,8 +56,7 @@ def test_identical_columns_leave_no_contrast_until_the_residuals_learn(source_mo
     assert 0.0 < after["res_share"] < 1.0
 
 
-def test_without_residual_branches_only_a_carries_the_classes(source_models):
-    fc = load_benchmark_script("fidelity_common")
+def test_without_residual_branches_only_a_carries_the_classes(fc, source_models):
     _, g, _ = source_models
     a = np.random.default_rng(0).random((5, 3))
     plain = cat_generator(g, len(TARGET), a / a.sum(0), split=True, residual=False)
