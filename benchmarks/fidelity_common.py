@@ -152,8 +152,16 @@ class Bench:
 
     def __init__(self, cache: Path, size: int, seed: int, n_samples: int = 64,
                  target_kind: str = TARGET_KIND, source_seed: int = 0,
-                 source_iterations: int | None = None) -> None:
-        from cat_models.data import kl_greedy_subset, label_histograms, open_dataset
+                 source_iterations: int | None = None,
+                 rare: tuple[list[str], int] | None = None) -> None:
+        """`rare` = (class names, k): the few-shot set shows each of those classes in exactly
+        k images (`cat_models.data.rare_class_subset`) instead of the harness's KL-greedy set."""
+        from cat_models.data import (
+            kl_greedy_subset,
+            label_histograms,
+            open_dataset,
+            rare_class_subset,
+        )
         from cat_models.metrics.evaluator import Evaluator
         from cat_models.oasis.source import load_source
         from cat_models.segmenters import load_segmenter
@@ -173,7 +181,19 @@ class Bench:
         self.test = open_dataset("folder", root, "val", RESOLUTION)
         self.source_train = open_dataset("folder", source_root, "train", RESOLUTION)
         # The harness's few-shot set: KL-greedy (paper §4.1); nested in the size.
-        indices = kl_greedy_subset(label_histograms(plain, progress=False), size, seed)
+        hist = label_histograms(plain, progress=False)
+        self.rare, self.subset_tag = rare, ""
+        if rare is None:
+            indices = kl_greedy_subset(hist, size, seed)
+        else:
+            names, per_class = rare
+            unknown = sorted(set(names) - set(plain.class_names))
+            if unknown:
+                raise SystemExit(f"--rare: {unknown} are not classes of {target_kind} "
+                                 f"({plain.class_names})")
+            ids = [plain.class_names.index(n) + 1 for n in names]
+            indices = rare_class_subset(hist, size, seed, ids, per_class)
+            self.subset_tag = f"-rare{per_class}-" + "-".join(n.replace(" ", "_") for n in names)
         self.subset = plain.subset(indices)   # for the affinity estimators (no augmentation)
         self.train = open_dataset("folder", root, "train", RESOLUTION,
                                   augment=True).subset(indices)
@@ -278,14 +298,16 @@ class Bench:
         harness does (paper §3.1; `few_shot_scores`), or follows `ranking` (best first) when
         given. (Rows written before 2026-12-05, evening, ranked by the test split's FID.)
         With `store`, matrices are saved to / reloaded from
-        `store/size<n>-seed<s>-{fewshot|rank-<ranking>}/` (the source model and the set decide
+        `store/size<n>-seed<s>[-rare<k>-<classes>]-{fewshot|rank-<ranking>}/` (the source model
+        and the set decide
         them; delete the folder after rebuilding the cache); a reloaded combination's order is
         the one its provenance records (`stored_ranking`)."""
         from cat_models.affinity.matrix import AffinityMatrix
 
         self.ranking = ranking   # the tie-break order used; None until estimated or forced
         suffix = "-rank-" + "-".join(ranking) if ranking else "-fewshot"
-        folder = store / f"size{self.size}-seed{self.seed}{suffix}" if store else None
+        folder = (store / f"size{self.size}-seed{self.seed}{self.subset_tag}{suffix}"
+                  if store else None)
         names = [m for m in ("text", "segmentation", "features", *wanted) if m != "random"]
         if folder is not None and all((folder / f"{m}.npy").is_file() for m in names):
             self.ranking = stored_ranking(folder) or ranking

@@ -17,13 +17,16 @@ estimator settings. For each (variant, affinity) it records
 A *variant* is a set of `cat` recipe options / `OasisConfig` fields (see VARIANTS); "paper" is
 the recipe as the paper describes it and the harness ran it before issue #13. JSON lines go to
 `--out` (appended, so runs can be split across invocations); `--plot` draws every curve found
-in the file. `torch.set_num_threads(--threads)` (default 1): the machine is shared.
+in the file. `--rare house,sea --rare-images 1` trains on a long-tail few-shot set instead
+(`cat_models.data.rare_class_subset`: those classes in exactly one image each) and
+`--plot-only --rare-plot PNG` reads those runs' rare and other classes apart. `torch.set_num_threads(--threads)` (default 1): the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +79,11 @@ def main() -> int:
                    help="the source model pretrained for this many iterations (default: the "
                         "newest of the seed's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rare", help="a long-tail probe: these target classes (comma-separated) "
+                   "are shown by exactly --rare-images images of the few-shot set "
+                   "(cat_models.data.rare_class_subset), the rest is KL-greedy without them")
+    p.add_argument("--rare-images", type=int, default=1,
+                   help="with --rare: images per rare class (0: the set never shows them)")
     p.add_argument("--ranking", help="the combination's tie-break order, best first (e.g. "
                    "segmentation,text,features); default: by training-free FID on the test set")
     p.add_argument("--variants", default="paper,fixed")
@@ -109,6 +117,11 @@ def main() -> int:
                         "residual branches' share, the classes' contrast; see "
                         "fidelity_common.label_pathways) with FID beside them, as PNG, and a "
                         "markdown table")
+    p.add_argument("--rare-plot", type=Path,
+                   help="with --plot-only: the runs with --rare, mean over seeds: FID and the "
+                        "mean IoU of the rare classes and of the other classes vs iteration, "
+                        "as PNG, and a markdown table of mean ± std; with --rare, runs on the "
+                        "harness's set too, those classes read as their rare ones")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--samples", type=Path,
                    help="save a sample grid (label map | real | generated) of each evaluation "
@@ -121,16 +134,20 @@ def main() -> int:
             plot_pathways(args.out, args.pathways, args.select, args.sizes)
         if args.size_plot:
             plot_sizes(args.out, args.size_plot, args.select, args.sizes)
+        if args.rare_plot:
+            plot_rare(args.out, args.rare_plot, args.select, args.sizes,
+                      args.rare.split(",") if args.rare else None)
         if args.pool_seeds:
             return plot_pooled(args.out, args.plot, args.select, not args.no_floor,
                                args.sizes)
-        if (args.pathways or args.size_plot) and not args.plot:
+        if (args.pathways or args.size_plot or args.rare_plot) and not args.plot:
             return 0
         return plot(args.out, args.plot, args.select, not args.no_floor, args.sizes)
     torch.set_num_threads(args.threads)
 
     bench = Bench(args.cache, args.size, args.seed, args.n_samples, args.target,
-                  args.source_seed, args.source_iterations)
+                  args.source_seed, args.source_iterations,
+                  (args.rare.split(","), args.rare_images) if args.rare else None)
     if args.train_fid:
         bench.track_training_set()
     source, test, data, score = bench.source, bench.test, bench.train, bench.score
@@ -195,6 +212,8 @@ def main() -> int:
                    **bench.evaluator.reference,
                    "real_tv": bench.real_tv, "real_tv_class": bench.real_tv_class,
                    "curve": curve, "seconds": round(time.perf_counter() - start)}
+            if args.rare:
+                row["rare"] = {"classes": args.rare.split(","), "per_class": args.rare_images}
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"[done] {variant}/{aff}: training-free {curve[0]['fid']:.1f} / "
@@ -214,7 +233,8 @@ def plot(path: Path, out: Path | None, select: str | None = None,
     curves = []
     for row in rows:
         label = f"{row['variant']} / {row['affinity']} (n={row['size']}, seed {row['seed']}"
-        label += f", FreezeD {row['freeze_d']})" if "freeze_d" in row else ")"
+        label += f", FreezeD {row['freeze_d']}" if "freeze_d" in row else ""
+        label += f", {rare_tag(row)})" if "rare" in row else ")"
         curves.append((label, [c["iteration"] for c in row["curve"]],
                        {m: [c[m] for c in row["curve"]] for m in METRICS}))
     return _draw(curves, _references(rows), out, with_floor)
@@ -304,8 +324,34 @@ def plot_pathways(path: Path, out: Path, select: str | None = None,
 
 
 METRICS = ("fid", "kid", "miou")
-# One pooled curve each: runs of another target domain or source model never pool together.
+# One pooled curve each: runs of another target domain or source model never pool together;
+# nor do runs on another kind of few-shot set ("rare", a column only where a row has one).
 GROUP = ["target", "source_iterations", "variant", "affinity", "target_size", "freeze_d"]
+
+
+def rare_tag(row: dict) -> str:
+    """How a --rare run's few-shot set shows its rare classes ("" for the harness's set)."""
+    rare = row.get("rare")
+    if not rare:
+        return ""
+    k = rare["per_class"]
+    return f"{', '.join(rare['classes'])}: {k} image{'' if k == 1 else 's'} each"
+
+
+def group_columns(frame: pd.DataFrame) -> list[str]:
+    """GROUP, and "rare" where some run's few-shot set was a --rare one."""
+    return [*GROUP, "rare"] if (frame["rare"] != "").any() else GROUP
+
+
+def class_means(evaluation: dict, classes: list[str]) -> tuple[float, float]:
+    """(mean IoU of `classes`, mean IoU of the other classes) of one evaluation."""
+    iou = evaluation["iou"]
+    missing = sorted(set(classes) - set(iou))
+    if missing:
+        raise ValueError(f"no IoU recorded for {missing} (classes: {sorted(iou)})")
+    inside = [v for k, v in iou.items() if k in classes]
+    outside = [v for k, v in iou.items() if k not in classes]
+    return sum(inside) / len(inside), sum(outside) / len(outside)
 
 
 def seed_frame(rows: list[dict]) -> pd.DataFrame:
@@ -319,13 +365,14 @@ def seed_frame(rows: list[dict]) -> pd.DataFrame:
                            "source_iterations": r.get("source_iterations"),
                            "variant": r["variant"], "affinity": r["affinity"],
                            "target_size": r["size"], "freeze_d": r.get("freeze_d"),
+                           "rare": rare_tag(r),
                            "seed": r["seed"], "iteration": c["iteration"],
                            **{m: c[m] for m in METRICS},
                            # references, drawn as dashed lines in the size plot
                            "fid_floor": r.get("floor", {}).get("fid_floor"),
                            "miou_real": r.get("miou_real")}
                           for r in rows for c in r["curve"]])
-    for key, part in frame.groupby(GROUP, dropna=False, sort=False):
+    for key, part in frame.groupby(group_columns(frame), dropna=False, sort=False):
         name = "/".join(map(str, key))
         runs = part.groupby("seed", sort=False)["iteration"].apply(tuple)
         twice = part.loc[part.duplicated(["seed", "iteration"]), "seed"].unique()
@@ -343,7 +390,8 @@ def pooled_table(frame: pd.DataFrame) -> str:
     seed table (sample std, the metrics' display scales: KID×10³, mIoU %)."""
     from harness.analysis.tables import build_table, to_markdown
 
-    return to_markdown(build_table(frame, rows=[*GROUP, "iteration"], metrics=list(METRICS),
+    return to_markdown(build_table(frame, rows=[*group_columns(frame), "iteration"],
+                                   metrics=list(METRICS),
                                    group_by=None, title="iteration -1: training-free"))
 
 
@@ -356,11 +404,13 @@ def plot_pooled(path: Path, out: Path | None, select: str | None = None,
     print(pooled_table(frame))
     curves = []
     varies = [c for c in ("target", "source_iterations") if frame[c].nunique(dropna=False) > 1]
-    for key, part in frame.groupby(GROUP, dropna=False, sort=False):
-        g = dict(zip(GROUP, key))
+    columns = group_columns(frame)
+    for key, part in frame.groupby(columns, dropna=False, sort=False):
+        g = dict(zip(columns, key))
         where = "".join(f", {g['target']}" if c == "target" else
                         f", source {g['source_iterations']} it" for c in varies)
         n = part["seed"].nunique()
+        where += f", {g['rare']}" if g.get("rare") else ""
         label = (f"{g['variant']} / {g['affinity']} (n={g['target_size']}, FreezeD "
                  f"{g['freeze_d']}{where}, mean of {n} seed{'s' if n > 1 else ''})")
         mean = part.groupby("iteration")[list(METRICS)].mean()
@@ -374,10 +424,11 @@ def size_frame(frame: pd.DataFrame) -> pd.DataFrame:
     other group fields (variant, FreezeD, target, source) are named only when they vary."""
     import pandas as pd
 
-    varies = [c for c in GROUP if c not in ("affinity", "target_size")
+    columns = group_columns(frame)
+    varies = [c for c in columns if c not in ("affinity", "target_size")
               and frame[c].nunique(dropna=False) > 1]
     rows = []
-    for _, run in frame.groupby([*GROUP, "seed"], dropna=False, sort=False):
+    for _, run in frame.groupby([*columns, "seed"], dropna=False, sort=False):
         first = run.iloc[0]
         where = "".join(f", {c} {first[c]}" for c in varies)
         last = run.loc[run["iteration"].idxmax()]
@@ -413,3 +464,67 @@ def plot_sizes(path: Path, out: Path, select: str | None = None,
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+RARE_PANELS = {"fid": "FID (lower is better)", "iou_rare": "mean IoU, rare classes",
+               "iou_other": "mean IoU, other classes"}
+
+
+def rare_frame(rows: list[dict], classes: list[str] | None = None) -> pd.DataFrame:
+    """One row per (run, evaluation) of the runs with rare classes: their group (as in
+    `seed_frame`), seed, iteration, FID and the mean IoU of the rare classes and of the
+    others. A run's rare classes are its own; `classes` names them for runs on the harness's
+    few-shot set (left out without it)."""
+    import pandas as pd
+
+    kept = [r for r in rows if "rare" in r or classes]
+    if not kept:
+        raise SystemExit("no run with rare classes (run with --rare, or pass --rare to "
+                         "read the harness's runs)")
+    frame = seed_frame(kept)
+    values = []
+    for r in kept:
+        names = r["rare"]["classes"] if "rare" in r else classes
+        values += [dict(zip(("iou_rare", "iou_other"), class_means(c, names)))
+                   for c in r["curve"]]
+    return pd.concat([frame, pd.DataFrame(values, index=frame.index)], axis=1)
+
+
+def plot_rare(path: Path, out: Path, select: str | None = None, sizes: str | None = None,
+              classes: list[str] | None = None) -> str:
+    """`rare_frame` pooled over seeds: FID and the rare and other classes' mean IoU vs
+    iteration as a PNG (training-free dashed); returns (and prints) mean ± std as markdown."""
+    from fidelity_common import line_panels
+
+    frame = rare_frame(_read(path, select, sizes), classes)
+    columns = group_columns(frame)
+    varies = [c for c in columns if frame[c].nunique(dropna=False) > 1]
+    panels = [{"title": t, "series": [], "hlines": []} for t in RARE_PANELS.values()]
+    lines = ["| run | seeds | iteration | FID | rare classes' IoU % | other classes' IoU % |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for k, (key, part) in enumerate(frame.groupby(columns, dropna=False, sort=False)):
+        g = dict(zip(columns, key))
+        label = " / ".join(str(g[c]) for c in varies) or "all runs"
+        stats = part.groupby("iteration")[list(RARE_PANELS)].agg(["mean", "std"])
+        n = part["seed"].nunique()
+        for panel, metric in zip(panels, RARE_PANELS):
+            mean = stats[(metric, "mean")]
+            panel["series"].append({"label": f"{label} ({n} seed{'s' if n > 1 else ''})",
+                                    "colour": k, "x": [i for i in mean.index if i >= 0],
+                                    "y": [mean[i] for i in mean.index if i >= 0]})
+            if -1 in mean.index:
+                panel["hlines"].append({"y": mean[-1], "colour": k})
+        lines += [f"| {label} | {n} | {it} | "
+                  + " | ".join(_mean_std(stats.loc[it, m], scale) for m, scale in
+                               (("fid", 1), ("iou_rare", 100), ("iou_other", 100))) + " |"
+                  for it in stats.index]
+    print(f"[plot] {line_panels(panels, out)}")
+    table = "\n".join(lines)
+    print(table)
+    return table
+
+
+def _mean_std(cell: pd.Series, scale: float) -> str:
+    """'mean ± std' of one (mean, std) pair, times `scale`; the mean alone for one seed."""
+    mean, std = cell["mean"] * scale, cell["std"] * scale
+    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"

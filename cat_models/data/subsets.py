@@ -8,6 +8,7 @@ to size n passes through every smaller size, so subsets of one seed are nested b
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,47 @@ def kl_greedy_subset(histograms: np.ndarray, size: int, seed: int) -> list[int]:
         available[best] = False
         total += hist[best]
     return chosen
+
+
+def rare_class_subset(histograms: np.ndarray, size: int, seed: int, rare: Sequence[int],
+                      per_class: int) -> list[int]:
+    """A few-shot set in which each class id in `rare` is shown by exactly `per_class` images.
+
+    A long-tail probe: with 150+ classes and 25 images (the paper's COCO / ADE20K targets), most
+    classes appear in one image or none; on a small label set the KL-greedy sampler shows every
+    class many times. For each rare class, in the order given, `per_class` images that contain
+    it and no other rare class are drawn at random (with `seed`); the rest of the set is
+    `kl_greedy_subset` (same seed) over the images that contain none of the rare classes.
+    `per_class=0` leaves the rare classes out of the set altogether. `histograms` as for
+    `kl_greedy_subset`; a class is in an image when it labels one pixel or more.
+    """
+    hist = np.asarray(histograms, dtype=np.float64)
+    n_images, n_cols = hist.shape
+    rare = [int(c) for c in rare]
+    bad = [c for c in rare if not 1 <= c < n_cols]
+    if bad or len(set(rare)) != len(rare):
+        raise ValueError(f"rare classes must be distinct class ids 1..{n_cols - 1}, got {rare}")
+    if per_class < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}")
+    n_rare = per_class * len(rare)
+    if not n_rare < size <= n_images:
+        raise ValueError(f"subset size {size} must exceed the {n_rare} rare-class images and "
+                         f"be at most the pool size {n_images}")
+    present = hist[:, rare] > 0   # [images, rare classes]
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for k, c in enumerate(rare):
+        only = np.flatnonzero(present[:, k] & (present.sum(1) == 1))
+        if len(only) < per_class:
+            raise ValueError(f"rare class {c}: {len(only)} images show it without the other rare "
+                             f"classes, {per_class} asked for")
+        chosen += [int(i) for i in rng.choice(only, per_class, replace=False)]
+    pool = np.flatnonzero(~present.any(1))
+    if len(pool) < size - n_rare:
+        raise ValueError(f"{len(pool)} images show none of the rare classes, "
+                         f"{size - n_rare} needed")
+    rest = kl_greedy_subset(hist[pool], size - n_rare, seed)
+    return [int(pool[i]) for i in rest] + chosen
 
 
 def random_subset(num_images: int, size: int, seed: int) -> list[int]:

@@ -11,6 +11,7 @@ from cat_models.data import (
     load_subset,
     open_dataset,
     random_subset,
+    rare_class_subset,
     save_subset,
 )
 from cat_models.data.subsets import kl_to_uniform
@@ -52,3 +53,40 @@ def test_bad_sizes_and_index_file_round_trip(tmp_path, target_hist):
     idx = kl_greedy_subset(target_hist, 5, 0)
     path = save_subset(tmp_path / "s.json", idx, seed=0, dataset="target")
     assert load_subset(path) == idx
+
+
+@pytest.mark.parametrize("per_class", [0, 1, 2])
+def test_rare_classes_are_shown_by_exactly_per_class_images(target_hist, per_class):
+    rare = [6, 8]   # house, beach
+    idx = rare_class_subset(target_hist, 25, 3, rare, per_class)
+    assert len(idx) == len(set(idx)) == 25
+    shown = target_hist[idx][:, rare] > 0
+    assert shown.sum(0).tolist() == [per_class, per_class]
+    assert shown.sum(1).max() <= 1   # no image shows two rare classes
+    # the rest of the set is the KL-greedy draw over the images without the rare classes
+    pool = np.flatnonzero((target_hist[:, rare] == 0).all(1))
+    greedy = kl_greedy_subset(target_hist[pool], 25 - 2 * per_class, 3)
+    assert idx[:25 - 2 * per_class] == [int(pool[i]) for i in greedy]
+    assert idx == rare_class_subset(target_hist, 25, 3, rare, per_class)
+    assert idx != rare_class_subset(target_hist, 25, 4, rare, per_class)
+    # the other classes are still in the set, and the KL-greedy set showed the rare ones
+    assert (target_hist[idx][:, 1:].sum(0) > 0).sum() == target_hist.shape[1] - 1 - 2 * (
+        per_class == 0)
+    assert (target_hist[kl_greedy_subset(target_hist, 25, 3)][:, rare] > 0).sum(0).min() > 2
+
+
+def test_rare_class_subset_names_what_is_wrong(target_hist):
+    n_cols = target_hist.shape[1]
+    with pytest.raises(ValueError, match=f"distinct class ids 1..{n_cols - 1}"):
+        rare_class_subset(target_hist, 25, 0, [0], 1)
+    with pytest.raises(ValueError, match="distinct"):
+        rare_class_subset(target_hist, 25, 0, [3, 3], 1)
+    with pytest.raises(ValueError, match="must exceed the 4 rare-class images"):
+        rare_class_subset(target_hist, 4, 0, [3, 5], 2)
+    with pytest.raises(ValueError, match="per_class must be >= 0"):
+        rare_class_subset(target_hist, 25, 0, [3], -1)
+    # the sky is in every image: no image shows the house without it, none is without it
+    with pytest.raises(ValueError, match="rare class 6: 0 images show it without the other"):
+        rare_class_subset(target_hist, 25, 0, [1, 6], 1)
+    with pytest.raises(ValueError, match="0 images show none of the rare classes, 24 needed"):
+        rare_class_subset(target_hist, 25, 0, [1], 1)

@@ -137,3 +137,52 @@ def test_pathways_table_and_picture_read_each_recorded_evaluation(ff, tmp_path):
     (tmp_path / "none.jsonl").write_text(json.dumps(_row(1, [1, 2, 3])) + "\n")
     with pytest.raises(SystemExit, match="no run recorded"):
         ff.plot_pathways(tmp_path / "none.jsonl", tmp_path / "none.png")
+
+
+def _rare_row(seed, fids, rare_iou, other_iou, affinity="combination", per_class=1):
+    """A --rare run: class "house" at `rare_iou`, "lawn" and "sea" at `other_iou` and 0."""
+    row = _row(seed, fids, affinity)
+    for c, r, o in zip(row["curve"], rare_iou, other_iou):
+        c["iou"] = {"lawn": o, "house": r, "sea": 0.0}
+    if per_class is not None:
+        row["rare"] = {"classes": ["house"], "per_class": per_class}
+    return row
+
+
+def test_rare_runs_pool_apart_and_read_their_rare_classes(ff, tmp_path, monkeypatch):
+    rows = [_rare_row(0, [200, 210, 190], [0.9, 0.8, 0.7], [0.6, 0.7, 0.8]),
+            _rare_row(1, [204, 214, 194], [0.7, 0.6, 0.5], [0.6, 0.7, 0.9]),
+            _rare_row(0, [300, 260, 220], [0.1, 0.2, 0.3], [0.2, 0.5, 0.8], "random"),
+            _rare_row(2, [260, 270, 250], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], per_class=None)]
+    frame = ff.rare_frame(rows[:3])
+    one = frame[(frame["seed"] == 0) & (frame["affinity"] == "combination")]
+    assert one["iou_rare"].tolist() == [0.9, 0.8, 0.7]
+    assert one["iou_other"].tolist() == pytest.approx([0.3, 0.35, 0.4])   # lawn and sea
+    assert set(frame["rare"]) == {"house: 1 image each"}
+    # a run on the harness's set never pools with the rare runs (the "rare" column keeps it
+    # apart); it is left out of the rare picture unless its classes are named
+    table = ff.pooled_table(ff.seed_frame([rows[0], rows[3]]))
+    assert "| 0 | house: 1 image each | -1 | 200.0 |" in table and "|  | -1 | 260.0 |" in table
+    assert len(ff.rare_frame(rows)) == 9
+    assert len(ff.rare_frame(rows, ["house"])) == 12
+    with pytest.raises(SystemExit, match="no run with rare classes"):
+        ff.rare_frame(rows[3:])
+    with pytest.raises(ValueError, match=r"no IoU recorded for \['tree'\]"):
+        ff.class_means(rows[0]["curve"][0], ["tree"])
+
+    path = tmp_path / "rare.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    import fidelity_common
+
+    drawn = []
+    monkeypatch.setattr(fidelity_common, "line_panels",
+                        lambda panels, out: drawn.extend(panels) or out)
+    table = ff.plot_rare(path, tmp_path / "rare.png")
+    # mean ± sample std over seeds 0 and 1, IoU in %; one seed: the value alone
+    assert "| combination | 2 | 300 | 192.0 ± 2.8 | 60.0 ± 14.1 | 42.5 ± 3.5 |" in table
+    assert "| random | 1 | 0 | 260.0 | 20.0 | 25.0 |" in table
+    assert [p["title"] for p in drawn] == list(ff.RARE_PANELS.values())
+    rare_panel = drawn[1]
+    assert rare_panel["series"][0]["x"] == [0, 300]                # from iteration 0 on
+    assert rare_panel["series"][0]["y"] == pytest.approx([0.7, 0.6])
+    assert [h["y"] for h in rare_panel["hlines"]] == pytest.approx([0.8, 0.1])  # training-free
