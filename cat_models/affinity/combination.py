@@ -8,6 +8,15 @@ methods all disagree (or the top vote is tied), the vote of the method with the 
 (`fid_ranking`, best first). Without one, `DEFAULT_ORDER` decides: text, then segmentation,
 then features, following paper Table 1 where text and segmentation affinities beat the
 self-supervised features. The result is binary: one 1 per target column.
+
+A method abstains on a target class it has no evidence for
+(`AffinityMatrix.without_evidence`): segmentation and features see only the few-shot images,
+and a class those never show gets a flat column, whose argmax (source class 0) is a position,
+not a vote. Left to vote, the two image-based methods would agree on source class 0 and
+outvote text for every such class; a target set with 150+ classes and 25 images has many.
+The paper does not say how its vote treats such classes. If every method abstains, the
+tie-break order's first method decides (the weighted vote: the heaviest). The average
+skips abstaining columns too.
 """
 
 from __future__ import annotations
@@ -50,32 +59,54 @@ def majority_vote(matrices: Mapping[str, AffinityMatrix],
     first = _check_same_classes(matrices)
     order = tie_break_order(list(matrices), fid_ranking)
     votes = {m: matrices[m].argmax_source() for m in order}
+    abstain = _abstentions(matrices)
     values = np.zeros(first.shape)
     decided_by: dict[str, str] = {}
     for k, target in enumerate(first.target_names):
-        counts = Counter(int(votes[m][k]) for m in order)
+        voters = [m for m in order if not abstain[m][k]] or order[:1]
+        counts = Counter(int(votes[m][k]) for m in voters)
         top = max(counts.values())
         leaders = {c for c, n in counts.items() if n == top}
         if top >= 2 and len(leaders) == 1:
             choice, decided_by[target] = leaders.pop(), "vote"
         else:
-            decider = next(m for m in order if int(votes[m][k]) in leaders)
+            decider = next(m for m in voters if int(votes[m][k]) in leaders)
             choice, decided_by[target] = int(votes[decider][k]), decider
         values[choice, k] = 1.0
     return AffinityMatrix(values, first.source_names, first.target_names, "combination", {
         "methods": list(matrices), "tie_break_order": order,
         "fid_ranking": list(fid_ranking) if fid_ranking else None, "decided_by": decided_by,
+        "abstained": _abstained(matrices, abstain),
     })
+
+
+def _abstentions(matrices: Mapping[str, AffinityMatrix]) -> dict[str, np.ndarray]:
+    """Per method, the target classes it abstains on (`AffinityMatrix.without_evidence`)."""
+    return {m: matrix.without_evidence() for m, matrix in matrices.items()}
+
+
+def _abstained(matrices: Mapping[str, AffinityMatrix],
+               abstain: Mapping[str, np.ndarray]) -> dict[str, list[str]]:
+    """Provenance: target class -> the methods that abstained on it (classes with none left
+    out)."""
+    first = next(iter(matrices.values()))
+    out = {t: [m for m in matrices if abstain[m][k]] for k, t in enumerate(first.target_names)}
+    return {t: ms for t, ms in out.items() if ms}
 
 
 def average_affinity(matrices: Mapping[str, AffinityMatrix],
                      top_k: int | None = None) -> AffinityMatrix:
     """Mean of the (column-normalised) matrices, columns renormalised (ablation of §3.1)."""
     first = _check_same_classes(matrices)
-    mean = np.mean([m.values for m in matrices.values()], axis=0)
+    abstain = _abstentions(matrices)
+    stack = np.stack([m.values for m in matrices.values()])             # [M, C_S, C_T]
+    keep = ~np.stack([abstain[m] for m in matrices])                    # [M, C_T]
+    keep[:, ~keep.any(0)] = True      # no method has evidence: the plain mean of all
+    mean = (stack * keep[:, None, :]).sum(0) / keep.sum(0)
     return AffinityMatrix(normalise_columns(mean, top_k=top_k), first.source_names,
                           first.target_names, "average",
-                          {"methods": list(matrices), "top_k": top_k})
+                          {"methods": list(matrices), "top_k": top_k,
+                           "abstained": _abstained(matrices, abstain)})
 
 
 def weighted_vote(matrices: Mapping[str, AffinityMatrix], weights: Mapping[str, float]
@@ -94,16 +125,19 @@ def weighted_vote(matrices: Mapping[str, AffinityMatrix], weights: Mapping[str, 
         raise AffinityError(f"weighted_vote: weights must be finite and >= 0, got {bad}")
     order = sorted(matrices, key=lambda m: (-weights[m], m))
     votes = {m: matrices[m].argmax_source() for m in order}
+    abstain = _abstentions(matrices)
     values = np.zeros(first.shape)
     for k in range(first.shape[1]):
+        voters = [m for m in order if not abstain[m][k]] or order[:1]
         totals: dict[int, float] = {}
-        for m in order:
+        for m in voters:
             totals[int(votes[m][k])] = totals.get(int(votes[m][k]), 0.0) + float(weights[m])
         best = max(totals.values())
-        choice = next(int(votes[m][k]) for m in order if totals[int(votes[m][k])] == best)
+        choice = next(int(votes[m][k]) for m in voters if totals[int(votes[m][k])] == best)
         values[choice, k] = 1.0
     return AffinityMatrix(values, first.source_names, first.target_names, "weighted_vote", {
-        "methods": list(matrices), "weights": {m: float(weights[m]) for m in matrices}})
+        "methods": list(matrices), "weights": {m: float(weights[m]) for m in matrices},
+        "abstained": _abstained(matrices, abstain)})
 
 
 @register_estimator("combination")

@@ -54,6 +54,16 @@ class AffinityMatrix:
         """Index of the highest-affinity source class for each target class, [C_T]."""
         return self.values.argmax(axis=0)
 
+    def without_evidence(self) -> np.ndarray:
+        """Boolean [C_T]: target classes this matrix knows nothing of, so that it has no
+        counterpart to vote for: those its estimator lists as `absent_target_classes` (the
+        few-shot set never shows them: segmentation gives them a uniform column, features a
+        zero one), and any column whose entries are all equal (one from a matrix saved
+        without provenance, say). Their argmax is source class 0 by position, not a choice."""
+        absent = set(self.provenance.get("absent_target_classes") or ())
+        flat = np.ptp(self.values, axis=0) <= 1e-12
+        return np.asarray([t in absent for t in self.target_names]) | flat
+
     def top1_agreement(self, truth: dict[str, str | None]) -> tuple[int, int]:
         """(hits, counted): of the target classes `truth` gives a source counterpart (target
         -> source class name, None or absent: no counterpart), how many have their highest

@@ -109,3 +109,38 @@ def test_weighted_vote_lets_a_strong_method_outvote_two_weak_ones():
         weighted_vote(mats, {"text": 1.0})
     with pytest.raises(AffinityError, match="finite and >= 0"):
         weighted_vote(mats, {"text": 1.0, "features": -1.0, "segmentation": 1.0})
+
+
+def test_methods_without_evidence_for_a_class_abstain_instead_of_voting_source_class_0():
+    from cat_models.affinity.combination import weighted_vote
+
+    # "street" never appears in the few-shot images: segmentation's column is uniform (its
+    # provenance says so), features' is flat without provenance; their argmax is "sky" (0)
+    seg = _one_hot_columns("segmentation", [0, 2, 2]).with_values(
+        np.where(np.arange(3) == 2, 0.25, _one_hot_columns("s", [0, 2, 2]).values),
+        absent_target_classes=["street"])
+    feat_values = _one_hot_columns("features", [1, 3, 1]).values
+    feat_values[:, 2] = 0.0
+    feat = AffinityMatrix(feat_values, SOURCE, TARGET, "features")
+    mats = {"text": MATRICES["text"], "segmentation": seg, "features": feat}
+    assert seg.without_evidence().tolist() == [False, False, True]
+    assert feat.without_evidence().tolist() == [False, False, True]
+    assert MATRICES["text"].without_evidence().tolist() == [False, False, False]
+    assert seg.argmax_source()[2] == feat.argmax_source()[2] == 0   # what would have won
+    for a in (majority_vote(mats), majority_vote(mats, fid_ranking=["segmentation"]),
+              weighted_vote(mats, {"text": 0.1, "segmentation": 1.0, "features": 1.0})):
+        assert SOURCE[a.argmax_source()[2]] == "car"                 # text's vote, alone
+        assert a.provenance["abstained"] == {"street": ["segmentation", "features"]}
+    assert majority_vote(mats).provenance["decided_by"]["street"] == "text"
+    # the other classes vote as before
+    np.testing.assert_array_equal(majority_vote(mats).argmax_source()[:2],
+                                  majority_vote(MATRICES).argmax_source()[:2])
+    # the average leaves the flat columns out: street is text's column, renormalised
+    avg = average_affinity(mats)
+    np.testing.assert_allclose(avg.values[:, 2], MATRICES["text"].values[:, 2]
+                               / MATRICES["text"].values[:, 2].sum())
+    assert not np.allclose(average_affinity(MATRICES).values[:, 2], avg.values[:, 2])
+    # every method without evidence: the tie-break order's first decides, as before
+    flat = {m: AffinityMatrix(np.full((4, 3), 0.25), SOURCE, TARGET, m) for m in MATRICES}
+    assert majority_vote(flat).provenance["decided_by"] == {t: "text" for t in TARGET}
+    np.testing.assert_allclose(average_affinity(flat).values, 0.25)
