@@ -504,7 +504,8 @@ def plot_rare(path: Path, out: Path, select: str | None = None, sizes: str | Non
              "|---|---:|---:|---:|---:|---:|"]
     for k, (key, part) in enumerate(frame.groupby(columns, dropna=False, sort=False)):
         g = dict(zip(columns, key))
-        label = " / ".join(str(g[c]) for c in varies) or "all runs"
+        label = " / ".join(str(g[c]) if c != "rare" else g[c] or "KL-greedy set"
+                           for c in varies) or "all runs"
         stats = part.groupby("iteration")[list(RARE_PANELS)].agg(["mean", "std"])
         n = part["seed"].nunique()
         for panel, metric in zip(panels, RARE_PANELS):

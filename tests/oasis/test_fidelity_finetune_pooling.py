@@ -186,3 +186,8 @@ def test_rare_runs_pool_apart_and_read_their_rare_classes(ff, tmp_path, monkeypa
     assert rare_panel["series"][0]["x"] == [0, 300]                # from iteration 0 on
     assert rare_panel["series"][0]["y"] == pytest.approx([0.7, 0.6])
     assert [h["y"] for h in rare_panel["hlines"]] == pytest.approx([0.8, 0.1])  # training-free
+    # runs on the harness's set, read with named classes, are labelled as such
+    both = tmp_path / "both.jsonl"
+    both.write_text("".join(json.dumps(r) + "\n" for r in (rows[0], rows[3])))
+    assert "| KL-greedy set | 1 | 0 | 270.0 | 50.0 | 25.0 |" in ff.plot_rare(
+        both, tmp_path / "both.png", classes=["house"])
