@@ -335,7 +335,8 @@ def rare_tag(row: dict) -> str:
     if not rare:
         return ""
     k = rare["per_class"]
-    return f"{', '.join(rare['classes'])}: {k} image{'' if k == 1 else 's'} each"
+    shown = "in no image" if k == 0 else f"{k} image{'' if k == 1 else 's'} each"
+    return f"{', '.join(rare['classes'])}: {shown}"
 
 
 def group_columns(frame: pd.DataFrame) -> list[str]:
@@ -462,9 +463,6 @@ def plot_sizes(path: Path, out: Path, select: str | None = None,
     return html
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 RARE_PANELS = {"fid": "FID (lower is better)", "iou_rare": "mean IoU, rare classes",
                "iou_other": "mean IoU, other classes"}
@@ -529,3 +527,7 @@ def _mean_std(cell: pd.Series, scale: float) -> str:
     """'mean ± std' of one (mean, std) pair, times `scale`; the mean alone for one seed."""
     mean, std = cell["mean"] * scale, cell["std"] * scale
     return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -191,3 +191,25 @@ def test_rare_runs_pool_apart_and_read_their_rare_classes(ff, tmp_path, monkeypa
     both.write_text("".join(json.dumps(r) + "\n" for r in (rows[0], rows[3])))
     assert "| KL-greedy set | 1 | 0 | 270.0 | 50.0 | 25.0 |" in ff.plot_rare(
         both, tmp_path / "both.png", classes=["house"])
+
+
+def test_the_rare_picture_from_the_command_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rows = [_rare_row(0, [200, 210, 190], [0.9, 0.8, 0.7], [0.6, 0.7, 0.8], per_class=0),
+            _rare_row(0, [260, 270, 250], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], per_class=None)]
+    path = tmp_path / "rare.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "fidelity_finetune.py"), "--out", str(path),
+         "--plot-only", "--rare", "house", "--rare-plot", str(tmp_path / "rare.png")],
+        capture_output=True, text=True, cwd=root, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": f"{root}:{root / 'benchmarks'}"})
+    assert done.returncode == 0, done.stderr
+    assert "| house: in no image | 1 | 300 | 190.0 | 70.0 | 40.0 |" in done.stdout
+    assert "| KL-greedy set | 1 | 300 | 250.0 | 50.0 | 25.0 |" in done.stdout
+    assert (tmp_path / "rare.png").stat().st_size > 0
