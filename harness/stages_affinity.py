@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from cat_models.affinity.combination import RULE_VERSION
 from harness import stages_common as common
 from harness.cache import StageRunner, file_hash
 from harness.config import Study
@@ -171,6 +172,8 @@ def affinity_inputs(study: Study, art: Artifacts, key: AffinityKey, deps: dict[s
     if key.method == "segmentation":
         inputs["segmenter"] = file_hash(source_segmenter) \
             if Path(source_segmenter).is_file() else source_segmenter
+    if key.method in COMBINED:
+        inputs["rule"] = RULE_VERSION
     if key.method in SCORED:
         inputs.update(source_model=art.source_hash, eval_segmenter=art.eval_segmenter,
                       feature_net=art.feature_net, ranking=[RANKING_REAL, RANKING_SAMPLES])

@@ -31,6 +31,9 @@ from cat_models.affinity.normalise import normalise_columns
 from cat_models.affinity.registry import AffinityInputs, register_estimator
 
 DEFAULT_ORDER = ("text", "segmentation", "features")
+# Bump when a combination's rule changes its output for the same matrices (caches key on it).
+# 2: methods without evidence for a class abstain on it.
+RULE_VERSION = 2
 
 
 def _check_same_classes(matrices: Mapping[str, AffinityMatrix]) -> AffinityMatrix:

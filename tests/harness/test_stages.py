@@ -244,3 +244,23 @@ def test_target_size_larger_than_pool_names_file_and_field(tmp_path):
     _, target = stages.stage_datasets(study, cache, "tiny.yaml", lambda _: None)
     with pytest.raises(StudyError, match=r"^tiny\.yaml: target_sizes: \[61\] exceed the 60 "):
         stages.stage_subsets(study, target, cache, "tiny.yaml", lambda _: None)
+
+
+def test_a_combinations_key_follows_its_rule_version(tiny_artifacts, monkeypatch):
+    """Matrices combined by an older rule (before methods abstained on classes they have no
+    evidence for) are not reused: the combinations' keys carry the rule's version."""
+    from cat_models.affinity.combination import RULE_VERSION
+    from harness import stages_affinity
+
+    study, art = tiny_artifacts
+    shot = next(iter(art.subsets))
+
+    def inputs(method):
+        key = stages.AffinityKey(method, None if method == "text" else shot)
+        return stages_affinity.affinity_inputs(study, art, key, {}, "segmenter.pt")
+
+    assert inputs("average")["rule"] == inputs("combination")["rule"] == RULE_VERSION >= 2
+    assert "rule" not in inputs("text") and "rule" not in inputs("features")
+    before = input_hash(inputs("average"))
+    monkeypatch.setattr(stages_affinity, "RULE_VERSION", RULE_VERSION + 1)
+    assert input_hash(inputs("average")) != before
