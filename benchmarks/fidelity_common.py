@@ -150,6 +150,8 @@ def label_pathways(generator: Any, source_names: list[str], target_names: list[s
 class Bench:
     """Source model, target splits, few-shot set and evaluator from a harness cache."""
 
+    subset_tag = ""   # "-rare<k>-<classes>" for a --rare set: its stored affinities' folder
+
     def __init__(self, cache: Path, size: int, seed: int, n_samples: int = 64,
                  target_kind: str = TARGET_KIND, source_seed: int = 0,
                  source_iterations: int | None = None,
@@ -182,7 +184,7 @@ class Bench:
         self.source_train = open_dataset("folder", source_root, "train", RESOLUTION)
         # The harness's few-shot set: KL-greedy (paper §4.1); nested in the size.
         hist = label_histograms(plain, progress=False)
-        self.rare, self.subset_tag = rare, ""
+        self.rare = rare
         if rare is None:
             indices = kl_greedy_subset(hist, size, seed)
         else:

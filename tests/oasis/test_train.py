@@ -160,10 +160,14 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
                 continue
             # Biases feeding batch norm have ~0 true gradient (float noise); Adam turns noise
             # into full-size steps, so their parameters are compared only through the grads.
+            # So do single weights whose gradient is at the noise level (seen: 8e-9 against a
+            # tensor's 1.5e-3), whose Adam step then differs by float noise between machines.
             scale = float(grad.abs().max())
             assert torch.allclose(grad, d_grad, rtol=1e-3, atol=1e-3 * scale + 1e-5), name
+            signal = grad.abs() > 1e-3 * scale
             if scale > 1e-4:
-                assert torch.allclose(param, d_param, rtol=1e-4, atol=1e-6), name
+                assert torch.allclose(param[signal], d_param[signal], rtol=1e-4, atol=1e-6), name
+                assert signal.float().mean() > 0.5, name   # most weights are still compared
             checked += 1
     assert checked > 100
 
