@@ -50,8 +50,9 @@ def test_reports_at_every_evaluation_and_final_metrics(straight, tiny_artifacts)
         assert r["kid_std"] > 0
     # the floor is real images only: the same at every evaluation, below the generator's FID
     assert first["fid_floor"] == last["fid_floor"] and 0 < last["fid_floor"] < last["fid"]
-    # so is the segmenter's mIoU on the real images
-    assert first["miou_real"] == last["miou_real"] and 0 < last["miou_real"] <= 1
+    # so is the segmenter's mIoU on the real images (the tiny study's segmenter trains for 10
+    # iterations and can score 0 on them, as it did once in a full run on a 2-core VM)
+    assert first["miou_real"] == last["miou_real"] and 0 <= last["miou_real"] <= 1
     assert not FINAL_KEYS & set(first)     # the summary comes with the last report only
     assert FINAL_KEYS <= set(last)
     assert last["final_fid"] == last["fid"] and last["final_miou"] == last["miou"]
