@@ -96,7 +96,7 @@ def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None) -> pd.D
     compare like with like. `cat_paths`: CAT's rows (training-free and finetuned) come from
     these files instead, e.g. a rerun of the combination with another matrix; their variant
     may differ, the rest of the setting may not."""
-    import fidelity_finetune as ff  # a sibling script (benchmarks/ is on the path)
+    import fidelity_plots as ff  # a sibling module (benchmarks/ is on the path)
 
     def read(files: list[Path]) -> pd.DataFrame:
         where = ", ".join(map(str, files))

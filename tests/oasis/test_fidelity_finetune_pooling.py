@@ -11,7 +11,7 @@ from tests.conftest import load_benchmark_script
 
 @pytest.fixture(scope="module")
 def ff():
-    return load_benchmark_script("fidelity_finetune")
+    return load_benchmark_script("fidelity_plots")
 
 
 def _row(seed, fids, affinity="combination", size=25, iterations=(-1, 0, 300),

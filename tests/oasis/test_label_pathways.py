@@ -1,4 +1,4 @@
-"""benchmarks/fidelity_common.label_pathways reads, from a CAT generator's weights, which
+"""benchmarks/fidelity_readings.label_pathways reads, from a CAT generator's weights, which
 path carries the target classes (A or the residual branches) and how distinct they are."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ TRUTH = {"t1": "s3", "t2": "s1", "t3": None}
 
 @pytest.fixture(scope="module")
 def fc():
-    return load_benchmark_script("fidelity_common")
+    return load_benchmark_script("fidelity_readings")
 
 
 def _generator(g, a):
