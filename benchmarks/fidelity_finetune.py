@@ -53,6 +53,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "d_augment": ({"d_warmup": 0}, {"d_augment": "color,translation,cutout"}, PAPER),
     "d_augment_geo": ({"d_warmup": 0}, {"d_augment": "translation,cutout"}, PAPER),
     "d_augment_color": ({"d_warmup": 0}, {"d_augment": "color"}, PAPER),
+    # the absent-class anchor (beyond the paper, `cat_models.oasis.anchor`) at two weights
+    "anchor3": ({"d_warmup": 0, "anchor_absent": 3.0}, {}, PAPER),
+    "anchor30": ({"d_warmup": 0, "anchor_absent": 30.0}, {}, PAPER),
     "defaults": ({}, {}, {}),   # whatever the library does now
 }
 TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}
@@ -201,8 +204,11 @@ def main() -> int:
                                    evaluate_fn=evaluate, eval_every=args.eval_every,
                                    report_every=0, **kw)
             keys = ("iteration", "fid", "kid", "kid_std", "miou", "iou", "tv", "tv_x", "tv_y",
-                    "tv_class", "fid_train", "kid_train", "miou_train", "pathways")
+                    "tv_class", "fid_train", "kid_train", "miou_train", "pathways", "g_anchor")
             curve += [{k: h[k] for k in keys if k in h} for h in state.history if "fid" in h]
+            if state.plan.anchor is not None:
+                print(f"  {variant}/{aff}: anchored classes (none shown by the set): "
+                      f"{[test.class_names[c - 1] for c in state.plan.anchor.classes]}")
             row = {"variant": variant, "affinity": aff, "size": args.size, "seed": args.seed,
                    "target": args.target, "source_seed": args.source_seed,
                    "source_iterations": bench.source_iterations,

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cat_models.oasis.anchor import AbsentClassAnchor
 from cat_models.oasis.config import OasisConfig
 from cat_models.oasis.discriminator import OasisDiscriminator, build_discriminator
 from cat_models.oasis.generator import OasisGenerator, build_generator
@@ -61,6 +62,8 @@ class TransferPlan:
     stages: list[Stage]
     regulariser: Callable[[nn.Module], torch.Tensor] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # Keeps the classes the training set never shows as the start drew them (`anchor.py`).
+    anchor: AbsentClassAnchor | None = None
 
     def stage_index(self, step: int) -> int:
         return stage_index(self.stages, step)
@@ -202,7 +205,8 @@ def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 
 def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: bool = True,
         residual: bool = True, freeze_d: int = 3, two_stage: bool = True,
         stage1_iters: int = 1000, d_warmup: int = 0, d_head: str = "fresh",
-        train_affinity: bool = True, seed: int = 0) -> TransferPlan:
+        train_affinity: bool = True, anchor_absent: float = 0.0, seed: int = 0
+        ) -> TransferPlan:
     """CAT (paper §3.2). Each switch is independent (Table 4): `affinity` None -> random A;
     `split` scale/shift first convs; `residual` branches; `freeze_d` first k D layers;
     `two_stage`: stage 1 (stage1_iters) trains A + first convs + residuals, stage 2 all of G.
@@ -211,7 +215,10 @@ def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: 
     `d_head` (beyond the paper's "fresh"): how D's new last layer starts, see
     `replace_d_head` ("keep_fake", "affinity").
     `train_affinity` False (an ablation beyond the paper, which trains A in both stages): A
-    stays as estimated for the whole run; every other switch trains what it says."""
+    stays as estimated for the whole run; every other switch trains what it says.
+    `anchor_absent` (beyond the paper; 0 = off): weight of the absent-class anchor, which keeps
+    the target classes the training set never shows drawn as training-free CAT drew them
+    (`cat_models.oasis.anchor`; on a set that shows every class it does nothing)."""
     _need(source_g, "cat")
     g = cat_generator(source_g, target_classes, affinity, split=split, residual=residual,
                       seed=seed)
@@ -228,4 +235,5 @@ def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: 
         raise ValueError(f"cat: d_warmup must be >= 0, got {d_warmup}")
     if d_warmup:
         stages.insert(0, Stage(d_warmup, nothing, train_d))
-    return TransferPlan("cat", g, d, stages)
+    anchor = AbsentClassAnchor(g, anchor_absent) if anchor_absent else None
+    return TransferPlan("cat", g, d, stages, anchor=anchor)

@@ -91,6 +91,8 @@ def make_state(plan: TransferPlan, cfg: OasisConfig, device: torch.device) -> Tr
     opt_g = torch.optim.Adam(plan.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(plan.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     ema = clone_module(plan.generator).eval().requires_grad_(False)
+    if plan.anchor is not None:
+        plan.anchor.to(device, MEMORY_FORMAT)
     return TrainState(plan, ema, opt_g, opt_d)
 
 
@@ -152,11 +154,14 @@ def _wrap(module: nn.Module, device: torch.device) -> nn.Module:
 def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tensor,
                labels: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None,
                cfg: OasisConfig, d_trainable: dict[str, bool],
-               augment: d_augment.AugmentParams | None = None) -> dict[str, float]:
+               augment: d_augment.AugmentParams | None = None,
+               anchor_draws: torch.Tensor | None = None) -> dict[str, float]:
     """One OASIS iteration (G then D then EMA). `g`/`d` may be DDP wrappers.
 
     `augment`: this rank's draws of `cfg.d_augment` for the step (None: D sees the images as
-    they are); the G step's fake batch and the D step's inputs get the same transforms."""
+    they are); the G step's fake batch and the D step's inputs get the same transforms.
+    `anchor_draws`: this rank's draws of the plan's absent-class anchor (None: no anchor term);
+    its probes share the generator's forward with the training label maps."""
     plan = state.plan
     reduce = _all_reduce_sum if world()[1] > 1 else None
     amp = cfg.amp and images.device.type == "cuda"
@@ -167,12 +172,24 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
     state.opt_g.zero_grad(set_to_none=True)
     # A stage may freeze all of G (a D warm-up): then G only draws the fake batch.
     g_trains = any(p.requires_grad for p in plan.generator.parameters())
+    anchored = anchor_draws is not None and g_trains
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp), \
             torch.set_grad_enabled(g_trains):
-        fake = g(labels, z)
+        if anchored:
+            probe, probe_mask = plan.anchor.probe(labels, anchor_draws)
+            both_labels, both_z = torch.cat([labels, probe]), torch.cat([z, z])
+            fake, probe_fake = g(both_labels, both_z).chunk(2)
+            with torch.no_grad():
+                probe_start = plan.anchor.start(both_labels, both_z).chunk(2)[1]
+        else:
+            fake = g(labels, z)
         fake_seen, labels_seen, _ = d_augment.apply(augment, fake, labels)
         loss_g = generator_loss(plan.discriminator(fake_seen), labels_seen, **balance)
         total_g = loss_g + (plan.regulariser(g) if plan.regulariser is not None else 0.0)
+        if anchored:
+            loss_anchor = plan.anchor.loss(probe_fake, probe_start, probe_mask, world()[1],
+                                           reduce)
+            total_g = total_g + plan.anchor.weight * loss_anchor
     if g_trains:
         total_g.backward()
         state.opt_g.step()
@@ -189,6 +206,8 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
     update_ema(state.ema, plan.generator, cfg.ema_decay)
     out = {k: float(v.detach()) for k, v in terms.items()}
     out.update(g_adv=float(loss_g.detach()), g_total=float(total_g.detach()))
+    if anchored:
+        out["g_anchor"] = float(loss_anchor.detach())
     return out
 
 
@@ -267,6 +286,8 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
     Checkpoints go to `checkpoint_dir/latest.pt` every `checkpoint_every` steps and at the
     end, written before that step's report, which then names it under "checkpoint";
     `resume` restores one (same plan) and continues from its step.
+    A plan with an absent-class anchor (`anchor.py`) first reads which classes `data` never
+    shows; with none, the run is the plan without it, bit for bit.
     Before an evaluation, a checkpoint and the return, the EMA's batch-norm statistics are
     re-estimated from `bn_refresh_batches` training batches (`refresh_batch_norm`; 0 keeps
     the live generator's statistics, the behaviour before issue #13).
@@ -282,6 +303,8 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
     state = make_state(plan, cfg, device)
     if resume is not None:
         load_checkpoint(state, resume, device)
+    if plan.anchor is not None:
+        plan.anchor.fit(data, num_classes)
     plan.generator.train()
     plan.discriminator.train()
     stage, g, d = -1, plan.generator, plan.discriminator
@@ -304,8 +327,11 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
             mask = labelmix_mask(labels, gen)
         # Drawn last, for the global batch: a run without augmentation draws nothing.
         aug = d_augment.draw(policy, cfg.batch_size, tuple(labels.shape[-2:]), gen)
+        anchor = None
+        if plan.anchor is not None and plan.anchor.active:   # drawn after everything else
+            anchor = plan.anchor.draw(cfg.batch_size, gen)[part]
         losses = train_step(state, g, d, images, labels, z[part].to(device), mask, cfg,
-                            d_trainable, None if aug is None else aug.part(part))
+                            d_trainable, None if aug is None else aug.part(part), anchor)
         bad = sorted(k for k, v in losses.items() if not math.isfinite(v))
         if bad:
             raise NonFiniteLossError(f"non-finite loss at iteration {state.step + 1} "

@@ -115,15 +115,28 @@ def test_resume_reproduces_next_step_exactly_and_reports(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(moments, expected))
 
 
-def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
+def ddp_data(anchored: bool):
+    """The DDP test's set; for the anchor's case one that never shows class 3."""
+    data = random_data(12, 3)
+    if anchored:
+        for it in data:
+            it["label"][it["label"] == 3] = 2
+    return data
+
+
+def ddp_plan(cfg, anchored: bool):
+    return tiny_plan(cfg, stage1_iters=1, **({"anchor_absent": 5.0} if anchored else {}))
+
+
+def _ddp_worker(rank: int, world: int, init: str, out: str, anchored: bool) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         cfg = tiny_cfg()
-        plan = tiny_plan(cfg, stage1_iters=1)
-        train_oasis(plan, random_data(12, 3), cfg, 2, seed=5)
+        plan = ddp_plan(cfg, anchored)
+        train_oasis(plan, ddp_data(anchored), cfg, 2, seed=5)
         torch.save(_grads_and_params(plan), f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -139,15 +152,18 @@ def _grads_and_params(plan):
 
 
 @pytest.mark.slow
-def test_ddp_two_gloo_processes_match_single_process(tmp_path):
+@pytest.mark.parametrize("anchored", [False, True], ids=["paper", "absent_class_anchor"])
+def test_ddp_two_gloo_processes_match_single_process(tmp_path, anchored):
     """Same global batch of 4: grads (batch-norm and class-balancing statistics all-reduced)
-    and parameters after 2 steps (stage switch included) match one process."""
+    and parameters after 2 steps (stage switch included) match one process; with the
+    absent-class anchor too (its probes and pixel count span the ranks)."""
     torch.set_num_threads(1)
     init = f"file://{tmp_path}/rendezvous"
-    mp.spawn(_ddp_worker, args=(2, init, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, init, str(tmp_path), anchored), nprocs=2, join=True)
     cfg = tiny_cfg()
-    plan = tiny_plan(cfg, stage1_iters=1)
-    train_oasis(plan, random_data(12, 3), cfg, 2, seed=5)
+    plan = ddp_plan(cfg, anchored)
+    state = train_oasis(plan, ddp_data(anchored), cfg, 2, seed=5, report_every=1)
+    assert ("g_anchor" in state.history[-1]) == anchored
     single = _grads_and_params(plan)
     checked = 0
     for rank in (0, 1):

@@ -1,0 +1,132 @@
+"""Absent-class anchor: a guard, beyond the paper, for the target classes a few-shot set never
+shows.
+
+Why. CAT's training-free generator draws every target class through its source counterpart
+(the column of A), including classes the few-shot images never show. Finetuning has no data
+for those classes, yet it moves the shared weights and A, and measured on the embedded
+benchmark (`benchmarks/RESULTS_fidelity.md`, "classes the few-shot set shows once, or never")
+two things take about half of CAT's start on them within 1,800 iterations:
+- *drift*: nothing holds the code of an unseen class where the source put it (sea, mapped to
+  water, falls from IoU 0.96 to 0.20-0.45);
+- *aliasing*: where the vote maps an unseen class and a shown one to the same source class,
+  training teaches that source code to draw the shown class, and the unseen one follows it
+  (beach and lava both on sand: beach is drawn as lava).
+
+What. At each generator step every label map of the batch gets a *probe* copy in which one
+class it shows (drawn at random) is relabelled as one of the absent classes (drawn at
+random). Generator and the frozen training-free CAT generator (the plan's generator as built,
+before any step) draw the probes with the same noise, and the generator pays `weight` times
+the mean (Huber) distance of the two images over the relabelled pixels. So the absent
+classes keep the look they had at the start, in the contexts the set provides, while the
+classes the set shows train as before. Aliasing can be undone because CAT's generator reads the
+target label map itself twice beyond A's shared source code: through A's own column of the
+class (trainable) and through the residual branches of every SPADE block.
+
+How it runs. The probes go through the generator in one batch with the training label maps
+(so DDP sees one forward per backward, and batch-norm statistics span both halves; the frozen
+copy draws the same stacked batch, so the loss is exactly 0 before the first update). The
+draws come from the step's seeded generator for the global batch, after everything else the
+step draws, so a run without absent classes (or with weight 0) is the paper's recipe bit for
+bit. The mean is over the global batch's relabelled pixels (their count is summed over DDP
+ranks). The absent classes are read from the training set once (`fit`), before the first step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cat_models.oasis.norms import clone_module
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+# The anchor's pixel distance is Huber's: |d| - beta/2 above beta (images span [-1, 1]), d²/2beta
+# below. A plain |d| has a gradient of ±1 at the tiny gaps of the first steps, where float noise
+# (another summation order under DDP, another machine) picks the sign; Huber's is ~0 there.
+HUBER_BETA = 0.05
+
+
+def present_classes(data: Sequence[dict], num_classes: int) -> np.ndarray:
+    """Bool [num_classes + 1]: which label values (0 = unlabeled) any item of `data` shows.
+
+    A `SegmentationDataset` is read without augmentation (`label_histograms`); any other
+    sequence of {"label": [H, W]} items as it returns them."""
+    seen = np.zeros(num_classes + 1, dtype=bool)
+    if hasattr(data, "labels_at"):
+        from cat_models.data.dataset import label_histograms
+
+        hist = label_histograms(data)
+        seen[: hist.shape[1]] |= hist.sum(axis=0) > 0
+        return seen
+    for i in range(len(data)):
+        label = np.asarray(data[i]["label"]).ravel()
+        seen[np.unique(label[(label >= 0) & (label <= num_classes)])] = True
+    return seen
+
+
+class AbsentClassAnchor:
+    """Holds the frozen start generator, the absent label values and the weight."""
+
+    def __init__(self, generator: nn.Module, weight: float) -> None:
+        if weight < 0:
+            raise ValueError(f"anchor_absent: the weight must be >= 0, got {weight}")
+        self.weight = float(weight)
+        self.start = clone_module(generator).train().requires_grad_(False)
+        self.classes: list[int] = []
+
+    def fit(self, data: Sequence[dict], num_classes: int) -> list[int]:
+        """Find the target label values (1..num_classes) that no item of `data` shows."""
+        seen = present_classes(data, num_classes)
+        self.classes = [int(c) for c in np.flatnonzero(~seen[1:]) + 1]
+        return self.classes
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0 and bool(self.classes)
+
+    def to(self, device: torch.device, memory_format: torch.memory_format) -> None:
+        self.start.to(device, memory_format=memory_format)
+
+    def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        """[batch, 2] uniforms in [0, 1): which shown class, which absent class, per map."""
+        return torch.rand(batch, 2, generator=gen)
+
+    def probe(self, labels: torch.Tensor, draws: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probe one-hot [B, C+1, H, W], mask [B, 1, H, W] of the relabelled pixels).
+
+        Map i relabels its shown class number floor(u0 · n_shown) (in label order, unlabeled
+        excluded) as absent class number floor(u1 · n_absent). A map that shows no class is
+        left as it is, with an empty mask."""
+        probe = labels.clone()
+        mask = torch.zeros_like(labels[:, :1])
+        shown = labels[:, 1:].flatten(2).amax(dim=2) > 0          # [B, C]
+        for i in range(labels.shape[0]):
+            classes = torch.nonzero(shown[i]).flatten() + 1
+            if len(classes) == 0:
+                continue
+            src = int(classes[min(int(draws[i, 0] * len(classes)), len(classes) - 1)])
+            dst = self.classes[min(int(draws[i, 1] * len(self.classes)),
+                                   len(self.classes) - 1)]
+            region = labels[i, src] > 0
+            probe[i, src][region] = 0.0
+            probe[i, dst][region] = 1.0
+            mask[i, 0] = region.to(mask.dtype)
+        return probe, mask
+
+    def loss(self, drawn: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
+             world_size: int = 1, reduce: Reduce | None = None) -> torch.Tensor:
+        """Mean Huber distance (`HUBER_BETA`) of `drawn` to `reference` over the masked pixels
+        of the global batch (this rank's share of it: DDP's gradient average then gives the
+        global mean)."""
+        pixels = mask.sum() * drawn.shape[1]
+        if reduce is not None:
+            pixels = reduce(pixels.detach().reshape(1))[0]
+        gap = F.smooth_l1_loss(drawn.float(), reference.float(), reduction="none",
+                               beta=HUBER_BETA)
+        total = (gap * mask).sum()
+        return total * world_size / pixels.clamp_min(1.0)

@@ -1,0 +1,106 @@
+"""The absent-class anchor: probes, the classes it guards, and what it does to a run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cat_models.oasis import build_plan, train_oasis
+from cat_models.oasis.anchor import HUBER_BETA, AbsentClassAnchor, present_classes
+from cat_models.oasis.baselines import recipe_options
+from tests.oasis.conftest import TensorData, one_hot, random_data, tiny_cfg
+from tests.oasis.test_train import tiny_plan
+
+
+def without_class(data: TensorData, cls: int, instead: int) -> TensorData:
+    """The same items with label `cls` drawn as `instead` (so the set never shows `cls`)."""
+    items = []
+    for it in data:
+        label = it["label"].clone()
+        label[label == cls] = instead
+        items.append({**it, "label": label})
+    return TensorData(items, data.num_classes)
+
+
+def test_fit_lists_the_classes_no_item_shows():
+    data = without_class(random_data(10, 4, seed=1), 3, 1)
+    assert present_classes(data, 4).tolist() == [True, True, True, False, True]
+    anchor = AbsentClassAnchor(torch.nn.Identity(), 1.0)
+    assert anchor.fit(data, 4) == [3] and anchor.active
+    assert anchor.fit(random_data(10, 4, seed=1), 4) == [] and not anchor.active
+    with pytest.raises(ValueError, match="anchor_absent"):
+        AbsentClassAnchor(torch.nn.Identity(), -1.0)
+
+
+def test_probe_relabels_one_shown_class_of_each_map_as_an_absent_one():
+    labels = torch.tensor([[[1, 1, 2, 0]], [[0, 0, 0, 0]], [[2, 4, 4, 1]]])   # [3, 1, 4]
+    onehot = one_hot(labels, 4)
+    anchor = AbsentClassAnchor(torch.nn.Identity(), 1.0)
+    anchor.classes = [3]
+    draws = torch.tensor([[0.9, 0.0], [0.5, 0.5], [0.4, 0.99]])
+    probe, mask = anchor.probe(onehot, draws)
+    relabelled = probe.argmax(1)
+    # map 0 shows (1, 2): u0 = 0.9 picks 2; map 1 shows nothing; map 2 shows (1, 2, 4): picks 2
+    assert relabelled.tolist() == [[[1, 1, 3, 0]], [[0, 0, 0, 0]], [[3, 4, 4, 1]]]
+    assert mask[:, 0].tolist() == [[[0, 0, 1, 0]], [[0, 0, 0, 0]], [[1, 0, 0, 0]]]
+    assert torch.equal(onehot, one_hot(labels, 4))          # the training maps are untouched
+    assert torch.allclose(probe.sum(1), torch.ones(3, 1, 4))
+    # the loss is the mean over masked pixels and channels
+    drawn, ref = torch.zeros(3, 3, 1, 4), torch.zeros(3, 3, 1, 4)
+    drawn[0, :, 0, 2] = 0.5
+    drawn[1] = 7.0                                           # unmasked: ignored
+    huber = 0.5 - HUBER_BETA / 2                              # |d| - beta/2 above beta
+    assert anchor.loss(drawn, ref, mask).item() == pytest.approx(huber * 3 / 6)
+
+
+def _absent_distance(plan, start, probe, z):
+    """Mean |G - start| over the probe's relabelled pixels, both in train mode."""
+    gen = plan.generator.train()
+    with torch.no_grad():
+        drawn = gen(probe[0], z)
+        ref = start(probe[0], z)
+    return float(((drawn - ref).abs() * probe[1]).sum() / (probe[1].sum() * 3))
+
+
+@pytest.mark.slow
+def test_anchor_keeps_what_the_start_drew_for_a_class_the_set_never_shows():
+    """On a set that never shows class 3, the anchored run draws class 3 (in probes) closer to
+    the training-free generator than the plain run; its first anchor loss is exactly 0."""
+    torch.set_num_threads(1)
+    cfg = tiny_cfg()
+    data = without_class(random_data(12, 3), 3, 2)
+    distances, first = {}, {}
+    probe = z = None
+    for weight in (0.0, 20.0):
+        reports = []
+        plan = tiny_plan(cfg, stage1_iters=4, anchor_absent=weight)
+        start = AbsentClassAnchor(plan.generator, 1.0)     # a frozen copy of the start
+        train_oasis(plan, data, cfg, 20, seed=1, on_report=reports.append, report_every=1)
+        if probe is None:
+            start.classes = [3]
+            labels = torch.stack([one_hot(it["label"][None], 3)[0] for it in data[:4]])
+            probe = start.probe(labels, torch.rand(4, 2, generator=torch.Generator()
+                                                   .manual_seed(0)))
+            z = torch.randn(4, cfg.z_dim, generator=torch.Generator().manual_seed(1))
+        distances[weight] = _absent_distance(plan, start.start, probe, z)
+        first[weight] = reports[0].get("g_anchor")
+    assert first == {0.0: None, 20.0: 0.0}
+    assert distances[20.0] < 0.5 * distances[0.0], distances
+
+
+def test_a_set_that_shows_every_class_trains_exactly_as_without_the_anchor():
+    torch.set_num_threads(1)
+    cfg = tiny_cfg()
+    data = random_data(8, 3)
+    assert present_classes(data, 3).all()
+    states = [train_oasis(tiny_plan(cfg, stage1_iters=1, anchor_absent=w), data, cfg, 2,
+                          seed=0, report_every=1) for w in (0.0, 5.0)]
+    plain, anchored = (s.plan.generator.state_dict() for s in states)
+    assert all(torch.equal(plain[k], anchored[k]) for k in plain)
+    assert "g_anchor" not in states[1].history[-1]
+
+
+def test_anchor_is_a_cat_option_other_recipes_refuse():
+    assert "anchor_absent" in recipe_options("cat")
+    with pytest.raises(TypeError, match="anchor_absent"):
+        build_plan("transfergan", None, None, 3, anchor_absent=1.0)
