@@ -125,6 +125,10 @@ def main() -> int:
                         "mean IoU of the rare classes and of the other classes vs iteration, "
                         "as PNG, and a markdown table of mean ± std; with --rare, runs on the "
                         "harness's set too, those classes read as their rare ones")
+    p.add_argument("--rare-shown",
+                   help="with --rare-plot: only the runs whose set showed the rare classes in "
+                        "these numbers of images each (comma-separated; 'kl' = the harness's "
+                        "set)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--samples", type=Path,
                    help="save a sample grid (label map | real | generated) of each evaluation "
@@ -139,7 +143,8 @@ def main() -> int:
         if args.size_plot:
             plot_sizes(args.out, args.size_plot, args.select, args.sizes)
         if args.rare_plot:
-            plot_rare(args.out, args.rare_plot, args.select, args.sizes, rare)
+            plot_rare(args.out, args.rare_plot, args.select, args.sizes, rare,
+                      args.rare_shown.split(",") if args.rare_shown else None)
         if args.pool_seeds:
             return plot_pooled(args.out, args.plot, args.select, not args.no_floor,
                                args.sizes)

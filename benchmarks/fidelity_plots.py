@@ -259,14 +259,24 @@ RARE_PANELS = {"fid": "FID (lower is better)", "iou_rare": "mean IoU, rare class
                "iou_other": "mean IoU, other classes"}
 
 
-def rare_frame(rows: list[dict], classes: list[str] | None = None) -> pd.DataFrame:
+# How `shown` names the runs on the harness's few-shot set (no --rare).
+HARNESS_SET = "kl"
+
+
+def rare_frame(rows: list[dict], classes: list[str] | None = None,
+               shown: list[str] | None = None) -> pd.DataFrame:
     """One row per (run, evaluation) of the runs with rare classes: their group (as in
     `seed_frame`), seed, iteration, FID and the mean IoU of the rare classes and of the
     others. A run's rare classes are its own; `classes` names them for runs on the harness's
-    few-shot set (left out without it)."""
+    few-shot set (left out without it). `shown` keeps only the runs whose set showed the
+    rare classes in that many images each ("0", "1", ...; HARNESS_SET: the harness's set)."""
     import pandas as pd
 
-    kept = [r for r in rows if "rare" in r or classes]
+    def images(r: dict) -> str:
+        return str(r["rare"]["per_class"]) if "rare" in r else HARNESS_SET
+
+    kept = [r for r in rows if ("rare" in r or classes)
+            and (shown is None or images(r) in shown)]
     if not kept:
         raise SystemExit("no run with rare classes (run with --rare, or pass --rare to "
                          "read the harness's runs)")
@@ -280,12 +290,12 @@ def rare_frame(rows: list[dict], classes: list[str] | None = None) -> pd.DataFra
 
 
 def plot_rare(path: Path, out: Path, select: str | None = None, sizes: str | None = None,
-              classes: list[str] | None = None) -> str:
+              classes: list[str] | None = None, shown: list[str] | None = None) -> str:
     """`rare_frame` pooled over seeds: FID and the rare and other classes' mean IoU vs
     iteration as a PNG (training-free dashed); returns (and prints) mean ± std as markdown."""
     from fidelity_common import line_panels
 
-    frame = rare_frame(_read(path, select, sizes), classes)
+    frame = rare_frame(_read(path, select, sizes), classes, shown)
     columns = group_columns(frame)
     varies = [c for c in columns if frame[c].nunique(dropna=False) > 1]
     panels = [{"title": t, "series": [], "hlines": []} for t in RARE_PANELS.values()]

@@ -165,6 +165,10 @@ def test_rare_runs_pool_apart_and_read_their_rare_classes(ff, tmp_path, monkeypa
     assert "| 0 | house: 1 image each | -1 | 200.0 |" in table and "|  | -1 | 260.0 |" in table
     assert len(ff.rare_frame(rows)) == 9
     assert len(ff.rare_frame(rows, ["house"])) == 12
+    # --rare-shown: by images per rare class, "kl" for the harness's set
+    assert len(ff.rare_frame(rows, ["house"], ["kl"])) == 3
+    assert set(ff.rare_frame(rows, ["house"], ["1"])["seed"]) == {0, 1}
+    assert len(ff.rare_frame(rows, None, ["0", "1"])) == 9
     with pytest.raises(SystemExit, match="no run with rare classes"):
         ff.rare_frame(rows[3:])
     with pytest.raises(ValueError, match=r"no IoU recorded for \['tree'\]"):
