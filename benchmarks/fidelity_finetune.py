@@ -56,6 +56,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     # the absent-class anchor (beyond the paper, `cat_models.oasis.anchor`) at two weights
     "anchor3": ({"d_warmup": 0, "anchor_absent": 3.0}, {}, PAPER),
     "anchor30": ({"d_warmup": 0, "anchor_absent": 30.0}, {}, PAPER),
+    # control: the anchor's probes share G's forward (and its batch-norm statistics) with the
+    # training maps, but their loss is weighed ~0
+    "probes_only": ({"d_warmup": 0, "anchor_absent": 1e-9}, {}, PAPER),
     "defaults": ({}, {}, {}),   # whatever the library does now
 }
 TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}

@@ -29,6 +29,9 @@ draws come from the step's seeded generator for the global batch, after everythi
 step draws, so a run without absent classes (or with weight 0) is the paper's recipe bit for
 bit. The mean is over the global batch's relabelled pixels (their count is summed over DDP
 ranks). The absent classes are read from the training set once (`fit`), before the first step.
+Because maps and probes share one forward, G's batch-norm statistics (and the EMA's, copied
+from G) span both. Checkpoints keep the frozen copy's buffers (`state_dict`), so a resumed
+run repeats the next step exactly.
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ def present_classes(data: Sequence[dict], num_classes: int) -> np.ndarray:
         hist = label_histograms(data)
         seen[: hist.shape[1]] |= hist.sum(axis=0) > 0
         return seen
-    for i in range(len(data)):
-        label = np.asarray(data[i]["label"]).ravel()
-        seen[np.unique(label[(label >= 0) & (label <= num_classes)])] = True
+    with torch.random.fork_rng(devices=[]):   # items may augment from torch's global RNG
+        for i in range(len(data)):
+            label = np.asarray(data[i]["label"]).ravel()
+            seen[np.unique(label[(label >= 0) & (label <= num_classes)])] = True
     return seen
 
 
@@ -75,21 +79,35 @@ class AbsentClassAnchor:
         if weight < 0:
             raise ValueError(f"anchor_absent: the weight must be >= 0, got {weight}")
         self.weight = float(weight)
-        self.start = clone_module(generator).train().requires_grad_(False)
+        # Train mode, as the generator it is compared with (batch statistics). Its weights
+        # never change, but spectral norm's power iteration updates its u / v buffers at
+        # each forward: checkpoints carry them (`state_dict`), so a resume is exact.
+        self.start: nn.Module | None = clone_module(generator).train().requires_grad_(False)
         self.classes: list[int] = []
 
     def fit(self, data: Sequence[dict], num_classes: int) -> list[int]:
-        """Find the target label values (1..num_classes) that no item of `data` shows."""
+        """Find the target label values (1..num_classes) that no item of `data` shows; with
+        none, the frozen copy is dropped (nothing will draw it)."""
         seen = present_classes(data, num_classes)
         self.classes = [int(c) for c in np.flatnonzero(~seen[1:]) + 1]
+        if not self.active:
+            self.start = None
         return self.classes
 
     @property
     def active(self) -> bool:
-        return self.weight > 0 and bool(self.classes)
+        return self.weight > 0 and bool(self.classes) and self.start is not None
 
     def to(self, device: torch.device, memory_format: torch.memory_format) -> None:
-        self.start.to(device, memory_format=memory_format)
+        if self.start is not None:
+            self.start.to(device, memory_format=memory_format)
+
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        return None if self.start is None else self.start.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
+        if state is not None and self.start is not None:
+            self.start.load_state_dict(state)
 
     def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
         """[batch, 2] uniforms in [0, 1): which shown class, which absent class, per map."""

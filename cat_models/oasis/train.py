@@ -108,6 +108,8 @@ def save_checkpoint(state: TrainState, path: str | Path, cfg: OasisConfig) -> Pa
                                           **_plain(state.plan.options)},
         "rng": rng_states(),
     }
+    if state.plan.anchor is not None:
+        payload["anchor_start"] = state.plan.anchor.state_dict()
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -133,6 +135,8 @@ def load_checkpoint(state: TrainState, path: str | Path, device: torch.device) -
     state.opt_d.load_state_dict(payload["opt_d"])
     state.step = int(payload["step"])
     state.history = list(payload.get("history", []))
+    if state.plan.anchor is not None:
+        state.plan.anchor.load_state_dict(payload.get("anchor_start"))
     restore_rng_states(payload["rng"])
 
 
@@ -206,8 +210,9 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
     update_ema(state.ema, plan.generator, cfg.ema_decay)
     out = {k: float(v.detach()) for k, v in terms.items()}
     out.update(g_adv=float(loss_g.detach()), g_total=float(total_g.detach()))
-    if anchored:
-        out["g_anchor"] = float(loss_anchor.detach())
+    if anchored:   # this rank's term is its share × world size: report the global mean
+        value = loss_anchor.detach().reshape(1)
+        out["g_anchor"] = float(reduce(value)[0] / world()[1] if reduce else value[0])
     return out
 
 

@@ -53,6 +53,47 @@ def test_probe_relabels_one_shown_class_of_each_map_as_an_absent_one():
     assert anchor.loss(drawn, ref, mask).item() == pytest.approx(huber * 3 / 6)
 
 
+def test_each_ranks_share_of_the_loss_averages_to_the_global_mean():
+    """Under DDP each rank divides its sum by the global pixel count and multiplies by the
+    world size; DDP's gradient average then gives the single-process mean."""
+    anchor = AbsentClassAnchor(torch.nn.Identity(), 1.0)
+    gen = torch.Generator().manual_seed(0)
+    drawn, ref = torch.randn(4, 3, 5, 5, generator=gen), torch.randn(4, 3, 5, 5, generator=gen)
+    mask = (torch.rand(4, 1, 5, 5, generator=gen) > 0.6).float()
+    mask[3] = 1.0                                   # rank 1 holds far more masked pixels
+    single = anchor.loss(drawn, ref, mask)
+    total_pixels = mask.sum() * 3
+
+    def reduce(x):                                  # the all-reduce of two ranks
+        return x * 0 + total_pixels.reshape(1)
+    shares = [anchor.loss(drawn[part], ref[part], mask[part], 2, reduce)
+              for part in (slice(0, 2), slice(2, 4))]
+    assert (shares[0] + shares[1]) / 2 == pytest.approx(single.item(), rel=1e-6)
+    assert shares[0].item() != pytest.approx(shares[1].item(), rel=0.1)   # unequal halves
+
+
+@pytest.mark.slow
+def test_an_anchored_run_resumes_exactly(tmp_path):
+    """The frozen copy's spectral-norm buffers move at each forward: the checkpoint keeps
+    them, so step 3 after a resume from step 2 equals step 3 of the straight run."""
+    torch.set_num_threads(1)
+    cfg = tiny_cfg()
+    data = without_class(random_data(12, 3), 3, 2)
+    straight = train_oasis(tiny_plan(cfg, stage1_iters=1, anchor_absent=5.0), data, cfg, 3,
+                           seed=2, report_every=1)
+    train_oasis(tiny_plan(cfg, stage1_iters=1, anchor_absent=5.0), data, cfg, 2, seed=2,
+                checkpoint_dir=tmp_path, checkpoint_every=2)
+    resumed = train_oasis(tiny_plan(cfg, stage1_iters=1, anchor_absent=5.0), data, cfg, 3,
+                          seed=2, resume=tmp_path / "latest.pt", report_every=1)
+    assert straight.history[-1]["g_anchor"] > 0
+    assert resumed.history[-1]["g_anchor"] == straight.history[-1]["g_anchor"]
+    for a, b in ((straight.plan.generator, resumed.plan.generator),
+                 (straight.ema, resumed.ema),
+                 (straight.plan.anchor.start, resumed.plan.anchor.start)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def _absent_distance(plan, start, probe, z):
     """Mean |G - start| over the probe's relabelled pixels, both in train mode."""
     gen = plan.generator.train()
@@ -98,6 +139,7 @@ def test_a_set_that_shows_every_class_trains_exactly_as_without_the_anchor():
     plain, anchored = (s.plan.generator.state_dict() for s in states)
     assert all(torch.equal(plain[k], anchored[k]) for k in plain)
     assert "g_anchor" not in states[1].history[-1]
+    assert states[1].plan.anchor.start is None          # the frozen copy is dropped
 
 
 def test_anchor_is_a_cat_option_other_recipes_refuse():
