@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cat_models.data.batching import read_items
 from cat_models.oasis.norms import clone_module
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
@@ -58,18 +59,16 @@ def present_classes(data: Sequence[dict], num_classes: int) -> np.ndarray:
 
     A `SegmentationDataset` is read without augmentation (`label_histograms`); any other
     sequence of {"label": [H, W]} items as it returns them."""
-    seen = np.zeros(num_classes + 1, dtype=bool)
     if hasattr(data, "labels_at"):
         from cat_models.data.dataset import label_histograms
 
-        hist = label_histograms(data)
-        seen[: hist.shape[1]] |= hist.sum(axis=0) > 0
-        return seen
-    with torch.random.fork_rng(devices=[]):   # items may augment from torch's global RNG
-        for i in range(len(data)):
-            label = np.asarray(data[i]["label"]).ravel()
-            seen[np.unique(label[(label >= 0) & (label <= num_classes)])] = True
-    return seen
+        counts = label_histograms(data).sum(axis=0)
+    else:   # as the training loop reads them (seeded, in a fork of torch's RNG)
+        n = len(data)
+        _, labels = read_items(data, torch.arange(n), torch.zeros(n, dtype=torch.long))
+        labels = labels[(labels >= 0) & (labels <= num_classes)]
+        counts = torch.bincount(labels, minlength=num_classes + 1).numpy()
+    return counts[: num_classes + 1] > 0
 
 
 class AbsentClassAnchor:
@@ -137,14 +136,17 @@ class AbsentClassAnchor:
         return probe, mask
 
     def loss(self, drawn: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
-             world_size: int = 1, reduce: Reduce | None = None) -> torch.Tensor:
-        """Mean Huber distance (`HUBER_BETA`) of `drawn` to `reference` over the masked pixels
-        of the global batch (this rank's share of it: DDP's gradient average then gives the
-        global mean)."""
-        pixels = mask.sum() * drawn.shape[1]
-        if reduce is not None:
-            pixels = reduce(pixels.detach().reshape(1))[0]
+             world_size: int = 1, reduce: Reduce | None = None
+             ) -> tuple[torch.Tensor, float]:
+        """(this rank's term, its value for the report). The term is this rank's share of the
+        mean Huber distance (`HUBER_BETA`) of `drawn` to `reference` over the masked pixels of
+        the global batch: DDP's gradient average then gives the global mean, which is the
+        reported value. One all-reduce carries the pixel count and the sum."""
         gap = F.smooth_l1_loss(drawn.float(), reference.float(), reduction="none",
                                beta=HUBER_BETA)
         total = (gap * mask).sum()
-        return total * world_size / pixels.clamp_min(1.0)
+        sums = torch.stack([mask.sum() * drawn.shape[1], total.detach()])
+        if reduce is not None:
+            sums = reduce(sums)
+        pixels = sums[0].clamp_min(1.0)
+        return total * world_size / pixels, float(sums[1] / pixels)

@@ -191,8 +191,8 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
         loss_g = generator_loss(plan.discriminator(fake_seen), labels_seen, **balance)
         total_g = loss_g + (plan.regulariser(g) if plan.regulariser is not None else 0.0)
         if anchored:
-            loss_anchor = plan.anchor.loss(probe_fake, probe_start, probe_mask, world()[1],
-                                           reduce)
+            loss_anchor, anchor_mean = plan.anchor.loss(probe_fake, probe_start, probe_mask,
+                                                        world()[1], reduce)
             total_g = total_g + plan.anchor.weight * loss_anchor
     if g_trains:
         total_g.backward()
@@ -210,9 +210,8 @@ def train_step(state: TrainState, g: nn.Module, d: nn.Module, images: torch.Tens
     update_ema(state.ema, plan.generator, cfg.ema_decay)
     out = {k: float(v.detach()) for k, v in terms.items()}
     out.update(g_adv=float(loss_g.detach()), g_total=float(total_g.detach()))
-    if anchored:   # this rank's term is its share × world size: report the global mean
-        value = loss_anchor.detach().reshape(1)
-        out["g_anchor"] = float(reduce(value)[0] / world()[1] if reduce else value[0])
+    if anchored:
+        out["g_anchor"] = anchor_mean   # the global mean (the term is this rank's share)
     return out
 
 
@@ -305,11 +304,11 @@ def train_oasis(plan: TransferPlan, data: Sequence[dict], cfg: OasisConfig, iter
     local = cfg.batch_size // size
     num_classes = plan.generator.semantic_nc - 1
     policy = d_augment.parse_augment_policy(cfg.d_augment)
+    if plan.anchor is not None:   # before make_state: a copy with nothing to guard is dropped
+        plan.anchor.fit(data, num_classes)
     state = make_state(plan, cfg, device)
     if resume is not None:
         load_checkpoint(state, resume, device)
-    if plan.anchor is not None:
-        plan.anchor.fit(data, num_classes)
     plan.generator.train()
     plan.discriminator.train()
     stage, g, d = -1, plan.generator, plan.discriminator

@@ -50,7 +50,7 @@ def test_probe_relabels_one_shown_class_of_each_map_as_an_absent_one():
     drawn[0, :, 0, 2] = 0.5
     drawn[1] = 7.0                                           # unmasked: ignored
     huber = 0.5 - HUBER_BETA / 2                              # |d| - beta/2 above beta
-    assert anchor.loss(drawn, ref, mask).item() == pytest.approx(huber * 3 / 6)
+    assert anchor.loss(drawn, ref, mask)[0].item() == pytest.approx(huber * 3 / 6)
 
 
 def test_each_ranks_share_of_the_loss_averages_to_the_global_mean():
@@ -61,14 +61,21 @@ def test_each_ranks_share_of_the_loss_averages_to_the_global_mean():
     drawn, ref = torch.randn(4, 3, 5, 5, generator=gen), torch.randn(4, 3, 5, 5, generator=gen)
     mask = (torch.rand(4, 1, 5, 5, generator=gen) > 0.6).float()
     mask[3] = 1.0                                   # rank 1 holds far more masked pixels
-    single = anchor.loss(drawn, ref, mask)
+    single, mean = anchor.loss(drawn, ref, mask)
     total_pixels = mask.sum() * 3
+    parts = (slice(0, 2), slice(2, 4))
+    # the all-reduce of two ranks: [pixels, sum] of both halves
+    sums = sum(torch.stack([mask[p].sum() * 3, anchor.loss(drawn[p], ref[p], mask[p])[0]
+                            * mask[p].sum() * 3]) for p in parts)
+    assert sums[0] == total_pixels
 
-    def reduce(x):                                  # the all-reduce of two ranks
-        return x * 0 + total_pixels.reshape(1)
-    shares = [anchor.loss(drawn[part], ref[part], mask[part], 2, reduce)
-              for part in (slice(0, 2), slice(2, 4))]
+    def reduce(x):
+        return sums.clone()
+    reported = [anchor.loss(drawn[p], ref[p], mask[p], 2, reduce) for p in parts]
+    shares = [term for term, _ in reported]
     assert (shares[0] + shares[1]) / 2 == pytest.approx(single.item(), rel=1e-6)
+    assert [value for _, value in reported] == pytest.approx([mean, mean], rel=1e-6)
+    assert mean == pytest.approx(single.item())
     assert shares[0].item() != pytest.approx(shares[1].item(), rel=0.1)   # unequal halves
 
 
