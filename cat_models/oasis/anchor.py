@@ -54,30 +54,41 @@ Reduce = Callable[[torch.Tensor], torch.Tensor]
 HUBER_BETA = 0.05
 
 
-def present_classes(data: Sequence[dict], num_classes: int) -> np.ndarray:
-    """Bool [num_classes + 1]: which label values (0 = unlabeled) any item of `data` shows.
+def images_showing(data: Sequence[dict], num_classes: int) -> np.ndarray:
+    """Int [num_classes + 1]: how many items of `data` show each label value (0 = unlabeled).
 
     A `SegmentationDataset` is read without augmentation (`label_histograms`); any other
     sequence of {"label": [H, W]} items as it returns them."""
     if hasattr(data, "labels_at"):
         from cat_models.data.dataset import label_histograms
 
-        counts = label_histograms(data).sum(axis=0)
-    else:   # as the training loop reads them (seeded, in a fork of torch's RNG)
-        n = len(data)
-        _, labels = read_items(data, torch.arange(n), torch.zeros(n, dtype=torch.long))
-        labels = labels[(labels >= 0) & (labels <= num_classes)]
-        counts = torch.bincount(labels, minlength=num_classes + 1).numpy()
-    return counts[: num_classes + 1] > 0
+        return (label_histograms(data)[:, : num_classes + 1] > 0).sum(axis=0)
+    # as the training loop reads them (seeded, in a fork of torch's RNG)
+    n = len(data)
+    _, labels = read_items(data, torch.arange(n), torch.zeros(n, dtype=torch.long))
+    shows = np.zeros(num_classes + 1, dtype=np.int64)
+    for item in labels:
+        values = torch.unique(item)
+        values = values[(values >= 0) & (values <= num_classes)]
+        shows[values.numpy()] += 1
+    return shows
+
+
+def present_classes(data: Sequence[dict], num_classes: int) -> np.ndarray:
+    """Bool [num_classes + 1]: which label values (0 = unlabeled) any item of `data` shows."""
+    return images_showing(data, num_classes) > 0
 
 
 class AbsentClassAnchor:
     """Holds the frozen start generator, the absent label values and the weight."""
 
-    def __init__(self, generator: nn.Module, weight: float) -> None:
+    def __init__(self, generator: nn.Module, weight: float, max_images: int = 0) -> None:
         if weight < 0:
             raise ValueError(f"anchor_absent: the weight must be >= 0, got {weight}")
+        if max_images < 0:
+            raise ValueError(f"anchor_max_images: must be >= 0, got {max_images}")
         self.weight = float(weight)
+        self.max_images = int(max_images)
         # Train mode, as the generator it is compared with (batch statistics). Its weights
         # never change, but spectral norm's power iteration updates its u / v buffers at
         # each forward: checkpoints carry them (`state_dict`), so a resume is exact.
@@ -85,10 +96,11 @@ class AbsentClassAnchor:
         self.classes: list[int] = []
 
     def fit(self, data: Sequence[dict], num_classes: int) -> list[int]:
-        """Find the target label values (1..num_classes) that no item of `data` shows; with
-        none, the frozen copy is dropped (nothing will draw it)."""
-        seen = present_classes(data, num_classes)
-        self.classes = [int(c) for c in np.flatnonzero(~seen[1:]) + 1]
+        """Find the target label values (1..num_classes) that at most `max_images` items of
+        `data` show (0: the classes it never shows); with none, the frozen copy is dropped
+        (nothing will draw it)."""
+        shows = images_showing(data, num_classes)
+        self.classes = [int(c) for c in np.flatnonzero(shows[1:] <= self.max_images) + 1]
         if not self.active:
             self.start = None
         return self.classes
@@ -117,7 +129,9 @@ class AbsentClassAnchor:
         """(probe one-hot [B, C+1, H, W], mask [B, 1, H, W] of the relabelled pixels).
 
         Map i relabels its shown class number floor(u0 · n_shown) (in label order, unlabeled
-        excluded) as absent class number floor(u1 · n_absent). A map that shows no class is
+        excluded) as anchored class number floor(u1 · n) of the n anchored classes other than
+        itself (a class anchored while shown, `max_images` > 0, is never relabelled as
+        itself). A map that shows no class, or whose class has no other anchored class, is
         left as it is, with an empty mask."""
         probe = labels.clone()
         mask = torch.zeros_like(labels[:, :1])
@@ -127,8 +141,10 @@ class AbsentClassAnchor:
             if len(classes) == 0:
                 continue
             src = int(classes[min(int(draws[i, 0] * len(classes)), len(classes) - 1)])
-            dst = self.classes[min(int(draws[i, 1] * len(self.classes)),
-                                   len(self.classes) - 1)]
+            targets = [c for c in self.classes if c != src]
+            if not targets:
+                continue
+            dst = targets[min(int(draws[i, 1] * len(targets)), len(targets) - 1)]
             region = labels[i, src] > 0
             probe[i, src][region] = 0.0
             probe[i, dst][region] = 1.0

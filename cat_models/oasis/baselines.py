@@ -205,8 +205,8 @@ def cgantransfer(source_g, source_d, target_classes, seed: int = 0, l1: float = 
 def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: bool = True,
         residual: bool = True, freeze_d: int = 3, two_stage: bool = True,
         stage1_iters: int = 1000, d_warmup: int = 0, d_head: str = "fresh",
-        train_affinity: bool = True, anchor_absent: float = 0.0, seed: int = 0
-        ) -> TransferPlan:
+        train_affinity: bool = True, anchor_absent: float = 0.0, anchor_max_images: int = 0,
+        seed: int = 0) -> TransferPlan:
     """CAT (paper §3.2). Each switch is independent (Table 4): `affinity` None -> random A;
     `split` scale/shift first convs; `residual` branches; `freeze_d` first k D layers;
     `two_stage`: stage 1 (stage1_iters) trains A + first convs + residuals, stage 2 all of G.
@@ -218,7 +218,9 @@ def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: 
     stays as estimated for the whole run; every other switch trains what it says.
     `anchor_absent` (beyond the paper; 0 = off): weight of the absent-class anchor, which keeps
     the target classes the training set never shows drawn as training-free CAT drew them
-    (`cat_models.oasis.anchor`; on a set that shows every class it does nothing)."""
+    (`cat_models.oasis.anchor`; on a set that shows every class it does nothing).
+    `anchor_max_images` (with `anchor_absent`): anchor the classes shown by at most that many
+    images of the set instead (0 = only the absent ones; >= the set's size: every class)."""
     _need(source_g, "cat")
     g = cat_generator(source_g, target_classes, affinity, split=split, residual=residual,
                       seed=seed)
@@ -235,5 +237,8 @@ def cat(source_g, source_d, target_classes, affinity: Any | None = None, split: 
         raise ValueError(f"cat: d_warmup must be >= 0, got {d_warmup}")
     if d_warmup:
         stages.insert(0, Stage(d_warmup, nothing, train_d))
-    anchor = AbsentClassAnchor(g, anchor_absent) if anchor_absent else None
+    if anchor_max_images and not anchor_absent:
+        raise ValueError("cat: anchor_max_images needs anchor_absent (the anchor's weight) > 0")
+    anchor = (AbsentClassAnchor(g, anchor_absent, anchor_max_images) if anchor_absent
+              else None)
     return TransferPlan("cat", g, d, stages, anchor=anchor)

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from cat_models.oasis import build_plan, train_oasis
-from cat_models.oasis.anchor import HUBER_BETA, AbsentClassAnchor, present_classes
+from cat_models.oasis.anchor import (
+    HUBER_BETA,
+    AbsentClassAnchor,
+    images_showing,
+    present_classes,
+)
 from cat_models.oasis.baselines import recipe_options
 from tests.oasis.conftest import TensorData, one_hot, random_data, tiny_cfg
 from tests.oasis.test_train import tiny_plan
@@ -51,6 +56,34 @@ def test_probe_relabels_one_shown_class_of_each_map_as_an_absent_one():
     drawn[1] = 7.0                                           # unmasked: ignored
     huber = 0.5 - HUBER_BETA / 2                              # |d| - beta/2 above beta
     assert anchor.loss(drawn, ref, mask)[0].item() == pytest.approx(huber * 3 / 6)
+
+
+def test_max_images_anchors_the_classes_few_items_show():
+    labels = [torch.tensor([[1, 1], [2, 0]]), torch.tensor([[1, 1], [1, 1]]),
+              torch.tensor([[4, 1], [2, 2]])]
+    data = TensorData([{"image": torch.zeros(3, 2, 2), "label": lab} for lab in labels], 4)
+    assert images_showing(data, 4).tolist() == [1, 3, 2, 0, 1]
+    fits = {k: AbsentClassAnchor(torch.nn.Identity(), 1.0, k).fit(data, 4) for k in (0, 1, 2, 9)}
+    assert fits == {0: [3], 1: [3, 4], 2: [2, 3, 4], 9: [1, 2, 3, 4]}
+    with pytest.raises(ValueError, match="anchor_max_images"):
+        AbsentClassAnchor(torch.nn.Identity(), 1.0, -1)
+    with pytest.raises(ValueError, match="anchor_max_images needs anchor_absent"):
+        tiny_plan(tiny_cfg(), anchor_max_images=3)
+
+
+def test_a_shown_class_is_never_relabelled_as_itself():
+    labels = torch.tensor([[[1, 1, 2, 0]], [[3, 3, 3, 3]], [[2, 2, 2, 2]]])
+    anchor = AbsentClassAnchor(torch.nn.Identity(), 1.0, max_images=9)
+    anchor.classes = [1, 2, 3]
+    # map 0: picks 1 (u0 = 0), then class number floor(0.99 * 2) of (2, 3) = 3; map 1: picks
+    # 3, then number 0 of (1, 2) = 1; map 2: picks 2, number 1 of (1, 3) = 3
+    draws = torch.tensor([[0.0, 0.99], [0.5, 0.0], [0.3, 0.6]])
+    probe, mask = anchor.probe(one_hot(labels, 3), draws)
+    assert probe.argmax(1).tolist() == [[[3, 3, 2, 0]], [[1, 1, 1, 1]], [[3, 3, 3, 3]]]
+    assert mask[:, 0].tolist() == [[[1, 1, 0, 0]], [[1, 1, 1, 1]], [[1, 1, 1, 1]]]
+    anchor.classes = [2]                      # the only anchored class is the one shown
+    _, mask = anchor.probe(one_hot(labels[2:], 3), draws[2:])
+    assert mask.sum() == 0
 
 
 def test_each_ranks_share_of_the_loss_averages_to_the_global_mean():
@@ -147,6 +180,20 @@ def test_a_set_that_shows_every_class_trains_exactly_as_without_the_anchor():
     assert all(torch.equal(plain[k], anchored[k]) for k in plain)
     assert "g_anchor" not in states[1].history[-1]
     assert states[1].plan.anchor.start is None          # the frozen copy is dropped
+
+
+def test_max_images_puts_the_anchor_on_a_set_that_shows_every_class():
+    torch.set_num_threads(1)
+    cfg = tiny_cfg()
+    data = random_data(8, 3)
+    plain = train_oasis(tiny_plan(cfg, stage1_iters=1), data, cfg, 2, seed=0, report_every=1)
+    state = train_oasis(tiny_plan(cfg, stage1_iters=1, anchor_absent=5.0, anchor_max_images=8),
+                        data, cfg, 2, seed=0, report_every=1)
+    assert state.plan.anchor.classes == [1, 2, 3] and state.plan.anchor.active
+    assert state.history[0]["g_anchor"] == 0.0       # the copy draws what G draws at step 0
+    assert state.history[-1]["g_anchor"] > 0.0
+    a, b = plain.plan.generator.state_dict(), state.plan.generator.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_anchor_is_a_cat_option_other_recipes_refuse():
