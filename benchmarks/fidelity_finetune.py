@@ -135,9 +135,9 @@ def main() -> int:
                         "as PNG, and a markdown table of mean ± std; with --rare, runs on the "
                         "harness's set too, those classes read as their rare ones")
     p.add_argument("--rare-shown",
-                   help="with --rare-plot: only the runs whose set showed the rare classes in "
-                        "these numbers of images each (comma-separated; 'kl' = the harness's "
-                        "set)")
+                   help="with --rare-plot or --pool-seeds: only the runs whose set showed the "
+                        "rare classes in these numbers of images each (comma-separated; 'kl' = "
+                        "the harness's set)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--samples", type=Path,
                    help="save a sample grid (label map | real | generated) of each evaluation "
@@ -156,7 +156,8 @@ def main() -> int:
                       args.rare_shown.split(",") if args.rare_shown else None)
         if args.pool_seeds:
             return plot_pooled(args.out, args.plot, args.select, not args.no_floor,
-                               args.sizes)
+                               args.sizes,
+                               args.rare_shown.split(",") if args.rare_shown else None)
         if (args.pathways or args.size_plot or args.rare_plot) and not args.plot:
             return 0
         return plot(args.out, args.plot, args.select, not args.no_floor, args.sizes)

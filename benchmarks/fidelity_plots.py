@@ -32,12 +32,17 @@ def plot(path: Path, out: Path | None, select: str | None = None,
     return _draw(curves, _references(rows), out, with_floor)
 
 
-def _read(path: Path, select: str | None, sizes: str | None = None) -> list[dict]:
+def _read(path: Path, select: str | None, sizes: str | None = None,
+          shown: list[str] | None = None) -> list[dict]:
+    """The rows of `path`; `shown` keeps the runs whose few-shot set is of these kinds
+    (`set_kind`)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if select:
         rows = [r for r in rows if f"{r['variant']}/{r['affinity']}" in select.split(",")]
     if sizes:
         rows = [r for r in rows if r["size"] in {int(x) for x in sizes.split(",")}]
+    if shown is not None:
+        rows = [r for r in rows if set_kind(r) in shown]
     return rows
 
 
@@ -189,10 +194,11 @@ def pooled_table(frame: pd.DataFrame) -> str:
 
 
 def plot_pooled(path: Path, out: Path | None, select: str | None = None,
-                with_floor: bool = True, sizes: str | None = None) -> int:
+                with_floor: bool = True, sizes: str | None = None,
+                shown: list[str] | None = None) -> int:
     """The mean over seeds of each group's curve (solid) and of its training-free value
-    (dashed), plus the markdown table of `pooled_table` on stdout."""
-    rows = _read(path, select, sizes)
+    (dashed), plus the markdown table of `pooled_table` on stdout; `shown` as in `_read`."""
+    rows = _read(path, select, sizes, shown)
     frame = seed_frame(rows)
     print(pooled_table(frame))
     curves = []
@@ -263,6 +269,12 @@ RARE_PANELS = {"fid": "FID (lower is better)", "iou_rare": "mean IoU, rare class
 HARNESS_SET = "kl"
 
 
+def set_kind(row: dict) -> str:
+    """A run's few-shot set: how many images showed each of its rare classes ("0", "1", ...),
+    or HARNESS_SET for the harness's KL-greedy set."""
+    return str(row["rare"]["per_class"]) if "rare" in row else HARNESS_SET
+
+
 def rare_frame(rows: list[dict], classes: list[str] | None = None,
                shown: list[str] | None = None) -> pd.DataFrame:
     """One row per (run, evaluation) of the runs with rare classes: their group (as in
@@ -272,11 +284,8 @@ def rare_frame(rows: list[dict], classes: list[str] | None = None,
     rare classes in that many images each ("0", "1", ...; HARNESS_SET: the harness's set)."""
     import pandas as pd
 
-    def images(r: dict) -> str:
-        return str(r["rare"]["per_class"]) if "rare" in r else HARNESS_SET
-
     kept = [r for r in rows if ("rare" in r or classes)
-            and (shown is None or images(r) in shown)]
+            and (shown is None or set_kind(r) in shown)]
     if not kept:
         raise SystemExit("no run with rare classes (run with --rare, or pass --rare to "
                          "read the harness's runs)")

@@ -171,6 +171,11 @@ def test_rare_runs_pool_apart_and_read_their_rare_classes(ff, tmp_path, monkeypa
     assert len(ff.rare_frame(rows, None, ["0", "1"])) == 9
     with pytest.raises(SystemExit, match="no run with rare classes"):
         ff.rare_frame(rows[3:])
+    # the pooled curves take the same filter (--pool-seeds --rare-shown kl)
+    runs = tmp_path / "all.jsonl"
+    runs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["seed"] for r in ff._read(runs, None, None, ["kl"])] == [2]
+    assert [r["seed"] for r in ff._read(runs, None, None, ["1", "kl"])] == [0, 1, 0, 2]
     with pytest.raises(ValueError, match=r"no IoU recorded for \['tree'\]"):
         ff.class_means(rows[0]["curve"][0], ["tree"])
 
