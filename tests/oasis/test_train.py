@@ -115,28 +115,34 @@ def test_resume_reproduces_next_step_exactly_and_reports(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(moments, expected))
 
 
-def ddp_data(anchored: bool):
-    """The DDP test's set; for the anchor's case one that never shows class 3."""
+# The DDP test's cases: the paper's recipe, the absent-class anchor (on a set that never
+# shows class 3) and the anchor on every class (anchor_max_images).
+ANCHOR_CASES = {"paper": {}, "absent_class_anchor": {"anchor_absent": 5.0},
+                "every_class_anchor": {"anchor_absent": 5.0, "anchor_max_images": 12}}
+
+
+def ddp_data(case: str):
+    """The DDP test's set; for the absent-class anchor one that never shows class 3."""
     data = random_data(12, 3)
-    if anchored:
+    if case == "absent_class_anchor":
         for it in data:
             it["label"][it["label"] == 3] = 2
     return data
 
 
-def ddp_plan(cfg, anchored: bool):
-    return tiny_plan(cfg, stage1_iters=1, **({"anchor_absent": 5.0} if anchored else {}))
+def ddp_plan(cfg, case: str):
+    return tiny_plan(cfg, stage1_iters=1, **ANCHOR_CASES[case])
 
 
-def _ddp_worker(rank: int, world: int, init: str, out: str, anchored: bool) -> None:
+def _ddp_worker(rank: int, world: int, init: str, out: str, case: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         cfg = tiny_cfg()
-        plan = ddp_plan(cfg, anchored)
-        train_oasis(plan, ddp_data(anchored), cfg, 2, seed=5)
+        plan = ddp_plan(cfg, case)
+        train_oasis(plan, ddp_data(case), cfg, 2, seed=5)
         torch.save(_grads_and_params(plan), f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -152,18 +158,19 @@ def _grads_and_params(plan):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("anchored", [False, True], ids=["paper", "absent_class_anchor"])
-def test_ddp_two_gloo_processes_match_single_process(tmp_path, anchored):
+@pytest.mark.parametrize("case", list(ANCHOR_CASES))
+def test_ddp_two_gloo_processes_match_single_process(tmp_path, case):
     """Same global batch of 4: grads (batch-norm and class-balancing statistics all-reduced)
     and parameters after 2 steps (stage switch included) match one process; with the
-    absent-class anchor too (its probes and pixel count span the ranks)."""
+    anchor too, on the absent classes or on every class (its probes and pixel count span the
+    ranks)."""
     torch.set_num_threads(1)
     init = f"file://{tmp_path}/rendezvous"
-    mp.spawn(_ddp_worker, args=(2, init, str(tmp_path), anchored), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, init, str(tmp_path), case), nprocs=2, join=True)
     cfg = tiny_cfg()
-    plan = ddp_plan(cfg, anchored)
-    state = train_oasis(plan, ddp_data(anchored), cfg, 2, seed=5, report_every=1)
-    assert ("g_anchor" in state.history[-1]) == anchored
+    plan = ddp_plan(cfg, case)
+    state = train_oasis(plan, ddp_data(case), cfg, 2, seed=5, report_every=1)
+    assert ("g_anchor" in state.history[-1]) == (case != "paper")
     single = _grads_and_params(plan)
     checked = 0
     for rank in (0, 1):
