@@ -65,6 +65,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
                     PAPER),
     "anchor_all30": ({"d_warmup": 0, "anchor_absent": 30.0, "anchor_max_images": 10**6}, {},
                      PAPER),
+    # the anchor on the classes shown by one image at most (a set made with --rare-images 1)
+    "anchor_once30": ({"d_warmup": 0, "anchor_absent": 30.0, "anchor_max_images": 1}, {},
+                      PAPER),
     "defaults": ({}, {}, {}),   # whatever the library does now
 }
 TRIAL = {"lr_g": 1e-4, "lr_d": 4e-4, "batch_size": 8, "lambda_labelmix": 10.0}
