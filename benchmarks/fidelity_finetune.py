@@ -149,18 +149,17 @@ def main() -> int:
                    help="also score against the few-shot set itself (memorisation check)")
     args = p.parse_args()
     rare = args.rare.split(",") if args.rare else None
+    shown = args.rare_shown.split(",") if args.rare_shown else None
     if args.plot_only:
         if args.pathways:
             plot_pathways(args.out, args.pathways, args.select, args.sizes)
         if args.size_plot:
             plot_sizes(args.out, args.size_plot, args.select, args.sizes)
         if args.rare_plot:
-            plot_rare(args.out, args.rare_plot, args.select, args.sizes, rare,
-                      args.rare_shown.split(",") if args.rare_shown else None)
+            plot_rare(args.out, args.rare_plot, args.select, args.sizes, rare, shown)
         if args.pool_seeds:
             return plot_pooled(args.out, args.plot, args.select, not args.no_floor,
-                               args.sizes,
-                               args.rare_shown.split(",") if args.rare_shown else None)
+                               args.sizes, shown)
         if (args.pathways or args.size_plot or args.rare_plot) and not args.plot:
             return 0
         return plot(args.out, args.plot, args.select, not args.no_floor, args.sizes)

@@ -41,9 +41,7 @@ def _read(path: Path, select: str | None, sizes: str | None = None,
         rows = [r for r in rows if f"{r['variant']}/{r['affinity']}" in select.split(",")]
     if sizes:
         rows = [r for r in rows if r["size"] in {int(x) for x in sizes.split(",")}]
-    if shown is not None:
-        rows = [r for r in rows if set_kind(r) in shown]
-    return rows
+    return of_kinds(rows, shown)
 
 
 def _references(rows: list[dict]) -> dict:
@@ -275,6 +273,11 @@ def set_kind(row: dict) -> str:
     return str(row["rare"]["per_class"]) if "rare" in row else HARNESS_SET
 
 
+def of_kinds(rows: list[dict], shown: list[str] | None) -> list[dict]:
+    """The rows whose few-shot set is of one of the kinds `shown` (`set_kind`; None: all)."""
+    return rows if shown is None else [r for r in rows if set_kind(r) in shown]
+
+
 def rare_frame(rows: list[dict], classes: list[str] | None = None,
                shown: list[str] | None = None) -> pd.DataFrame:
     """One row per (run, evaluation) of the runs with rare classes: their group (as in
@@ -284,8 +287,7 @@ def rare_frame(rows: list[dict], classes: list[str] | None = None,
     rare classes in that many images each ("0", "1", ...; HARNESS_SET: the harness's set)."""
     import pandas as pd
 
-    kept = [r for r in rows if ("rare" in r or classes)
-            and (shown is None or set_kind(r) in shown)]
+    kept = [r for r in of_kinds(rows, shown) if "rare" in r or classes]
     if not kept:
         raise SystemExit("no run with rare classes (run with --rare, or pass --rare to "
                          "read the harness's runs)")

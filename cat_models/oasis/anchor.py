@@ -29,6 +29,8 @@ draws come from the step's seeded generator for the global batch, after everythi
 step draws, so a run without absent classes (or with weight 0) is the paper's recipe bit for
 bit. The mean is over the global batch's relabelled pixels (their count is summed over DDP
 ranks). The absent classes are read from the training set once (`fit`), before the first step.
+With `max_images` k > 0 the same guard covers the classes at most k images show (k >= the
+set's size: every class); a probe then never relabels a class as itself.
 Because maps and probes share one forward, G's batch-norm statistics (and the EMA's, copied
 from G) span both. Checkpoints keep the frozen copy's buffers (`state_dict`), so a resumed
 run repeats the next step exactly.
@@ -80,7 +82,7 @@ def present_classes(data: Sequence[dict], num_classes: int) -> np.ndarray:
 
 
 class AbsentClassAnchor:
-    """Holds the frozen start generator, the absent label values and the weight."""
+    """Holds the frozen start generator, the anchored label values and the weight."""
 
     def __init__(self, generator: nn.Module, weight: float, max_images: int = 0) -> None:
         if weight < 0:
@@ -121,7 +123,7 @@ class AbsentClassAnchor:
             self.start.load_state_dict(state)
 
     def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
-        """[batch, 2] uniforms in [0, 1): which shown class, which absent class, per map."""
+        """[batch, 2] uniforms in [0, 1): which shown class, which anchored class, per map."""
         return torch.rand(batch, 2, generator=gen)
 
     def probe(self, labels: torch.Tensor, draws: torch.Tensor
