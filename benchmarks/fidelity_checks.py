@@ -25,7 +25,10 @@ and prints, per size, mean ± std over seeds of FID, KID×10³ and mIoU for each
         [--cat cat-combination] [--random no-cat] [--free-cat cat-combination] \\
         [--free-random cat-random] [--more-finetuned DIR …] [--json OUT.json]
     python benchmarks/fidelity_checks.py --rows RUNS.jsonl … [--cat-rows RERUN.jsonl …] \\
-        [--json OUT.json]
+        [--at ITERATION | --window] [--json OUT.json]
+
+`--at N` reads the finetuned runs at iteration N instead of their last evaluation; `--window`
+prints check (a) at every evaluation the runs share (is there a budget where it holds?).
 """
 
 from __future__ import annotations
@@ -89,9 +92,12 @@ ROW_ROLES = {"cat": ("combination", False), "random": ("random", False),
              "free_cat": ("combination", True), "free_random": ("random", True)}
 
 
-def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None) -> pd.DataFrame:
+def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None,
+                 at: int | None = None) -> pd.DataFrame:
     """`summary` of `fidelity_finetune.py` rows: the combination's and random A's last
-    evaluation (finetuned) and their training-free one (iteration -1), per size, over seeds.
+    evaluation (finetuned; with `at`, their evaluation at iteration `at` instead: the checks
+    as a shorter budget would have left them) and their training-free one (iteration -1), per
+    size, over seeds.
     The files must hold one experiment (target, source, variant, FreezeD depth): the checks
     compare like with like. `cat_paths`: CAT's rows (training-free and finetuned) come from
     these files instead, e.g. a rerun of the combination with another matrix; their variant
@@ -125,6 +131,15 @@ def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None) -> pd.D
             raise SystemExit(f"{where}: no {affinity!r} rows (affinities there: "
                              f"{sorted(frame.affinity.unique())})")
         last = runs.groupby(["target_size", "seed"])["iteration"].transform("max")
+        if not free and at is not None:
+            evaluated = runs.groupby(["target_size", "seed"])["iteration"].agg(set)
+            missing = [key for key, its in evaluated.items() if at not in its]
+            if missing:
+                size, seed = missing[0]
+                raise SystemExit(f"{where}: the {affinity!r} run of size {size}, seed {seed} "
+                                 f"was not evaluated at iteration {at} (it was at "
+                                 f"{sorted(i for i in evaluated[missing[0]] if i >= 0)})")
+            last = at
         pick = runs[runs.iteration == (-1 if free else last)]
         parts.append(pick.assign(method=role))
     picked = pd.concat(parts, ignore_index=True)
@@ -168,6 +183,52 @@ def checks(table: pd.DataFrame) -> dict:
                 "random_first_above_last": bool(rand_fid[0] > rand_fid[-1]),
                 "cat_gain": gain, "gain_larger_at_smallest": bool(gain[sizes[0]] > gain[sizes[-1]])}
     return out
+
+
+def common_evaluations(paths: list[Path], cat_paths: list[Path] | None = None) -> list[int]:
+    """The finetuning iterations (> 0) at which every run in these files was evaluated."""
+    import fidelity_plots as ff
+
+    rows = [json.loads(line) for p in [*paths, *(cat_paths or [])]
+            for line in p.read_text().splitlines() if line.strip()]
+    frame = ff.seed_frame(rows)
+    per_run = frame[frame.iteration > 0].groupby(
+        [*ff.group_columns(frame), "seed"], dropna=False)["iteration"].agg(set)
+    return sorted(set.intersection(*per_run)) if len(per_run) else []
+
+
+def window(paths: list[Path], cat_paths: list[Path] | None = None) -> pd.DataFrame:
+    """Check (a) at every evaluation the runs share, as if training had stopped there: per
+    iteration and size, how many of the three metrics CAT wins with the intervals apart
+    against its training-free start and against random A, and whether (a) holds in full."""
+    out = []
+    for it in common_evaluations(paths, cat_paths):
+        result = checks(rows_summary(paths, cat_paths, at=it))
+        for size, per_metric in result["a"].items():
+            free = sum(v["vs_training_free"] for v in per_metric.values())
+            rand = sum(v["vs_random"] for v in per_metric.values())
+            out.append({"iteration": it, "size": size, "vs_training_free": free,
+                        "vs_random": rand, "of": len(per_metric),
+                        "holds": free == rand == len(per_metric),
+                        "cat_gain_fid": result["b"]["cat_gain"][size]})
+    return pd.DataFrame(out)
+
+
+def window_markdown(frame: pd.DataFrame) -> str:
+    """`window` as a table: one row per iteration, per size "t/r" = metrics won with the
+    intervals apart against training-free CAT / random A (of three), ✓ where (a) holds."""
+    sizes = sorted(frame["size"].unique())
+    lines = ["| iteration | " + " | ".join(f"size {s}" for s in sizes) + " |",
+             "|---:|" + "---|" * len(sizes)]
+    for it, part in frame.groupby("iteration"):
+        cells = []
+        for s in sizes:
+            r = part[part["size"] == s].iloc[0]
+            mark = " ✓" if r["holds"] else ""
+            cells.append(f"{r['vs_training_free']}/{r['vs_random']}{mark} "
+                         f"({r['cat_gain_fid']:+.1f})")
+        lines.append(f"| {it} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def verdicts(result: dict) -> str:
@@ -219,12 +280,29 @@ def main() -> None:
     ap.add_argument("--random", default="no-cat")
     ap.add_argument("--free-cat", default="cat-combination")
     ap.add_argument("--free-random", default="cat-random")
+    ap.add_argument("--at", type=int,
+                    help="with --rows: the finetuned runs' evaluation at this iteration "
+                         "instead of their last (the checks as that budget would leave them)")
+    ap.add_argument("--window", action="store_true",
+                    help="with --rows: check (a) at every evaluation the runs share, one "
+                         "table row per iteration: is there a budget where it holds?")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if bool(args.rows) == bool(args.finetuned and args.training_free):
         ap.error("give either FINETUNED and TRAINING_FREE study folders or --rows FILES")
+    if (args.at is not None or args.window) and not args.rows:
+        ap.error("--at and --window read --rows files")
+    if args.window:
+        frame = window(args.rows, args.cat_rows)
+        print("Check (a) by iteration: per size, metrics (of FID, KID, mIoU) CAT wins with "
+              "the ±1 std intervals apart against training-free CAT / random A, ✓ where "
+              "(a) holds in full, (CAT's FID gain over random A)\n")
+        print(window_markdown(frame))
+        if args.json:
+            args.json.write_text(json.dumps(frame.to_dict("records"), indent=1, default=str))
+        return
     if args.rows:
-        table = rows_summary(args.rows, args.cat_rows)
+        table = rows_summary(args.rows, args.cat_rows, args.at)
     else:
         table = pd.concat([summary([args.finetuned, *args.more_finetuned],
                                    {"cat": args.cat, "random": args.random}),

@@ -100,7 +100,8 @@ def main() -> int:
     p.add_argument("--rare-images", type=int, default=1,
                    help="with --rare: images per rare class (0: the set never shows them)")
     p.add_argument("--ranking", help="the combination's tie-break order, best first (e.g. "
-                   "segmentation,text,features); default: by training-free FID on the test set")
+                   "segmentation,text,features); default: the harness's, by training-free FID "
+                   "on the few-shot set")
     p.add_argument("--variants", default="paper,fixed")
     p.add_argument("--affinities", default="combination,random")
     p.add_argument("--iterations", type=int, default=300)

@@ -162,3 +162,60 @@ def test_cat_rows_replace_the_combination_and_keep_random_a(fc, tmp_path):
                          source_iterations=1500)
     with pytest.raises(SystemExit, match="more than one experiment"):
         fc.rows_summary([rows], [other_source])
+
+
+def _budget_runs() -> list[tuple]:
+    """Three seeds at sizes 25 and 400: at 300 iterations CAT beats its start and random A on
+    every metric with the intervals apart; at 600 random A has caught up (and at 400 passed)."""
+    runs = []
+    for seed, j in enumerate((-1.0, 0.0, 1.0)):
+        for size in (25, 400):
+            runs.append(("combination", size, seed,
+                         [(-1, 200.0 + j, 0.10, 0.60), (300, 180.0 + j, 0.08, 0.75 + j / 100),
+                          (600, 175.0 + j, 0.07, 0.78 + j / 100)]))
+            late = 176.0 if size == 25 else 160.0
+            runs.append(("random", size, seed,
+                         [(-1, 300.0 + j, 0.30, 0.02), (300, 230.0 + j, 0.15, 0.40),
+                          (600, late + 3 * j, 0.07, 0.78)]))
+    return runs
+
+
+def test_at_reads_the_runs_at_a_shorter_budget(fc, tmp_path):
+    rows = _rows(tmp_path / "r.jsonl", _budget_runs())
+
+    def fid(table, role, size):
+        return table[(table.role == role) & (table["size"] == size)
+                     & (table.metric == "FID")]["mean"].item()
+
+    at300, last = fc.rows_summary([rows], at=300), fc.rows_summary([rows])
+    assert (fid(at300, "cat", 25), fid(at300, "random", 400)) == (180.0, 230.0)
+    assert (fid(last, "cat", 25), fid(last, "random", 400)) == (175.0, 160.0)
+    assert fid(at300, "free_cat", 25) == fid(last, "free_cat", 25) == 200.0   # still -1
+    with pytest.raises(SystemExit, match=r"size 25, seed 0 was not evaluated at iteration 450 "
+                                         r"\(it was at \[300, 600\]\)"):
+        fc.rows_summary([rows], at=450)
+
+
+def test_window_marks_the_budgets_where_check_a_holds(fc, tmp_path):
+    rows = _rows(tmp_path / "r.jsonl", _budget_runs())
+    frame = fc.window([rows])
+    assert frame["iteration"].unique().tolist() == [300, 600]      # -1 is not a budget
+    first = frame[frame.iteration == 300]
+    assert first["holds"].all() and (first.vs_training_free == 3).all()
+    late = frame[frame.iteration == 600].set_index("size")
+    # at 600: CAT 175 ± 1 vs random A 176 ± 3 (25) and 160 ± 3 (400): no FID win either way
+    assert not late["holds"].any() and late.loc[400, "cat_gain_fid"] == pytest.approx(-15.0)
+    assert late.loc[25, "vs_training_free"] == 3
+    table = fc.window_markdown(frame)
+    assert "| 300 | 3/3 ✓ (+50.0) | 3/3 ✓ (+50.0) |" in table
+    assert "| 600 | 3/" in table and "✓" not in table.splitlines()[-1]
+
+
+def test_window_keeps_to_the_evaluations_every_run_has(fc, tmp_path):
+    runs = _budget_runs()
+    cat_rerun = [(a, size, seed, [c for c in curve if c[0] != 600])
+                 for a, size, seed, curve in runs if a == "combination"]
+    rows = _rows(tmp_path / "r.jsonl", runs)
+    cat = _rows(tmp_path / "c.jsonl", cat_rerun, variant="paper, few-shot tie-break")
+    assert fc.common_evaluations([rows], [cat]) == [300]
+    assert fc.window([rows], [cat])["iteration"].unique().tolist() == [300]
