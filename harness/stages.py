@@ -162,10 +162,11 @@ def segmenter_inputs(study: Study, ref: DatasetRef, role: str) -> dict[str, Any]
             "batch_size": 8, "seed": 0, "widths": list(widths), "code": CODE_VERSION}
 
 
-def _segmenter_task(ref: DatasetRef, inputs: dict, out: str, cpus: float) -> str:
-    """Ray task: train the small segmenter on a full training split and save it."""
+def _segmenter_task(ref: DatasetRef, inputs: dict, out: str, cpus: float) -> dict:
+    """Ray task: train the small segmenter on a full training split and save it; its
+    `real_image_iou` on the validation split."""
     set_threads(cpus)
-    from cat_models.metrics.miou import real_image_miou
+    from cat_models.metrics.miou import real_image_iou
     from cat_models.segmenters import SmallSegmenterConfig, train_small_segmenter
 
     data = ref.open("train", augment=False)
@@ -174,7 +175,17 @@ def _segmenter_task(ref: DatasetRef, inputs: dict, out: str, cpus: float) -> str
                                   batch_size=inputs["batch_size"], seed=inputs["seed"],
                                   config=config, progress=True)
     model.save(out)
-    return real_image_miou(model, ref.open("val"))
+    return real_image_iou(model, ref.open("val"))
+
+
+WEAK_CLASS_IOU = 0.5   # below this IoU on real images a class cannot be judged in samples
+
+
+def weak_classes(per_class_iou: dict[str, float]) -> list[tuple[str, float]]:
+    """(class, IoU) of the classes a segmenter scores below `WEAK_CLASS_IOU` on real images,
+    worst first."""
+    return sorted(((n, v) for n, v in per_class_iou.items() if v < WEAK_CLASS_IOU),
+                  key=lambda item: item[1])
 
 
 def stage_segmenter(study: Study, ref: DatasetRef, role: str, runner: StageRunner,
@@ -188,12 +199,19 @@ def stage_segmenter(study: Study, ref: DatasetRef, role: str, runner: StageRunne
     def build(out: Path) -> None:
         log(f"[stage] segmenter-{role}: training on the full {role} training split "
             f"({inputs['iterations']} iterations) as a Ray task")
-        score = common.run_task(_segmenter_task, ref, inputs, str(out / "segmenter.pt"), cpus,
-                                cpus=cpus, name=f"segmenter-{role}")
-        (out / "real_miou.json").write_text(json.dumps({"val_miou": score}))
+        real = common.run_task(_segmenter_task, ref, inputs, str(out / "segmenter.pt"), cpus,
+                               cpus=cpus, name=f"segmenter-{role}")
+        score = real["miou"]
+        (out / "real_miou.json").write_text(json.dumps({"val_miou": score,
+                                                        "val_iou": real["per_class_iou"]}))
         log(f"[stage] segmenter-{role}: mIoU on real {role} validation images {score:.1%}"
             + ("  (below 70%: mIoU of generated images will mean little; train longer "
                "with evaluation.segmenter_iterations)" if score < 0.7 else ""))
+        weak = weak_classes(real["per_class_iou"])
+        if weak:
+            log(f"[stage] segmenter-{role}: classes it scores below {WEAK_CLASS_IOU:.0%} IoU "
+                "on real images, whose IoU in generated images means little: "
+                + ", ".join(f"{name} {iou:.0%}" for name, iou in weak))
 
     folder = runner.stage(f"segmenter-{role}", inputs, build)
     return None if folder is None else str(folder / "segmenter.pt")

@@ -37,7 +37,7 @@ from cat_models.metrics.miou import (
     iou_from_confusion,
     label_lut,
     mean_iou,
-    real_image_miou,
+    real_image_iou,
     segmenter_confusion,
 )
 from cat_models.metrics.real_stats import real_statistics
@@ -88,7 +88,9 @@ class Evaluator:
         miou_real (when `eval_labels` is a dataset with images): the segmenter's mIoU on the
             real images of the same `n_samples` items (image and label map read together, so
             an augmenting dataset stays paired), the reference `miou` is read against
-            (computed once);
+            (computed once); per_class_iou_real: its per-class IoU there, the reference of
+            `per_class_iou` (a class the segmenter misses on real images cannot be judged
+            in samples either);
         feature_net, segmenter, n_samples, n_real, eval_time_s: provenance.
     """
 
@@ -121,10 +123,15 @@ class Evaluator:
         # the real images of the evaluated label maps, cycled as `self.labels` are
         self.reference = ({} if isinstance(eval_labels, torch.Tensor)
                           or "image" not in eval_labels[0] else
-                          {"miou_real": real_image_miou(
-                              segmenter, eval_labels,
+                          self._real_reference(eval_labels, batch_size))
+
+    def _real_reference(self, eval_labels: Any, batch_size: int) -> dict:
+        """miou_real and per_class_iou_real: the segmenter on the real images of the
+        evaluated label maps, cycled as `self.labels` are."""
+        real = real_image_iou(self.segmenter, eval_labels,
                               [i % len(eval_labels) for i in range(self.n_samples)], self.lut,
-                              batch_size)})
+                              batch_size)
+        return {"miou_real": real["miou"], "per_class_iou_real": real["per_class_iou"]}
 
     def _floor(self, real_dataset: Any, floor_dataset: Any, max_real_images: int | None,
                cache_dir: str | Path | None, progress: bool) -> dict:

@@ -98,6 +98,24 @@ def test_model_stages_are_reused(tiny_artifacts, harness_cache, tmp_path, monkey
     assert again.eval_segmenter == art.eval_segmenter and again.subsets == art.subsets
 
 
+def test_segmenter_stage_keeps_its_real_image_iou_per_class(tiny_artifacts):
+    from cat_models.segmenters import load_segmenter
+
+    _, art = tiny_artifacts
+    real = json.loads((Path(art.eval_segmenter).parent / "real_miou.json").read_text())
+    per_class = real["val_iou"]
+    # named by the segmenter's classes; their mean is the stage's mIoU
+    assert per_class and set(per_class) <= set(load_segmenter(art.eval_segmenter).class_names)
+    assert all(0.0 <= v <= 1.0 for v in per_class.values())
+    assert real["val_miou"] == pytest.approx(sum(per_class.values()) / len(per_class))
+
+
+def test_weak_classes_are_those_below_the_bar_worst_first():
+    scores = {"sky": 0.98, "automobile": 0.10, "house": 0.49, "lawn": 0.5}
+    assert stages.weak_classes(scores) == [("automobile", 0.10), ("house", 0.49)]
+    assert stages.weak_classes({"sky": 0.9}) == []
+
+
 @pytest.mark.slow
 def test_affinities_per_few_shot_set_and_their_plan(tiny_artifacts, harness_cache, tmp_path,
                                                    monkeypatch):

@@ -164,11 +164,19 @@ def test_miou_real_is_the_segmenter_on_the_real_images_of_the_same_label_maps(
     wrong = confused.evaluate(lambda lab: paint(swap[lab]))
     cycled = labels.repeat(2, 1, 1)[:8]
     predicted = torch.where(cycled == 2, 1, cycled)
-    expected = miou(predicted, cycled, 4, PaletteSegmenter.class_names)["miou"]
+    scores = miou(predicted, cycled, 4, PaletteSegmenter.class_names)
+    expected = scores["miou"]
     assert reproduced["miou_real"] == pytest.approx(expected) and expected < 0.8
+    # per class: the confused segmenter loses "x" (all called "w") on the real images too
+    assert reproduced["per_class_iou_real"] == pytest.approx(scores["per_class_iou"])
+    assert reproduced["per_class_iou_real"]["x"] == 0.0
+    assert reproduced["per_class_iou_real"]["y"] == 1.0
+    assert set(oracle.evaluate(paint)["per_class_iou_real"].values()) == {1.0}
     assert reproduced["miou"] == pytest.approx(reproduced["miou_real"])
     assert wrong["miou_real"] == reproduced["miou_real"] > wrong["miou"]
     # label maps without images have no real-image reference
+    assert "per_class_iou_real" not in Evaluator(real, labels, PaletteSegmenter(), feature_net,
+                                                 cache_dir=tmp_path).evaluate(paint)
     assert "miou_real" not in Evaluator(real, labels, PaletteSegmenter(), feature_net,
                                         cache_dir=tmp_path).evaluate(paint)
 
