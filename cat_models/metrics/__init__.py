@@ -20,7 +20,7 @@ _EXPORTS = {
     ),
     "cat_models.metrics.miou": (
         "confusion_matrix", "iou_from_confusion", "label_lut", "mean_iou", "miou",
-        "real_image_iou", "real_image_miou", "segmenter_confusion",
+        "real_image_iou", "real_image_miou", "scores_from_confusion", "segmenter_confusion",
     ),
     "cat_models.metrics.real_stats": ("load_stats", "real_statistics", "stats_path"),
 }

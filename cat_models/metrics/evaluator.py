@@ -34,10 +34,9 @@ from cat_models.metrics.fid import (
     kid_with_std,
 )
 from cat_models.metrics.miou import (
-    iou_from_confusion,
     label_lut,
-    mean_iou,
     real_image_iou,
+    scores_from_confusion,
     segmenter_confusion,
 )
 from cat_models.metrics.real_stats import real_statistics
@@ -164,17 +163,16 @@ class Evaluator:
                 c = segmenter_confusion(self.segmenter, images, batch, self.lut)
                 confusion = c if confusion is None else confusion + c
         gen = np.concatenate(feats)
-        ious = iou_from_confusion(confusion)
+        seg = scores_from_confusion(confusion, self.segmenter.class_names)
         kid, kid_std = kid_with_std(gen, self.real, seed=self.seed)
         return {
             "fid": fid_from_features(gen, self.real),
             "kid": kid,
             "kid_std": kid_std,
             **self.floor,
-            "miou": mean_iou(ious),
+            "miou": seg["miou"],
             **self.reference,
-            "per_class_iou": {self.segmenter.class_names[k]: float(v)
-                              for k, v in enumerate(ious) if not np.isnan(v)},
+            "per_class_iou": seg["per_class_iou"],
             "feature_net": self.net.identifier,
             "segmenter": self.segmenter.identifier,
             "n_samples": self.n_samples,

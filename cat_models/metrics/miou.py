@@ -61,11 +61,18 @@ def miou(predicted: torch.Tensor, target: torch.Tensor, num_classes: int,
 
     Absent classes are not in `per_class_iou`. Names default to "1".."N".
     """
-    ious = iou_from_confusion(confusion_matrix(predicted, target, num_classes))
     names = list(class_names) if class_names is not None else [str(k + 1) for k in
                                                                  range(num_classes)]
+    return scores_from_confusion(confusion_matrix(predicted, target, num_classes), names)
+
+
+def scores_from_confusion(confusion: np.ndarray, class_names: Sequence[str]) -> dict:
+    """{"miou": float, "per_class_iou": {name: iou}} of an accumulated confusion matrix whose
+    labels 1..N are `class_names`; classes without an IoU are left out of both."""
+    ious = iou_from_confusion(confusion)
     return {"miou": mean_iou(ious),
-            "per_class_iou": {names[k]: float(v) for k, v in enumerate(ious) if not np.isnan(v)}}
+            "per_class_iou": {class_names[k]: float(v) for k, v in enumerate(ious)
+                              if not np.isnan(v)}}
 
 
 def label_lut(dataset_names: Sequence[str], segmenter_names: Sequence[str]) -> torch.Tensor:
@@ -117,10 +124,7 @@ def real_image_iou(segmenter: Any, dataset: Any, indices: Sequence[int] | None =
             labels = torch.stack([torch.as_tensor(it["label"]) for it in items])
             c = segmenter_confusion(segmenter, images, labels, lut)
             confusion = c if confusion is None else confusion + c
-    ious = iou_from_confusion(confusion)
-    return {"miou": mean_iou(ious),
-            "per_class_iou": {segmenter.class_names[k]: float(v) for k, v in enumerate(ious)
-                              if not np.isnan(v)}}
+    return scores_from_confusion(confusion, segmenter.class_names)
 
 
 def real_image_miou(segmenter: Any, dataset: Any, indices: Sequence[int] | None = None,
