@@ -92,16 +92,13 @@ ROW_ROLES = {"cat": ("combination", False), "random": ("random", False),
              "free_cat": ("combination", True), "free_random": ("random", True)}
 
 
-def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None,
-                 at: int | None = None) -> pd.DataFrame:
-    """`summary` of `fidelity_finetune.py` rows: the combination's and random A's last
-    evaluation (finetuned; with `at`, their evaluation at iteration `at` instead: the checks
-    as a shorter budget would have left them) and their training-free one (iteration -1), per
-    size, over seeds.
-    The files must hold one experiment (target, source, variant, FreezeD depth): the checks
-    compare like with like. `cat_paths`: CAT's rows (training-free and finetuned) come from
-    these files instead, e.g. a rerun of the combination with another matrix; their variant
-    may differ, the rest of the setting may not."""
+def rows_frame(paths: list[Path], cat_paths: list[Path] | None = None
+               ) -> tuple[pd.DataFrame, str]:
+    """The `fidelity_finetune.py` rows of these files as one frame (`seed_frame`), with the
+    files' names for messages. The files must hold one experiment (target, source, variant,
+    FreezeD depth): the checks compare like with like. `cat_paths`: CAT's rows (training-free
+    and finetuned) come from these files instead, e.g. a rerun of the combination with another
+    matrix; their variant may differ, the rest of the setting may not."""
     import fidelity_plots as ff  # a sibling module (benchmarks/ is on the path)
 
     def read(files: list[Path]) -> pd.DataFrame:
@@ -124,6 +121,20 @@ def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None,
     if len(kinds) > 1:
         raise SystemExit(f"{where}: rows of more than one experiment "
                          f"({', '.join(setting)}): {kinds.values.tolist()}; pass one")
+    return frame, where
+
+
+def rows_summary(paths: list[Path], cat_paths: list[Path] | None = None,
+                 at: int | None = None) -> pd.DataFrame:
+    """`summary` of `fidelity_finetune.py` rows (`rows_frame`): the combination's and random
+    A's last evaluation (finetuned; with `at`, their evaluation at iteration `at` instead: the
+    checks as a shorter budget would have left them) and their training-free one (iteration
+    -1), per size, over seeds."""
+    return frame_summary(*rows_frame(paths, cat_paths), at)
+
+
+def frame_summary(frame: pd.DataFrame, where: str, at: int | None = None) -> pd.DataFrame:
+    """`rows_summary` of a frame `rows_frame` read."""
     parts = []
     for role, (affinity, free) in ROW_ROLES.items():
         runs = frame[frame.affinity == affinity]
@@ -186,12 +197,14 @@ def checks(table: pd.DataFrame) -> dict:
 
 
 def common_evaluations(paths: list[Path], cat_paths: list[Path] | None = None) -> list[int]:
-    """The finetuning iterations (> 0) at which every run in these files was evaluated."""
+    """The finetuning iterations (> 0) at which every run the checks read was evaluated."""
+    return frame_evaluations(rows_frame(paths, cat_paths)[0])
+
+
+def frame_evaluations(frame: pd.DataFrame) -> list[int]:
+    """`common_evaluations` of a frame `rows_frame` read."""
     import fidelity_plots as ff
 
-    rows = [json.loads(line) for p in [*paths, *(cat_paths or [])]
-            for line in p.read_text().splitlines() if line.strip()]
-    frame = ff.seed_frame(rows)
     per_run = frame[frame.iteration > 0].groupby(
         [*ff.group_columns(frame), "seed"], dropna=False)["iteration"].agg(set)
     return sorted(set.intersection(*per_run)) if len(per_run) else []
@@ -200,10 +213,12 @@ def common_evaluations(paths: list[Path], cat_paths: list[Path] | None = None) -
 def window(paths: list[Path], cat_paths: list[Path] | None = None) -> pd.DataFrame:
     """Check (a) at every evaluation the runs share, as if training had stopped there: per
     iteration and size, how many of the three metrics CAT wins with the intervals apart
-    against its training-free start and against random A, and whether (a) holds in full."""
+    against its training-free start and against random A, and whether (a) holds in full.
+    The files are read once."""
+    frame, where = rows_frame(paths, cat_paths)
     out = []
-    for it in common_evaluations(paths, cat_paths):
-        result = checks(rows_summary(paths, cat_paths, at=it))
+    for it in frame_evaluations(frame):
+        result = checks(frame_summary(frame, where, at=it))
         for size, per_metric in result["a"].items():
             free = sum(v["vs_training_free"] for v in per_metric.values())
             rand = sum(v["vs_random"] for v in per_metric.values())
