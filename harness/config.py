@@ -57,6 +57,7 @@ __all__ = [
     "Strict",
     "Study",
     "StudyError",
+    "SubsetSpec",
     "TextBackend",
     "TimmFeatures",
     "TrainingSpec",
@@ -110,8 +111,49 @@ class SourceSpec(Strict):
     pretrain: PretrainSpec = PretrainSpec()
 
 
+def subset_samplers() -> list[str]:
+    """Few-shot samplers a study may name: `cat_models.data.subsets.SAMPLERS`."""
+    from cat_models.data.subsets import SAMPLERS
+
+    return list(SAMPLERS)
+
+
+class SubsetSpec(Strict):
+    """How the few-shot sets are drawn from the target's training split.
+
+    `kl_greedy` (default) is the paper's sampler; `random` keeps the pool's class frequencies
+    (a long-tailed pool stays long-tailed); `rare_classes` is the long-tail probe: each class in
+    `rare_classes` (target class names) is shown by exactly `rare_images` images (0: never) and
+    the rest of the set is drawn as `kl_greedy` draws it.
+    """
+
+    sampler: str = "kl_greedy"
+    rare_classes: list[str] = Field(default_factory=list)
+    rare_images: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, v: str) -> str:
+        return known_name(v, subset_samplers(), "few-shot sampler")
+
+    @model_validator(mode="after")
+    def _rare_only_where_used(self) -> SubsetSpec:
+        from cat_models.data.subsets import TAKES_RARE
+
+        takes = self.sampler in TAKES_RARE
+        if takes and not self.rare_classes:
+            raise ValueError(f"sampler {self.sampler!r} needs `rare_classes` (target class names)")
+        if not takes and (self.rare_classes or self.rare_images):
+            raise ValueError(f"`rare_classes` / `rare_images` are read by the samplers "
+                             f"{list(TAKES_RARE)} only, not by {self.sampler!r}")
+        if len(set(self.rare_classes)) != len(self.rare_classes):
+            raise ValueError(f"rare_classes: {self.rare_classes} names a class twice")
+        return self
+
+
 class TargetSpec(Strict):
     dataset: DatasetSpec = DatasetSpec(kind="synthetic_target")
+    subset: SubsetSpec = SubsetSpec()
 
 
 # ----------------------------------------------------------------------------- methods

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from cat_models.data import DatasetError, kl_greedy_subset, load_subset, save_subset
+from cat_models.data import DatasetError, load_subset, sample_subset, save_subset
 from cat_models.data.synthetic_domains import domain_root
 from harness.cache import StageRunner
-from harness.config import DatasetSpec, Study, StudyError
+from harness.config import DatasetSpec, Study, StudyError, SubsetSpec
 
 if TYPE_CHECKING:   # the dataset module imports torch: imported where a dataset is opened
     from cat_models.data import SegmentationDataset
@@ -93,8 +93,22 @@ def stage_datasets(study: Study, cache: Path, origin: str,
 
 
 def subset_inputs(study: Study, target: DatasetRef) -> dict:
-    return {"ref": target.__dict__, "sizes": sorted(study.target_sizes),
-            "seeds": sorted(study.seeds)}
+    inputs = {"ref": target.__dict__, "sizes": sorted(study.target_sizes),
+              "seeds": sorted(study.seeds)}
+    if study.target.subset != SubsetSpec():    # the default keeps the keys of earlier caches
+        inputs["subset"] = study.target.subset.model_dump()
+    return inputs
+
+
+def rare_class_ids(study: Study, class_names: list[str], origin: str, where: str) -> list[int]:
+    """Label ids (1..N, as in the label maps) of `target.subset.rare_classes` among the target's
+    `class_names`; an unknown name is a StudyError naming the field and the known classes."""
+    rare = study.target.subset.rare_classes
+    unknown = [c for c in rare if c not in class_names]
+    if unknown:
+        raise StudyError(f"{origin}: target.subset.rare_classes: {unknown} are not classes of "
+                         f"{where}; its classes: {class_names}")
+    return [class_names.index(c) + 1 for c in rare]
 
 
 def few_shot_sets(study: Study) -> list[FewShotSet]:
@@ -116,13 +130,20 @@ def stage_subsets(study: Study, target: DatasetRef, cache: Path, origin: str,
         if too_big:
             raise StudyError(f"{origin}: target_sizes: {too_big} exceed the {len(pool)} images "
                              f"of the target training split ({target.root})")
+        spec = study.target.subset
+        rare = rare_class_ids(study, pool.class_names, origin, f"the target ({target.root})")
         hist = label_histograms(pool, progress=True)
         for seed in study.seeds:
-            # greedy runs pass through every smaller size: one run per seed gives nested sets
-            order = kl_greedy_subset(hist, max(study.target_sizes), seed)
-            for size in study.target_sizes:
-                save_subset(out / f"size{size}-seed{seed}.json", order[:size],
-                            seed=seed, dataset=target.name, split="train")
+            for size in study.target_sizes:   # every sampler gives nested sets per seed
+                try:
+                    indices = sample_subset(spec.sampler, hist, size, seed, rare,
+                                            spec.rare_images)
+                except ValueError as err:
+                    raise StudyError(f"{origin}: target.subset ({spec.sampler}), size {size}, "
+                                     f"seed {seed}: {err}") from None
+                save_subset(out / f"size{size}-seed{seed}.json", indices, seed=seed,
+                            dataset=target.name, split="train", sampler=spec.sampler,
+                            rare_classes=spec.rare_classes, rare_images=spec.rare_images)
 
     folder = runner.stage("subsets", subset_inputs(study, target), build)
     if folder is None:

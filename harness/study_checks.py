@@ -13,6 +13,7 @@ from harness.schema_search import Choice, Grid, IntRange
 def check_study(study: Study, origin: str) -> None:
     """Every check below, in order."""
     check_sizes(study, origin)
+    check_rare_classes(study, origin)
     check_freeze_d(study, origin)
     check_augment_policies(study, origin)
 
@@ -88,3 +89,16 @@ def check_sizes(study: Study, origin: str) -> None:
         if too_big:
             raise StudyError(f"{origin}: target_sizes: {too_big} exceed the {pool} images of the "
                              "embedded target's training split (benchmark.n_target)")
+
+
+def check_rare_classes(study: Study, origin: str) -> None:
+    """`target.subset.rare_classes` must be classes of the target; known before anything runs
+    for the embedded targets (a real dataset's names are checked when its subsets are drawn,
+    `harness.stages_data.rare_class_ids`)."""
+    kind = study.target.dataset.kind
+    if not study.target.subset.rare_classes or kind not in SYNTHETIC_TARGET_KINDS:
+        return
+    from cat_models.data.synthetic_domains import CLASS_NAMES
+    from harness.stages_data import rare_class_ids
+
+    rare_class_ids(study, CLASS_NAMES[kind], origin, f"the embedded target {kind!r}")

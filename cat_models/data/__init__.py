@@ -14,7 +14,7 @@ _EXPORTS = {
         "DatasetError", "packaged_class_names", "read_class_list", "read_classes_txt",
     ),
     "cat_models.data.subsets": ("kl_greedy_subset", "load_subset", "random_subset",
-                                "rare_class_subset", "save_subset"),
+                                "rare_class_subset", "sample_subset", "save_subset"),
     "cat_models.data.validation": ("DatasetCheck", "check_dataset"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

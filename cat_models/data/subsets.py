@@ -98,10 +98,48 @@ def rare_class_subset(histograms: np.ndarray, size: int, seed: int, rare: Sequen
 
 
 def random_subset(num_images: int, size: int, seed: int) -> list[int]:
-    """A uniformly random subset, for comparison with the greedy sampler."""
+    """A uniformly random subset, for comparison with the greedy sampler: the first `size` of a
+    seeded permutation, so the subsets of one seed are nested as the greedy ones are."""
     if not 1 <= size <= num_images:
         raise ValueError(f"subset size {size} must be between 1 and the pool size {num_images}")
-    return [int(i) for i in np.random.default_rng(seed).choice(num_images, size, replace=False)]
+    return [int(i) for i in np.random.default_rng(seed).permutation(num_images)[:size]]
+
+
+# ----------------------------------------------------------------------------- samplers
+def _kl_greedy(hist: np.ndarray, size: int, seed: int, rare: Sequence[int],
+               rare_images: int) -> list[int]:
+    return kl_greedy_subset(hist, size, seed)
+
+
+def _random(hist: np.ndarray, size: int, seed: int, rare: Sequence[int],
+            rare_images: int) -> list[int]:
+    return random_subset(len(hist), size, seed)
+
+
+def _rare_classes(hist: np.ndarray, size: int, seed: int, rare: Sequence[int],
+                  rare_images: int) -> list[int]:
+    return rare_class_subset(hist, size, seed, rare, rare_images)
+
+
+# The few-shot samplers a study may name (`target.subset.sampler`), each
+# (histograms, size, seed, rare class ids, rare_images) -> indices. All three give nested sets
+# for one seed: the greedy one passes through every smaller size, the random one takes a
+# prefix of one permutation, the rare-class one keeps its rare images and greedy rest.
+SAMPLERS = {
+    "kl_greedy": _kl_greedy,          # paper §4.1 (the default)
+    "random": _random,                # uniform, so the set keeps the pool's long tail
+    "rare_classes": _rare_classes,    # the long-tail probe: chosen classes in k images each
+}
+# the samplers that take `rare` classes (the others ignore them)
+TAKES_RARE = ("rare_classes",)
+
+
+def sample_subset(sampler: str, histograms: np.ndarray, size: int, seed: int,
+                  rare: Sequence[int] = (), rare_images: int = 0) -> list[int]:
+    """Indices of a few-shot set of `size` drawn by `sampler` (a `SAMPLERS` name)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown few-shot sampler {sampler!r}; expected one of {list(SAMPLERS)}")
+    return SAMPLERS[sampler](np.asarray(histograms), size, seed, rare, rare_images)
 
 
 def save_subset(path: str | Path, indices: list[int], **meta) -> Path:

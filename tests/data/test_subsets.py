@@ -12,9 +12,10 @@ from cat_models.data import (
     open_dataset,
     random_subset,
     rare_class_subset,
+    sample_subset,
     save_subset,
 )
-from cat_models.data.subsets import kl_to_uniform
+from cat_models.data.subsets import SAMPLERS, TAKES_RARE, kl_to_uniform
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,26 @@ def test_rare_class_subset_names_what_is_wrong(target_hist):
         rare_class_subset(target_hist, 25, 0, [1, 6], 1)
     with pytest.raises(ValueError, match="0 images show none of the rare classes, 24 needed"):
         rare_class_subset(target_hist, 25, 0, [1], 1)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_gives_nested_seeded_sets(target_hist, sampler):
+    """A study's sizes of one seed are nested whatever the sampler (a trial at 50 images sees
+    the 25 of the smaller trial), and the seed decides the set."""
+    rare = [6, 8] if sampler in TAKES_RARE else []
+    sets = {size: sample_subset(sampler, target_hist, size, 5, rare, 1) for size in (10, 25, 50)}
+    assert [len(set(s)) for s in sets.values()] == [10, 25, 50]
+    assert set(sets[10]) <= set(sets[25]) <= set(sets[50])
+    assert sets[25] == sample_subset(sampler, target_hist, 25, 5, rare, 1)
+    assert set(sets[25]) != set(sample_subset(sampler, target_hist, 25, 6, rare, 1))
+
+
+def test_samplers_differ_as_documented(target_hist):
+    greedy = sample_subset("kl_greedy", target_hist, 25, 2)
+    assert greedy == kl_greedy_subset(target_hist, 25, 2)
+    assert sample_subset("random", target_hist, 25, 2) == random_subset(len(target_hist), 25, 2)
+    rare = sample_subset("rare_classes", target_hist, 25, 2, [6, 8], 0)
+    assert rare == rare_class_subset(target_hist, 25, 2, [6, 8], 0)
+    assert (target_hist[rare][:, [6, 8]] > 0).sum() == 0 < (target_hist[greedy][:, [6, 8]] > 0).sum()
+    with pytest.raises(ValueError, match=r"unknown few-shot sampler 'kl'; expected one of \["):
+        sample_subset("kl", target_hist, 25, 2)

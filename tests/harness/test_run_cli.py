@@ -104,6 +104,14 @@ BAD_STUDIES = [
                  "unknown method 'stylegan'", id="unknown-method"),
     pytest.param({"methods": [{"affinity": "vibes"}]}, "methods.0.affinity",
                  "unknown affinity 'vibes'", id="unknown-affinity"),
+    pytest.param({"target": {"subset": {"sampler": "stratified"}}}, "target.subset.sampler",
+                 "unknown few-shot sampler 'stratified'; expected one of ['kl_greedy', ",
+                 id="unknown-sampler"),
+    pytest.param({"target": {"subset": {"sampler": "rare_classes"}}}, "target.subset",
+                 "sampler 'rare_classes' needs `rare_classes`", id="rare-sampler-without-classes"),
+    pytest.param({"target": {"subset": {"rare_classes": ["house"]}}}, "target.subset",
+                 "read by the samplers ['rare_classes'] only, not by 'kl_greedy'",
+                 id="rare-classes-for-another-sampler"),
 ]
 
 
@@ -231,6 +239,9 @@ def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
         return {"__raw__": "# nothing yet\n"}, "", "the study file is empty"
     if case == "size-larger-than-pool":
         return {**target, "target_sizes": [2, 9]}, "target_sizes", "[9] exceed the 3 images"
+    if case == "unknown-rare-class":
+        return ({"target": {"subset": {"sampler": "rare_classes", "rare_classes": ["lake"]}}},
+                "target.subset.rare_classes", "['lake'] are not classes of the embedded target")
     if case == "missing-dataset-folder":
         return ({"target": {"dataset": {"kind": "folder", "root": str(tmp / "nowhere")}}},
                 "target.dataset", "dataset root folder does not exist")
@@ -322,7 +333,8 @@ def _break(case: str, tmp: Path) -> tuple[dict, str, str]:
     raise AssertionError(case)
 
 
-BAD_INPUTS = ["yaml-syntax", "empty-file", "size-larger-than-pool", "missing-dataset-folder",
+BAD_INPUTS = ["yaml-syntax", "empty-file", "size-larger-than-pool", "unknown-rare-class",
+              "missing-dataset-folder",
               "image-without-label", "label-id-out-of-range", "unreadable-image",
               "rgb-label-png", "missing-classes-txt", "missing-checkpoint", "not-a-checkpoint",
               "wrong-architecture-checkpoint", "wrong-resolution-checkpoint",

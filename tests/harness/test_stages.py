@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import stages, stages_common
+from harness import stages, stages_common, stages_data
 from harness.cache import cached_stage, input_hash, is_cached, stage_dir
 from harness.config import StudyError, parse_study
+from harness.study_checks import check_study
 from tests.harness.conftest import merge, run_stage_tasks_inline, tiny_study
 
 DATA_STAGES = ("dataset-source", "dataset-target", "subsets")
@@ -282,3 +283,44 @@ def test_a_combinations_key_follows_its_rule_version(tiny_artifacts, monkeypatch
     before = input_hash(inputs("average"))
     monkeypatch.setattr(stages_affinity, "RULE_VERSION", RULE_VERSION + 1)
     assert input_hash(inputs("average")) != before
+
+
+def test_rare_class_sampler_leaves_the_named_classes_out_and_keys_its_own_stage(tmp_path):
+    """`target.subset` draws the long-tail probe's sets in the study: the named classes are
+    in no image of any set, the sets stay nested, and the subsets stage is keyed by the
+    sampler (the default sampler keeps the key earlier caches were built under)."""
+    cache = tmp_path / "cache"
+    plain = parse_study(tiny_study(cache, tmp_path / "out", target_sizes=[10, 20]))
+    _, _, target, greedy = _data_stages(plain, cache)
+    assert "subset" not in stages_data.subset_inputs(plain, target)
+    rare = ["house", "beach"]
+    study = parse_study(tiny_study(cache, tmp_path / "out", target_sizes=[10, 20], target={
+        "subset": {"sampler": "rare_classes", "rare_classes": rare, "rare_images": 0}}))
+    log, _, target, subsets = _data_stages(study, cache)
+    assert _stage_lines(log)["subsets"] == "building"
+    names = target.open("train").class_names
+    ids = [names.index(c) + 1 for c in rare]
+    pool = target.open("train")
+    shown = [any((pool.labels_at(i) == c).any() for i in subsets[(20, 0)]) for c in ids]
+    assert shown == [False, False]
+    assert any((pool.labels_at(i) == ids[0]).any() for i in greedy[(20, 0)])
+    assert set(subsets[(10, 0)]) <= set(subsets[(20, 0)])
+    files = [json.loads(f.read_text())
+             for f in (cache / "stages" / "subsets").glob("*/size20-seed0.json")]
+    assert sorted(f["sampler"] for f in files) == ["kl_greedy", "rare_classes"]
+    assert [f["rare_classes"] for f in files if f["sampler"] == "rare_classes"] == [rare]
+
+
+def test_rare_class_sampler_errors_name_the_field(tmp_path):
+    cache = tmp_path / "cache"
+    study = parse_study(tiny_study(cache, tmp_path / "out", target_sizes=[20], target={
+        "subset": {"sampler": "rare_classes", "rare_classes": ["house"], "rare_images": 20}}))
+    _, target = stages.stage_datasets(study, cache, "tiny.yaml", lambda _: None)
+    with pytest.raises(StudyError, match=r"^tiny\.yaml: target\.subset \(rare_classes\), size "
+                                         r"20, seed 0: subset size 20 must exceed the 20 "):
+        stages.stage_subsets(study, target, cache, "tiny.yaml", lambda _: None)
+    with pytest.raises(StudyError, match=r"^x\.yaml: target\.subset\.rare_classes: \['lake'\] "
+                                         r"are not classes of the embedded target"):
+        check_study(parse_study(tiny_study(cache, tmp_path / "out", target={
+            "subset": {"sampler": "rare_classes", "rare_classes": ["lake"]}}), "x.yaml"),
+            "x.yaml")
