@@ -32,6 +32,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from harness.analysis.metrics import (
+    CLASS_IOU_REAL_PREFIX,
+    class_iou_columns,
+    class_iou_keys,
+)
 from harness.config import MethodSpec, Study, TrainingSpec
 from harness.families import FinetuneJob, ModelFamily, family
 from harness.stages import Artifacts, FewShotSet
@@ -154,6 +159,11 @@ def load_affinity(art: Artifacts, trial: TrialSpec):
 EVAL_KEYS = ("fid", "kid", "kid_std", "miou", "fid_floor", "kid_floor", "kid_floor_std",
              "miou_real")
 FINAL_KEYS = ("fid", "kid", "kid_std", "miou")
+
+
+def per_class_keys(report: dict[str, Any]) -> list[str]:
+    """The per-class IoU keys of an evaluation (`iou/<class>`, `iou_real/<class>`)."""
+    return [*class_iou_columns(report), *class_iou_columns(report, CLASS_IOU_REAL_PREFIX)]
 
 
 class MetricsHistory:
@@ -294,6 +304,8 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
             if step == iterations:
                 save_grid(samples / "final.png", grid, rows=captions)
         return {**{k: float(m[k]) for k in EVAL_KEYS if k in m},
+                **class_iou_keys(m["per_class_iou"]),
+                **class_iou_keys(m.get("per_class_iou_real", {}), CLASS_IOU_REAL_PREFIX),
                 "fid_feature_net": m["feature_net"], "miou_segmenter": m["segmenter"]}
 
     last: dict[str, Any] = {}
@@ -306,7 +318,7 @@ def run_trial(params: Mapping[str, Any], art: Artifacts, report: Report,
                    "stage": int(r.get("stage", 0)), "done": step == iterations,
                    **{k: float(r.get(k, math.nan)) for k in fam.LOSS_KEYS}}
         if "fid" in r:   # rank 0 holds the evaluation
-            metrics.update({k: r[k] for k in EVAL_KEYS if k in r})
+            metrics.update({k: r[k] for k in [*EVAL_KEYS, *per_class_keys(r)] if k in r})
             history.add(step, r["fid"], r["kid"], r["miou"])
             if step == iterations:
                 metrics.update(
@@ -358,7 +370,7 @@ def run_training_free(trial: TrialSpec, art: Artifacts, fam: ModelFamily, source
     start = time.perf_counter()
     m = evaluate(fam.training_free(source, matrix, trial), 0)
     metrics = {"iteration": 0, "wall_time_s": round(time.perf_counter() - start, 2),
-               "done": True, **{k: m[k] for k in EVAL_KEYS if k in m},
+               "done": True, **{k: m[k] for k in [*EVAL_KEYS, *per_class_keys(m)] if k in m},
                **{f"final_{k}": m[k] for k in FINAL_KEYS if k in m},
                "best_fid": m["fid"], "best_kid": m["kid"], "best_miou": m["miou"],
                "iters_to_convergence": 0, "ranking_metric": art.study.search.metric,

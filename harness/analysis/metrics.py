@@ -8,7 +8,7 @@ decided in one place. `result.json` stores mIoU as a fraction in [0, 1]
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,37 @@ def references_for(metric: str) -> list[MetricSpec]:
     return [spec for spec in METRICS.values() if spec.reference_for == metric]
 
 
+# Per-class IoU: a trial reports `iou/<class>` (the evaluation segmenter on its samples) and
+# `iou_real/<class>` (the same segmenter on the real images of the same label maps, the
+# reference) at every evaluation, one key per target class, so that the classes a method gains
+# or loses (e.g. those a few-shot set never shows) can be read beside the mean.
+CLASS_IOU_PREFIX = "iou/"
+CLASS_IOU_REAL_PREFIX = "iou_real/"
+
+
+def class_iou_keys(per_class_iou: dict[str, float], prefix: str = CLASS_IOU_PREFIX
+                   ) -> dict[str, float]:
+    """{class: IoU} (the evaluator's `per_class_iou` / `per_class_iou_real`) as report keys."""
+    return {f"{prefix}{name}": float(v) for name, v in per_class_iou.items()}
+
+
+def class_iou_columns(columns: Any, prefix: str = CLASS_IOU_PREFIX) -> list[str]:
+    """The per-class IoU columns among `columns` (a frame's), in their order."""
+    return [c for c in columns if isinstance(c, str) and c.startswith(prefix)]
+
+
 def metric_spec(name: str) -> MetricSpec:
-    """The registered spec, or a neutral one (lower is better, 3 decimals) for an unknown key."""
+    """The registered spec; for a per-class IoU key, the class's (labelled by its class name,
+    in %, the real images' key a reference); else a neutral one (lower is better, 3
+    decimals) for an unknown key."""
     if name in METRICS:
         return METRICS[name]
+    if name.startswith(CLASS_IOU_REAL_PREFIX):
+        cls = name[len(CLASS_IOU_REAL_PREFIX):]
+        return MetricSpec(name, f"{cls} (real)", "max", scale=100.0,
+                          reference_for=CLASS_IOU_PREFIX + cls)
+    if name.startswith(CLASS_IOU_PREFIX):
+        return MetricSpec(name, name[len(CLASS_IOU_PREFIX):], "max", scale=100.0)
     return MetricSpec(name, name, "min", decimals=3)
 
 

@@ -24,7 +24,12 @@ from harness.analysis.curves import (
     save_html,
     size_curves_figure,
 )
-from harness.analysis.heatmaps import affinity_heatmap_figure, find_affinities, load_affinity
+from harness.analysis.heatmaps import (
+    affinity_heatmap_figure,
+    class_iou_figure,
+    find_affinities,
+    load_affinity,
+)
 from harness.analysis.load import (
     ANALYSIS_DIRNAME,
     StudyResults,
@@ -32,7 +37,7 @@ from harness.analysis.load import (
     parquet_engine,
     save_results,
 )
-from harness.analysis.metrics import PROVENANCE_KEYS
+from harness.analysis.metrics import PROVENANCE_KEYS, class_iou_columns
 from harness.analysis.report import ReportContent, render_report
 from harness.analysis.samples import compose_labelled, representative_samples
 from harness.analysis.tables import RENDERERS, Table, build_table, varying_switches
@@ -117,6 +122,11 @@ def study_tables(results: StudyResults) -> dict[str, Table]:
         if metrics:
             tables[name] = build_table(final, rows, metrics, group_by=groups,
                                        switches=switches, order=order, title=title)
+    classes = [c for c in class_iou_columns(final.columns) if final[c].notna().any()]
+    if classes:
+        tables["per_class"] = build_table(
+            final, rows, classes, group_by=groups, switches=switches, order=order,
+            title=f"{names}: IoU per target class at the last evaluation")
     return tables
 
 
@@ -148,6 +158,13 @@ def study_figures(results: StudyResults) -> dict[str, tuple[str, Any]]:
                        "(log x, mean ± std over seeds; paper Fig. 4)")
             figures[f"size_{slug(pair)}"] = (caption, size_curves_figure(
                 part, order=order, title=f"{pair}: metrics vs target-set size"))
+    for pair, part in _by_pair(final):
+        if "method" in part and any(part[c].notna().any()
+                                    for c in class_iou_columns(part.columns)):
+            caption = (f"{pair}: IoU per target class at the last evaluation, mean over "
+                       "seeds; last row: the real images of the same label maps")
+            figures[f"class_iou_{slug(pair)}"] = (caption, class_iou_figure(
+                part, order=order, title=f"{pair}: IoU per target class"))
     for pair, part in _by_pair(steps):
         # training-free trials report once (iteration 0): no curve to draw
         if "method" in part and part["iteration"].nunique() > 1 and any(

@@ -134,3 +134,42 @@ def test_module_entry_point_rejects_a_non_study_folder(tmp_path):
     assert proc.returncode == 2
     assert f"error: {tmp_path}: no trial folders" in proc.stderr
     assert proc.stdout == ""
+
+
+def _with_class_iou(study: Path) -> None:
+    """Add per-class IoU keys to every report of the synthetic study: class `sea` at 0.8 for
+    CAT (combination) and 0.2 + 0.05 × seed for the others; `lawn` NaN (no pixel of it)."""
+    import json
+
+    for trial in (study / "tune").iterdir():
+        params = json.loads((trial / "params.json").read_text())
+        sea = 0.8 if params["method"] == "cat-combination" else 0.2 + 0.05 * params["seed"]
+        rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        for row in rows:
+            row.update({"iou/sea": sea, "iou/lawn": float("nan"), "iou/street": 0.5,
+                        "iou_real/sea": 0.9, "iou_real/lawn": 0.7, "iou_real/street": 0.6})
+        (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_per_class_iou_table_and_heatmap(tmp_path, analyzed):
+    """Trials that report `iou/<class>` get a per-class table (mean ± std over seeds, in %) and
+    a heatmap with the real images' row; a study without them gets neither."""
+    study = write_study(tmp_path)
+    _with_class_iou(study)
+    out = analyze_study(study, image_formats=(), log=None)
+    assert sorted(out.tables) == ["main", "per_class", "training"]
+    table = out.tables["per_class"]["md"].read_text()
+    header = next(line for line in table.splitlines() if "sea" in line)
+    assert "↑sea" in header and "↑street" in header and "lawn" not in header  # all-NaN: out
+    assert "**80.0 ± 0.0**" in table and "25.0 ± 5.0" in table
+    _, fig = study_figures(load_studies([study]))["class_iou_coco-to-ade"]
+    first = fig.data[0]                                      # 25 target images
+    assert list(first.x) == ["sea", "lawn", "street"]
+    assert list(first.y) == ["cat-combination (n=3)", "cat-random (n=3)", "freezed (n=3)",
+                             "real images"]
+    assert first.z[0][0] == pytest.approx(80.0) and first.z[1][0] == pytest.approx(25.0)
+    assert first.z[3] == pytest.approx([90.0, 70.0, 60.0])
+    assert "class_iou_coco-to-ade" in out.figures
+    _, plain = analyzed
+    assert "per_class" not in plain.tables
+    assert not any(name.startswith("class_iou") for name in plain.figures)
