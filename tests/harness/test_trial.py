@@ -24,6 +24,19 @@ FINAL_KEYS = {"final_fid", "final_kid", "final_kid_std", "final_miou", "best_fid
 FLOOR_KEYS = {"fid_floor", "kid_floor", "kid_floor_std", "miou_real"}
 
 
+def _check_class_iou(reports: list[dict], art) -> None:
+    """Every evaluation carries the IoU of the target classes, on the samples (`iou/<class>`)
+    and on the real images (`iou_real/<class>`): every class the evaluation's label maps or
+    predictions hold (the others have no IoU); their means are the reported mIoU and real
+    mIoU."""
+    classes = art.target_ref.open("val").class_names
+    for r in reports:
+        for prefix, mean in (("iou/", "miou"), ("iou_real/", "miou_real")):
+            keys = [k for k in r if k.startswith(prefix)]
+            assert len(keys) >= 2 and {k[len(prefix):] for k in keys} <= set(classes)
+            assert np.nanmean([r[k] for k in keys]) == pytest.approx(r[mean], abs=1e-6)
+
+
 def _run(art, tmp: Path, name: str, params=PARAMS, restore: Path | None = None) -> Recorder:
     rec = Recorder(tmp / f"{name}-kept")
     rec.keep.mkdir()
@@ -53,6 +66,7 @@ def test_reports_at_every_evaluation_and_final_metrics(straight, tiny_artifacts)
     # so is the segmenter's mIoU on the real images (the tiny study's segmenter trains for 10
     # iterations and can score 0 on them, as it did once in a full run on a 2-core VM)
     assert first["miou_real"] == last["miou_real"] and 0 <= last["miou_real"] <= 1
+    _check_class_iou(rec.reports, art)
     assert not FINAL_KEYS & set(first)     # the summary comes with the last report only
     assert FINAL_KEYS <= set(last)
     assert last["final_fid"] == last["fid"] and last["final_miou"] == last["miou"]
@@ -144,6 +158,7 @@ def test_training_free_trial_reports_once_at_iteration_0(tiny_artifacts, tmp_pat
     assert r["iteration"] == 0 and r["done"] is True and r["iters_to_convergence"] == 0
     assert r["final_fid"] == r["best_fid"] == r["fid"] and np.isfinite(r["fid"])
     assert FINAL_KEYS - {"best_iteration"} <= set(r)
+    _check_class_iou(rec.reports, art)
     assert sorted(p.name for p in (tmp_path / "free" / "samples").iterdir()) == [
         "final.png", "iter_000000.png"]
     with pytest.raises(ValueError, match="method 'freezed' is not CAT"):
