@@ -4,7 +4,7 @@
         [--training-free outputs/absent_classes_training_free] [--plot PNG]
 
 Reads `<study>/analysis/results_steps.csv` (written by the study's analysis; per-class IoU
-columns `iou/<class>`), pools the seeds of each method, and draws FID, KID×10³, mIoU and the
+columns `iou/<class>`), pools the seeds of each method, and draws FID, KID (×10³), mIoU and the
 mean IoU of the `--classes` and of the other classes vs iteration (mean over seeds), with
 the training-free study's values (same sets, `training_free: true`) as dashed lines. Prints
 mean ± std at the last evaluation. Check (a) on the same two studies:
@@ -21,8 +21,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PANELS = {"fid": ("FID", 1.0), "kid": ("KID×10³", 1000.0), "miou": ("mIoU %", 100.0),
-          "iou_named": ("IoU % of the named classes", 100.0),
+# titles in ASCII: the picture's default bitmap font has no "×" or "³"
+PANELS = {"fid": ("FID (lower is better)", 1.0), "kid": ("KID x 1000", 1000.0),
+          "miou": ("mIoU %", 100.0), "iou_named": ("IoU % of the named classes", 100.0),
           "iou_other": ("IoU % of the other classes", 100.0)}
 
 
