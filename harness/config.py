@@ -70,8 +70,8 @@ class StudyError(ValueError):
 
 # ----------------------------------------------------------------------------- datasets
 # the embedded benchmark's target domains (cat_models.data.synthetic_domains.TARGET_KINDS):
-# the outdoor target and the aerial one
-SyntheticTargetKind = Literal["synthetic_target", "synthetic_aerial"]
+# the outdoor target, the aerial one and the many-class long-tailed one
+SyntheticTargetKind = Literal["synthetic_target", "synthetic_aerial", "synthetic_longtail"]
 SYNTHETIC_TARGET_KINDS: tuple[str, ...] = get_args(SyntheticTargetKind)
 DatasetKind = Literal["synthetic_source", SyntheticTargetKind, "ade20k", "coco_stuff",
                       "cityscapes", "folder"]

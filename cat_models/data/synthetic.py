@@ -210,6 +210,7 @@ class DomainSpec:
     road_objects: str
     road: str
     cap: tuple[str, str] | None = None    # (far class, class drawn on its top)
+    boxes: tuple[str, ...] = ("building", "house")   # far classes drawn as rectangles
 
 
 SOURCE_SPEC = DomainSpec(
@@ -267,7 +268,7 @@ def draw_layout(rng: np.random.Generator, spec: DomainSpec, size: int) -> np.nda
                 f = rng.uniform(0.25, 0.4)
                 draw.polygon([(cx - w * f, top + h * 1.3 * f), (cx, top),
                               (cx + w * f, top + h * 1.3 * f)], fill=ids[spec.cap[1]])
-        elif name in ("building", "house"):
+        elif name in spec.boxes:
             draw.rectangle([cx - w / 2, horizon - h, cx + w / 2, horizon + 2 * s], fill=ids[name])
         else:
             draw.ellipse([cx - w / 2, horizon - h, cx + w / 2, horizon + 3 * s], fill=ids[name])
@@ -396,6 +397,25 @@ def ensure_benchmark(root: str | Path | None = None, resolution: int = 64, seed:
                  partial(generate_benchmark, resolution=resolution, seed=seed,
                          n_source=n_source, n_target=n_target))
     return bench
+
+
+def domain_folder(prefix: str, version: int, root: str | Path | None, resolution: int, seed: int,
+                  n_target: int) -> Path:
+    """Where a target domain drawn on its own lives (nothing is drawn):
+    `<root or cache_root()>/synthetic/{prefix}-r{res}-s{seed}-n{n_target}-v{version}`."""
+    base = Path(root) if root is not None else cache_root() / "synthetic"
+    return base / f"{prefix}-r{resolution}-s{seed}-n{n_target}-v{version}"
+
+
+def ensure_domain(prefix: str, version: int, generate: Callable[..., Path],
+                  root: str | Path | None, resolution: int, seed: int, n_target: int) -> Path:
+    """The target domain `domain_folder(prefix, ...)`, drawn once by
+    `generate(out, resolution=, seed=, n_target=)` and cached (`ensure_drawn`)."""
+    out = domain_folder(prefix, version, root, resolution, seed, n_target)
+    ensure_drawn(out, {"resolution": resolution, "seed": seed, "n_target": n_target,
+                       "version": version},
+                 partial(generate, resolution=resolution, seed=seed, n_target=n_target))
+    return out
 
 
 def ensure_drawn(out: Path, settings: dict, generate: Callable[[Path], object]) -> None:

@@ -14,12 +14,10 @@ cached folder, so the outdoor benchmark's files do not depend on this module.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from cat_models.data.cache import cache_root
 from cat_models.data.synthetic import (
     CARS,
     NoiseBank,
@@ -32,7 +30,8 @@ from cat_models.data.synthetic import (
     _vehicle,
     _waves,
     check_resolution,
-    ensure_drawn,
+    domain_folder,
+    ensure_domain,
     target_counts,
     write_domain,
 )
@@ -261,16 +260,12 @@ def aerial_folder(root: str | Path | None = None, resolution: int = 64, seed: in
                   n_target: int = 1000) -> Path:
     """Where the aerial domain for these settings lives (nothing is drawn):
     `<root or cache_root()>/synthetic/aerial-r{res}-s{seed}-n{n_target}-v{AERIAL_VERSION}`."""
-    base = Path(root) if root is not None else cache_root() / "synthetic"
-    return base / f"aerial-r{resolution}-s{seed}-n{n_target}-v{AERIAL_VERSION}"
+    return domain_folder("aerial", AERIAL_VERSION, root, resolution, seed, n_target)
 
 
 def ensure_aerial(root: str | Path | None = None, resolution: int = 64, seed: int = 0,
                   n_target: int = 1000) -> Path:
     """The aerial domain for these settings (`aerial_folder`), drawn once and cached; a folder
     without its COMPLETE.json marker (an interrupted generation) is drawn again."""
-    out = aerial_folder(root, resolution, seed, n_target)
-    ensure_drawn(out, {"resolution": resolution, "seed": seed, "n_target": n_target,
-                       "version": AERIAL_VERSION},
-                 partial(generate_aerial, resolution=resolution, seed=seed, n_target=n_target))
-    return out
+    return ensure_domain("aerial", AERIAL_VERSION, generate_aerial, root, resolution, seed,
+                         n_target)

@@ -42,7 +42,7 @@ ANALYSIS_DIRNAME = "analysis"
 # Short dataset names for the transfer-pair label (paper Tables 1–3 headers, "COCO→ADE").
 DATASET_SHORT = {"ade20k": "ADE", "coco_stuff": "COCO", "cityscapes": "Cityscapes",
                  "synthetic_source": "Synth-src", "synthetic_target": "Synth-tgt",
-                 "synthetic_aerial": "Synth-aerial"}
+                 "synthetic_aerial": "Synth-aerial", "synthetic_longtail": "Synth-longtail"}
 
 
 def is_missing(value: Any) -> bool:
