@@ -349,6 +349,19 @@ def write_domain(root: Path, classes: Sequence[str], counts: dict[str, int], siz
                                                          compress_level=1)
 
 
+def draw_target_domain(out: Path, stream: np.random.SeedSequence, classes: Sequence[str],
+                       layout: LayoutDrawer, textures: Mapping[str, Texture], desc: str,
+                       resolution: int, n_target: int) -> Path:
+    """Draw a target domain on its own random `stream` into `out` (ADE20K layout +
+    classes.txt): `n_target` training images and 25% (at least 20) validation images."""
+    check_resolution(resolution)
+    rng = np.random.default_rng(stream)
+    bank = NoiseBank(rng, resolution)
+    write_domain(Path(out), classes, target_counts(n_target), resolution, rng, bank, desc,
+                 layout, textures)
+    return Path(out)
+
+
 def target_counts(n_target: int) -> dict[str, int]:
     """Images per split of a target domain: `n_target` training, 25% (at least 20) validation."""
     return {"training": n_target, "validation": max(20, n_target // 4)}

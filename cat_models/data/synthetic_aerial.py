@@ -20,7 +20,6 @@ import numpy as np
 
 from cat_models.data.synthetic import (
     CARS,
-    NoiseBank,
     Texture,
     _colour,
     _foliage,
@@ -29,11 +28,9 @@ from cat_models.data.synthetic import (
     _tinted,
     _vehicle,
     _waves,
-    check_resolution,
     domain_folder,
+    draw_target_domain,
     ensure_domain,
-    target_counts,
-    write_domain,
 )
 
 AERIAL_VERSION = 1   # bump when drawing changes: cached aerial domains are keyed by it
@@ -247,13 +244,8 @@ def generate_aerial(out: Path, resolution: int = 64, seed: int = 0,
                     n_target: int = 1000) -> Path:
     """Draw the aerial domain into `out` (ADE20K layout + classes.txt): `n_target` training
     images and 25% (at least 20) validation images."""
-    check_resolution(resolution)
-    rng = np.random.default_rng(aerial_seed(seed))
-    bank = NoiseBank(rng, resolution)
-    out = Path(out)
-    write_domain(out, AERIAL_CLASSES, target_counts(n_target), resolution, rng, bank,
-                 "aerial", draw_aerial, AERIAL_TEXTURES)
-    return out
+    return draw_target_domain(out, aerial_seed(seed), AERIAL_CLASSES, draw_aerial,
+                              AERIAL_TEXTURES, "aerial", resolution, n_target)
 
 
 def aerial_folder(root: str | Path | None = None, resolution: int = 64, seed: int = 0,

@@ -19,13 +19,13 @@ domains' files do not depend on this module.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from cat_models.data.synthetic import (
     DomainSpec,
-    NoiseBank,
     Texture,
     _cracks,
     _dots,
@@ -38,12 +38,10 @@ from cat_models.data.synthetic import (
     _vehicle,
     _waves,
     _windows,
-    check_resolution,
     domain_folder,
     draw_layout,
+    draw_target_domain,
     ensure_domain,
-    target_counts,
-    write_domain,
 )
 
 LONGTAIL_VERSION = 1   # bump when drawing changes: cached domains are keyed by it
@@ -131,24 +129,12 @@ def generate_longtail(out: Path, resolution: int = 64, seed: int = 0,
                       n_target: int = 1000) -> Path:
     """Draw the domain into `out` (ADE20K layout + classes.txt): `n_target` training images
     and 25% (at least 20) validation images."""
-    check_resolution(resolution)
-    rng = np.random.default_rng(longtail_seed(seed))
-    bank = NoiseBank(rng, resolution)
-    out = Path(out)
-    write_domain(out, LONGTAIL_CLASSES, target_counts(n_target), resolution, rng, bank,
-                 "longtail", draw_longtail, LONGTAIL_TEXTURES)
-    return out
+    return draw_target_domain(out, longtail_seed(seed), LONGTAIL_CLASSES, draw_longtail,
+                              LONGTAIL_TEXTURES, "longtail", resolution, n_target)
 
 
-def longtail_folder(root: str | Path | None = None, resolution: int = 64, seed: int = 0,
-                    n_target: int = 1000) -> Path:
-    """Where the domain for these settings lives (nothing is drawn):
-    `<root or cache_root()>/synthetic/longtail-r{res}-s{seed}-n{n_target}-v{LONGTAIL_VERSION}`."""
-    return domain_folder("longtail", LONGTAIL_VERSION, root, resolution, seed, n_target)
-
-
-def ensure_longtail(root: str | Path | None = None, resolution: int = 64, seed: int = 0,
-                    n_target: int = 1000) -> Path:
-    """The domain for these settings (`longtail_folder`), drawn once and cached."""
-    return ensure_domain("longtail", LONGTAIL_VERSION, generate_longtail, root, resolution,
-                         seed, n_target)
+# where the domain lives for (root, resolution, seed, n_target), nothing drawn:
+# `<root or cache_root()>/synthetic/longtail-r{res}-s{seed}-n{n_target}-v{LONGTAIL_VERSION}`
+longtail_folder = partial(domain_folder, "longtail", LONGTAIL_VERSION)
+# the same folder, drawn once (by `generate_longtail`) and cached
+ensure_longtail = partial(ensure_domain, "longtail", LONGTAIL_VERSION, generate_longtail)
