@@ -1,13 +1,14 @@
 """Curves and the final table of a harness study, with chosen target classes apart.
 
     python benchmarks/study_class_curves.py outputs/absent_classes --classes river,roof \
-        [--training-free outputs/absent_classes_training_free] [--plot PNG]
+        [--training-free outputs/absent_classes_training_free] [--size N] [--plot PNG]
 
 Reads `<study>/analysis/results_steps.csv` (written by the study's analysis; per-class IoU
 columns `iou/<class>`), pools the seeds of each method, and draws FID, KID (×10³), mIoU and the
 mean IoU of the `--classes` and of the other classes vs iteration (mean over seeds), with
 the training-free study's values (same sets, `training_free: true`) as dashed lines. Prints
-mean ± std at the last evaluation. Check (a) on the same two studies:
+mean ± std at the last evaluation. A study with several target sizes needs `--size`: only
+that size's trials are read (from both studies). Check (a) on the same two studies:
 `benchmarks/fidelity_checks.py STUDY TRAINING_FREE --cat METHOD`.
 """
 
@@ -27,14 +28,23 @@ PANELS = {"fid": ("FID (lower is better)", 1.0), "kid": ("KID x 1000", 1000.0),
           "iou_other": ("IoU % of the other classes", 100.0)}
 
 
-def steps_frame(study: Path, classes: list[str]) -> pd.DataFrame:
+def steps_frame(study: Path, classes: list[str], size: int | None = None) -> pd.DataFrame:
     """One row per (trial, evaluation): method, seed, iteration, the metrics, and the mean IoU
-    of `classes` and of the other classes (over those with a value)."""
+    of `classes` and of the other classes (over those with a value); with `size`, the trials
+    of that target size only. Several sizes without `size` are refused (they would pool)."""
     path = study / "analysis" / "results_steps.csv"
     if not path.is_file():
         raise SystemExit(f"error: {path}: not found (run the study, or "
                          f"`python -m harness.analyze {study}`)")
     frame = pd.read_csv(path)
+    sizes = (sorted(frame["target_size"].dropna().unique().tolist())
+             if "target_size" in frame else [])
+    if size is not None:
+        if size not in sizes:
+            raise SystemExit(f"error: --size {size}: {path} has target sizes {sizes}")
+        frame = frame[frame["target_size"] == size]
+    elif len(sizes) > 1:
+        raise SystemExit(f"error: {path} has target sizes {sizes}: pick one with --size")
     iou = [c for c in frame.columns if c.startswith("iou/")]
     names = [c[len("iou/"):] for c in iou]
     unknown = [c for c in classes if c not in names]
@@ -57,14 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study", type=Path)
     p.add_argument("--classes", required=True, help="comma-separated target class names")
     p.add_argument("--training-free", type=Path, help="the same sets' training-free study")
+    p.add_argument("--size", type=int, help="the target size to read (several in the study)")
     p.add_argument("--plot", type=Path)
     args = p.parse_args(argv)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
 
     from fidelity_common import line_panels
 
-    stats = pooled(steps_frame(args.study, classes))
-    free = pooled(steps_frame(args.training_free, classes)) if args.training_free else None
+    stats = pooled(steps_frame(args.study, classes, args.size))
+    free = (pooled(steps_frame(args.training_free, classes, args.size))
+            if args.training_free else None)
     methods = list(dict.fromkeys(stats.index.get_level_values(0)))
     panels = []
     for key, (title, scale) in PANELS.items():

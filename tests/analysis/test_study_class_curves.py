@@ -47,3 +47,16 @@ def test_named_classes_apart_pooled_over_seeds(tmp_path, scc, capsys):
     assert "| no-cat | 200 | 340.0 ± 14.1 |" in out
     with pytest.raises(SystemExit, match=r"--classes: \['lake'\] have no IoU column"):
         scc.main([str(tuned), "--classes", "lake"])
+
+
+def test_one_target_size_read_when_the_study_has_several(tmp_path, scc, capsys):
+    rows = [dict(_row("cat", 0, 100, fid, 0.5), target_size=size)
+            for size, fid in ((25, 300.0), (400, 250.0))]
+    study = _steps(tmp_path / "sizes", rows)
+    with pytest.raises(SystemExit, match=r"target sizes \[25, 400\]: pick one with --size"):
+        scc.main([str(study), "--classes", "river"])
+    with pytest.raises(SystemExit, match=r"--size 50: .* has target sizes \[25, 400\]"):
+        scc.main([str(study), "--classes", "river", "--size", "50"])
+    assert list(scc.steps_frame(study, ["river"], 400)["fid"]) == [250.0]
+    assert scc.main([str(study), "--classes", "river", "--size", "25"]) == 0
+    assert "| cat | 100 | 300.0 |" in capsys.readouterr().out
