@@ -56,14 +56,15 @@ def _dry_run(*args: str) -> tuple[dict, str, str]:
 
 @pytest.fixture(scope="module")
 def drawn_cache(tmp_path_factory) -> Path:
-    """A stage cache holding the drawn benchmark (both target domains), so the dry run checks
+    """A stage cache holding the drawn benchmark (every target domain), so the dry run checks
     its datasets."""
     from cat_models.data.synthetic import ensure_benchmark
-    from cat_models.data.synthetic_aerial import ensure_aerial
+    from cat_models.data.synthetic_domains import SEPARATE_TARGETS
 
     cache = tmp_path_factory.mktemp("cache")
     ensure_benchmark(cache / "synthetic", **BENCH)
-    ensure_aerial(cache / "synthetic", BENCH["resolution"], BENCH["seed"], BENCH["n_target"])
+    for ensure, _ in SEPARATE_TARGETS.values():
+        ensure(cache / "synthetic", BENCH["resolution"], BENCH["seed"], BENCH["n_target"])
     return cache
 
 
