@@ -6,7 +6,8 @@
 Reads `<study>/analysis/results_steps.csv` (written by the study's analysis; per-class IoU
 columns `iou/<class>`), pools the seeds of each method, and draws FID, KID (×10³), mIoU and the
 mean IoU of the `--classes` and of the other classes vs iteration (mean over seeds), with
-the training-free study's values (same sets, `training_free: true`) as dashed lines. Prints
+the training-free study's values (same sets, `training_free: true`) of the same method labels
+as dashed lines (its table lists every method of it). Prints
 mean ± std at the last evaluation. A study with several target sizes needs `--size`: only
 that size's trials are read (from both studies). Check (a) on the same two studies:
 `benchmarks/fidelity_checks.py STUDY TRAINING_FREE --cat METHOD`.
@@ -85,12 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                    "y": list(stats.loc[m][(key, "mean")] * scale)}
                   for i, m in enumerate(methods)]
         hlines = []
-        if free is not None:
+        if free is not None:   # the finetuned methods' starts, in their colours
             for m in dict.fromkeys(free.index.get_level_values(0)):
-                colour = methods.index(m) if m in methods else None
-                hlines.append({"y": float(free.loc[m][(key, "mean")].iloc[0] * scale),
-                               "colour": colour,
-                               "label": None if colour is not None else f"{m}, training-free"})
+                if m in methods:
+                    hlines.append({"y": float(free.loc[m][(key, "mean")].iloc[0] * scale),
+                                   "colour": methods.index(m), "label": None})
         panels.append({"title": title, "series": series, "hlines": hlines})
     if args.plot:
         print(f"[plot] {line_panels(panels, args.plot)}")
