@@ -210,7 +210,7 @@ class DomainSpec:
     road_objects: str
     road: str
     cap: tuple[str, str] | None = None    # (far class, class drawn on its top)
-    boxes: tuple[str, ...] = ("building", "house")   # far classes drawn as rectangles
+    boxes: tuple[str, ...] = ()           # far classes drawn as rectangles
 
 
 SOURCE_SPEC = DomainSpec(
@@ -218,14 +218,14 @@ SOURCE_SPEC = DomainSpec(
     ground=[("grass", 0.34), ("road", 0.22), ("water", 0.2), ("sand", 0.14), ("rock", 0.1)],
     far=[("tree", 0.4), ("building", 0.35), ("mountain", 0.25)],
     scattered=[("tree", 0.6), ("flower", 0.25), ("rock", 0.15)],
-    road_objects="car", road="road", cap=("mountain", "snow"),
+    road_objects="car", road="road", cap=("mountain", "snow"), boxes=("building",),
 )
 TARGET_SPEC = DomainSpec(
     classes=TARGET_CLASSES, sky="cloudy sky",
     ground=[("lawn", 0.3), ("street", 0.22), ("sea", 0.18), ("beach", 0.16), ("lava", 0.14)],
     far=[("woods", 0.55), ("house", 0.45)],
     scattered=[("woods", 0.5), ("solar panel", 0.5)],
-    road_objects="automobile", road="street",
+    road_objects="automobile", road="street", boxes=("house",),
 )
 
 
@@ -349,19 +349,6 @@ def write_domain(root: Path, classes: Sequence[str], counts: dict[str, int], siz
                                                          compress_level=1)
 
 
-def draw_target_domain(out: Path, stream: np.random.SeedSequence, classes: Sequence[str],
-                       layout: LayoutDrawer, textures: Mapping[str, Texture], desc: str,
-                       resolution: int, n_target: int) -> Path:
-    """Draw a target domain on its own random `stream` into `out` (ADE20K layout +
-    classes.txt): `n_target` training images and 25% (at least 20) validation images."""
-    check_resolution(resolution)
-    rng = np.random.default_rng(stream)
-    bank = NoiseBank(rng, resolution)
-    write_domain(Path(out), classes, target_counts(n_target), resolution, rng, bank, desc,
-                 layout, textures)
-    return Path(out)
-
-
 def target_counts(n_target: int) -> dict[str, int]:
     """Images per split of a target domain: `n_target` training, 25% (at least 20) validation."""
     return {"training": n_target, "validation": max(20, n_target // 4)}
@@ -412,23 +399,48 @@ def ensure_benchmark(root: str | Path | None = None, resolution: int = 64, seed:
     return bench
 
 
-def domain_folder(prefix: str, version: int, root: str | Path | None, resolution: int, seed: int,
-                  n_target: int) -> Path:
-    """Where a target domain drawn on its own lives (nothing is drawn):
-    `<root or cache_root()>/synthetic/{prefix}-r{res}-s{seed}-n{n_target}-v{version}`."""
-    base = Path(root) if root is not None else cache_root() / "synthetic"
-    return base / f"{prefix}-r{resolution}-s{seed}-n{n_target}-v{version}"
+@dataclass(frozen=True)
+class DrawnTarget:
+    """A target domain drawn on its own random stream into its own cached folder (the aerial
+    and the many-class targets): `SeedSequence([stream, seed])` draws `layout` label maps,
+    rendered with `textures`, into `<root or cache_root()>/synthetic/
+    {prefix}-r{res}-s{seed}-n{n_target}-v{version}` (ADE20K layout + classes.txt)."""
 
+    prefix: str
+    version: int          # bump when drawing changes: cached folders are keyed by it
+    stream: int           # mixed with the benchmark seed: a stream apart from the other domains
+    classes: list[str]
+    layout: LayoutDrawer
+    textures: Mapping[str, Texture]
 
-def ensure_domain(prefix: str, version: int, generate: Callable[..., Path],
-                  root: str | Path | None, resolution: int, seed: int, n_target: int) -> Path:
-    """The target domain `domain_folder(prefix, ...)`, drawn once by
-    `generate(out, resolution=, seed=, n_target=)` and cached (`ensure_drawn`)."""
-    out = domain_folder(prefix, version, root, resolution, seed, n_target)
-    ensure_drawn(out, {"resolution": resolution, "seed": seed, "n_target": n_target,
-                       "version": version},
-                 partial(generate, resolution=resolution, seed=seed, n_target=n_target))
-    return out
+    def generate(self, out: Path, resolution: int = 64, seed: int = 0,
+                 n_target: int = 1000) -> Path:
+        """Draw the domain into `out`: `n_target` training images and 25% (at least 20)
+        validation images."""
+        check_resolution(resolution)
+        rng = np.random.default_rng(np.random.SeedSequence([self.stream, seed]))
+        bank = NoiseBank(rng, resolution)
+        out = Path(out)
+        write_domain(out, self.classes, target_counts(n_target), resolution, rng, bank,
+                     self.prefix, self.layout, self.textures)
+        return out
+
+    def folder(self, root: str | Path | None = None, resolution: int = 64, seed: int = 0,
+               n_target: int = 1000) -> Path:
+        """Where the domain for these settings lives (nothing is drawn)."""
+        base = Path(root) if root is not None else cache_root() / "synthetic"
+        return base / f"{self.prefix}-r{resolution}-s{seed}-n{n_target}-v{self.version}"
+
+    def ensure(self, root: str | Path | None = None, resolution: int = 64, seed: int = 0,
+               n_target: int = 1000) -> Path:
+        """`folder(...)`, drawn once and cached; a folder without its COMPLETE.json marker
+        (an interrupted generation) is drawn again."""
+        out = self.folder(root, resolution, seed, n_target)
+        ensure_drawn(out, {"resolution": resolution, "seed": seed, "n_target": n_target,
+                           "version": self.version},
+                     partial(self.generate, resolution=resolution, seed=seed,
+                             n_target=n_target))
+        return out
 
 
 def ensure_drawn(out: Path, settings: dict, generate: Callable[[Path], object]) -> None:

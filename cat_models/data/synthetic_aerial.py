@@ -14,12 +14,11 @@ cached folder, so the outdoor benchmark's files do not depend on this module.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from cat_models.data.synthetic import (
     CARS,
+    DrawnTarget,
     Texture,
     _colour,
     _foliage,
@@ -28,9 +27,6 @@ from cat_models.data.synthetic import (
     _tinted,
     _vehicle,
     _waves,
-    domain_folder,
-    draw_target_domain,
-    ensure_domain,
 )
 
 AERIAL_VERSION = 1   # bump when drawing changes: cached aerial domains are keyed by it
@@ -234,30 +230,8 @@ def draw_aerial(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- on disk
-def aerial_seed(seed: int) -> np.random.SeedSequence:
-    """The aerial domain's random stream for benchmark seed `seed` (apart from the outdoor
-    stream `default_rng(seed)`)."""
-    return np.random.SeedSequence([AERIAL_STREAM, seed])
-
-
-def generate_aerial(out: Path, resolution: int = 64, seed: int = 0,
-                    n_target: int = 1000) -> Path:
-    """Draw the aerial domain into `out` (ADE20K layout + classes.txt): `n_target` training
-    images and 25% (at least 20) validation images."""
-    return draw_target_domain(out, aerial_seed(seed), AERIAL_CLASSES, draw_aerial,
-                              AERIAL_TEXTURES, "aerial", resolution, n_target)
-
-
-def aerial_folder(root: str | Path | None = None, resolution: int = 64, seed: int = 0,
-                  n_target: int = 1000) -> Path:
-    """Where the aerial domain for these settings lives (nothing is drawn):
-    `<root or cache_root()>/synthetic/aerial-r{res}-s{seed}-n{n_target}-v{AERIAL_VERSION}`."""
-    return domain_folder("aerial", AERIAL_VERSION, root, resolution, seed, n_target)
-
-
-def ensure_aerial(root: str | Path | None = None, resolution: int = 64, seed: int = 0,
-                  n_target: int = 1000) -> Path:
-    """The aerial domain for these settings (`aerial_folder`), drawn once and cached; a folder
-    without its COMPLETE.json marker (an interrupted generation) is drawn again."""
-    return ensure_domain("aerial", AERIAL_VERSION, generate_aerial, root, resolution, seed,
-                         n_target)
+AERIAL = DrawnTarget("aerial", AERIAL_VERSION, AERIAL_STREAM, AERIAL_CLASSES, draw_aerial,
+                     AERIAL_TEXTURES)
+# draw into a folder; where the cached folder for (root, resolution, seed, n_target) lives;
+# that folder, drawn once and cached
+generate_aerial, aerial_folder, ensure_aerial = AERIAL.generate, AERIAL.folder, AERIAL.ensure

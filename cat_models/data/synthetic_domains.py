@@ -28,10 +28,10 @@ GROUND_TRUTHS: dict[str, dict[str, str | None]] = {
     "synthetic_aerial": synthetic_aerial.AERIAL_GROUND_TRUTH,
     "synthetic_longtail": synthetic_longtail.LONGTAIL_GROUND_TRUTH,
 }
-# the targets drawn on their own: kind -> (draw once and cache, where it lives)
-SEPARATE_TARGETS = {
-    "synthetic_aerial": (synthetic_aerial.ensure_aerial, synthetic_aerial.aerial_folder),
-    "synthetic_longtail": (synthetic_longtail.ensure_longtail, synthetic_longtail.longtail_folder),
+# the targets drawn on their own stream into their own folder
+SEPARATE_TARGETS: dict[str, synthetic.DrawnTarget] = {
+    "synthetic_aerial": synthetic_aerial.AERIAL,
+    "synthetic_longtail": synthetic_longtail.LONGTAIL,
 }
 
 
@@ -41,8 +41,9 @@ def domain_root(kind: str, root: str | Path | None = None, resolution: int = 64,
     """The folder of domain `kind` for these benchmark settings (under `root`, else
     `cache_root()/synthetic`); drawn first (once, cached) unless `materialise` is False."""
     if kind in SEPARATE_TARGETS:
-        ensure, folder = SEPARATE_TARGETS[kind]
-        return (ensure if materialise else folder)(root, resolution, seed, n_target)
+        target = SEPARATE_TARGETS[kind]
+        return (target.ensure if materialise else target.folder)(root, resolution, seed,
+                                                                  n_target)
     if kind not in CLASS_NAMES:
         raise ValueError(f"unknown synthetic dataset kind {kind!r}; known: {list(CLASS_NAMES)}")
     where_both = synthetic.ensure_benchmark if materialise else synthetic.benchmark_folders

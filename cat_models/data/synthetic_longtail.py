@@ -19,13 +19,12 @@ domains' files do not depend on this module.
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 
 from cat_models.data.synthetic import (
     DomainSpec,
+    DrawnTarget,
     Texture,
     _cracks,
     _dots,
@@ -38,10 +37,7 @@ from cat_models.data.synthetic import (
     _vehicle,
     _waves,
     _windows,
-    domain_folder,
     draw_layout,
-    draw_target_domain,
-    ensure_domain,
 )
 
 LONGTAIL_VERSION = 1   # bump when drawing changes: cached domains are keyed by it
@@ -120,21 +116,9 @@ def draw_longtail(rng: np.random.Generator, size: int) -> np.ndarray:
     return draw_layout(rng, spec, size)
 
 
-def longtail_seed(seed: int) -> np.random.SeedSequence:
-    """The domain's random stream for benchmark seed `seed` (apart from the other domains')."""
-    return np.random.SeedSequence([LONGTAIL_STREAM, seed])
-
-
-def generate_longtail(out: Path, resolution: int = 64, seed: int = 0,
-                      n_target: int = 1000) -> Path:
-    """Draw the domain into `out` (ADE20K layout + classes.txt): `n_target` training images
-    and 25% (at least 20) validation images."""
-    return draw_target_domain(out, longtail_seed(seed), LONGTAIL_CLASSES, draw_longtail,
-                              LONGTAIL_TEXTURES, "longtail", resolution, n_target)
-
-
-# where the domain lives for (root, resolution, seed, n_target), nothing drawn:
-# `<root or cache_root()>/synthetic/longtail-r{res}-s{seed}-n{n_target}-v{LONGTAIL_VERSION}`
-longtail_folder = partial(domain_folder, "longtail", LONGTAIL_VERSION)
-# the same folder, drawn once (by `generate_longtail`) and cached
-ensure_longtail = partial(ensure_domain, "longtail", LONGTAIL_VERSION, generate_longtail)
+LONGTAIL = DrawnTarget("longtail", LONGTAIL_VERSION, LONGTAIL_STREAM, LONGTAIL_CLASSES,
+                       draw_longtail, LONGTAIL_TEXTURES)
+# draw into a folder; where the cached folder for (root, resolution, seed, n_target) lives;
+# that folder, drawn once and cached
+generate_longtail, longtail_folder, ensure_longtail = (LONGTAIL.generate, LONGTAIL.folder,
+                                                       LONGTAIL.ensure)

@@ -63,8 +63,8 @@ def drawn_cache(tmp_path_factory) -> Path:
 
     cache = tmp_path_factory.mktemp("cache")
     ensure_benchmark(cache / "synthetic", **BENCH)
-    for ensure, _ in SEPARATE_TARGETS.values():
-        ensure(cache / "synthetic", BENCH["resolution"], BENCH["seed"], BENCH["n_target"])
+    for target in SEPARATE_TARGETS.values():
+        target.ensure(cache / "synthetic", BENCH["resolution"], BENCH["seed"], BENCH["n_target"])
     return cache
 
 
